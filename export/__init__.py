@@ -1,0 +1,1 @@
+"""PyTorch -> deployment bundle (staged ONNX graphs, manifest, TensorRT engines)."""

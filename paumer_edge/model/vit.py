@@ -1,0 +1,131 @@
+"""A plain ViT encoder with timm / Segmenter parameter names, so real checkpoints load by key.
+
+Kept readable top to bottom like timm's `vision_transformer.py`; the blocks take any token count,
+which is what lets later stages run on the active tokens only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches -> tokens: a strided convolution, flattened to [B, N, C]."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
+                     extra_tokens: int) -> torch.Tensor:
+    """Bicubic resize of the patch part of a position embedding (as Segmenter and timm do)."""
+    if tuple(old_grid) == tuple(new_grid):
+        return pos_embed
+    extra, grid = pos_embed[:, :extra_tokens], pos_embed[:, extra_tokens:]
+    c = grid.shape[-1]
+    grid = grid.reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], c)
+    return torch.cat([extra, grid], dim=1)
+
+
+class VisionTransformer(nn.Module):
+    """ViT encoder: `patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.N.*`, `norm` as in timm."""
+
+    def __init__(self, image_size: tuple[int, int], patch_size: int, embed_dim: int, depth: int,
+                 num_heads: int, mlp_ratio: float, class_token: bool, eps: float, in_chans: int = 3):
+        super().__init__()
+        self.patch_size = patch_size
+        self.grid = (image_size[0] // patch_size, image_size[1] // patch_size)
+        self.num_extra_tokens = 1 if class_token else 0
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        num_pos = self.grid[0] * self.grid[1] + self.num_extra_tokens
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, embed_dim))
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, eps) for _ in range(depth))
+        self.norm = nn.LayerNorm(embed_dim, eps=eps)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.patch_embed.proj.weight
+        nn.init.uniform_(w, -1 / math.sqrt(w[0].numel()), 1 / math.sqrt(w[0].numel()))
+
+    def grid_for(self, height: int, width: int) -> tuple[int, int]:
+        return height // self.patch_size, width // self.patch_size
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [B,3,H,W] -> tokens [B, extra + N, C] with position embedding added."""
+        x = self.patch_embed(images)
+        grid = self.grid_for(images.shape[-2], images.shape[-1])
+        pos = resize_pos_embed(self.pos_embed, self.grid, grid, self.num_extra_tokens)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + pos
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The unpaused encoder: every block on every token, then the final norm."""
+        x = self.embed(images)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)

@@ -1,0 +1,254 @@
+"""The pausing policy: the one place where a budget or a threshold becomes token counts and indices.
+
+Plain Python + numpy, no torch: the PyTorch model and the torch-free runtime both call this module,
+so they can never disagree about which tokens pause.
+
+Vocabulary:
+- stage k runs the blocks between pausing point k-1 and k; stage 0 always sees every patch token;
+- a *pausing point* sits after stage k (k = 0 .. S-2); there an auxiliary head gives every active
+  token a normalised entropy in [0, 1] and the policy keeps the most uncertain ones;
+- counts are *patch* tokens; a class token, if any, is always active and never counted here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from . import UserError
+
+
+class PolicyError(UserError):
+    """A budget or threshold outside its range."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost model
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CostModel:
+    """Multiply-accumulates of the encoder as a function of the active token count per stage.
+
+    Per block on n tokens (class token included): qkv + proj + MLP are linear in n,
+    attention (QK^T and AV) is quadratic. Pausing heads (LayerNorm + Linear to the classes) run at
+    every pausing point on the tokens active there, whenever the policy can pause.
+    """
+
+    embed_dim: int
+    mlp_ratio: float
+    num_patches: int
+    extra_tokens: int
+    stage_blocks: tuple[int, ...]  # blocks per stage
+    num_classes: int
+    patch_size: int
+    decoder_macs: float = 0.0  # for reporting the encoder's share; not part of the budget
+
+    @classmethod
+    def from_config(cls, cfg: Any, grid: tuple[int, int] | None = None) -> CostModel:
+        """Cost model of a `ModelConfig` (duck-typed: the runtime passes the manifest's view of it)."""
+        rows, cols = grid if grid is not None else cfg.grid
+        patches = rows * cols
+        if cfg.decoder == "linear":
+            dec = patches * cfg.embed_dim * cfg.num_classes
+        else:  # mask transformer: projection, blocks over patches + class embeddings, mask products
+            d, n = cfg.mask_dim, patches + cfg.num_classes
+            dec = patches * cfg.embed_dim * d + cfg.decoder_depth * (n * 12 * d * d + 2 * n * n * d)
+            dec += 2 * n * d * d + patches * cfg.num_classes * d
+        return cls(
+            embed_dim=cfg.embed_dim,
+            mlp_ratio=float(cfg.mlp_ratio),
+            num_patches=patches,
+            extra_tokens=cfg.num_extra_tokens,
+            stage_blocks=tuple(end - start for start, end in cfg.stage_bounds),
+            num_classes=cfg.num_classes,
+            patch_size=cfg.patch_size,
+            decoder_macs=float(dec),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stage_blocks"] = list(self.stage_blocks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CostModel:
+        return cls(**{**d, "stage_blocks": tuple(d["stage_blocks"])})
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_blocks)
+
+    def block_macs(self, patches: int) -> float:
+        n = patches + self.extra_tokens
+        c = self.embed_dim
+        return n * (4 + 2 * self.mlp_ratio) * c * c + 2.0 * n * n * c
+
+    def head_macs(self, patches: int) -> float:
+        return float(patches * self.embed_dim * self.num_classes)
+
+    @property
+    def patch_embed_macs(self) -> float:
+        return float(self.num_patches * 3 * self.patch_size**2 * self.embed_dim)
+
+    def encoder_macs(self, counts: Sequence[int], pausing: bool) -> float:
+        """Encoder MACs with `counts[k]` patch tokens active in stage k."""
+        total = self.patch_embed_macs
+        for blocks, n in zip(self.stage_blocks, counts):
+            total += blocks * self.block_macs(n)
+        if pausing:
+            total += sum(self.head_macs(n) for n in counts[:-1])
+        return total
+
+    @property
+    def full_macs(self) -> float:
+        """The unpaused encoder: every stage on every token, no pausing heads."""
+        return self.encoder_macs([self.num_patches] * self.num_stages, pausing=False)
+
+    @property
+    def encoder_share(self) -> float:
+        """Fraction of the whole network's modelled compute spent in the encoder at budget 1."""
+        return self.full_macs / (self.full_macs + self.decoder_macs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Budget -> counts
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BudgetPlan:
+    """Token counts per stage for a compute budget."""
+
+    requested: float  # the budget asked for
+    keep_ratio: float  # r: n_{k+1} = round(r * n_k) at every pausing point
+    counts: tuple[int, ...]  # patch tokens active in each stage
+    cost_fraction: float  # modelled cost / full cost: the effective budget
+
+    @property
+    def clamped(self) -> bool:
+        """True when the budget was below the cheapest possible plan."""
+        return self.cost_fraction > self.requested + 1e-12
+
+    @property
+    def pauses(self) -> bool:
+        return self.keep_ratio < 1.0
+
+
+def counts_for_ratio(num_patches: int, num_stages: int, ratio: float) -> tuple[int, ...]:
+    """n_0 = all patches, n_{k+1} = round(ratio * n_k) (half up), never fewer than 1."""
+    counts = [num_patches]
+    for _ in range(num_stages - 1):
+        counts.append(max(1, math.floor(ratio * counts[-1] + 0.5)))
+    return tuple(counts)
+
+
+def check_budget(budget: float) -> float:
+    b = float(budget)
+    if not (0.0 < b <= 1.0) or math.isnan(b):
+        raise PolicyError(f"budget {budget} is out of range: give a fraction of the full compute in (0, 1]")
+    return b
+
+
+def check_threshold(threshold: float) -> float:
+    t = float(threshold)
+    if not (0.0 <= t <= 1.0) or math.isnan(t):
+        raise PolicyError(f"threshold {threshold} is out of range: give a normalised entropy in [0, 1]")
+    return t
+
+
+@lru_cache(maxsize=4096)
+def plan_budget(cost: CostModel, budget: float) -> BudgetPlan:
+    """The largest keep ratio whose modelled encoder cost does not exceed `budget` x full cost.
+
+    Budget 1 keeps every token (no pausing heads run). A budget below the cheapest plan (stage 0 on
+    all tokens, one token after) is clamped to it; `cost_fraction` reports what is really spent.
+    """
+    budget = check_budget(budget)
+    full = cost.full_macs
+    s, p = cost.num_stages, cost.num_patches
+    if budget >= 1.0 or s == 1:
+        return BudgetPlan(budget, 1.0, (p,) * s, 1.0)
+
+    def frac(r: float) -> float:
+        return cost.encoder_macs(counts_for_ratio(p, s, r), pausing=True) / full
+
+    # For r < 1 the cost is non-decreasing in r (counts are), so bisect for the supremum.
+    lo, hi = 0.0, 1.0
+    if frac(lo) > budget:
+        return BudgetPlan(budget, 0.0, counts_for_ratio(p, s, 0.0), frac(0.0))
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if frac(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return BudgetPlan(budget, lo, counts_for_ratio(p, s, lo), frac(lo))
+
+
+# ---------------------------------------------------------------------------------------------
+# Entropies -> indices
+# ---------------------------------------------------------------------------------------------
+def threshold_count(entropy: np.ndarray, threshold: float) -> int:
+    """Tokens to keep so that every image keeps all its tokens with entropy >= threshold (at least 1)."""
+    ent = np.nan_to_num(np.asarray(entropy, dtype=np.float32), nan=1.0)
+    per_image = (ent >= threshold).sum(axis=-1)
+    return max(1, int(per_image.max(initial=0)))
+
+
+def select_tokens(entropy: np.ndarray, count: int) -> np.ndarray:
+    """Positions of the `count` most uncertain tokens of each image, ascending, int64 [B, count].
+
+    Ties go to the lower position (stable sort), so the choice is deterministic; NaN counts as
+    maximally uncertain, so a broken entropy never pauses a token.
+    """
+    ent = np.nan_to_num(np.asarray(entropy, dtype=np.float32), nan=np.inf)
+    if ent.ndim != 2:
+        raise ValueError(f"entropy must be [batch, tokens], got shape {ent.shape}")
+    count = int(min(max(count, 1), ent.shape[1]))
+    order = np.argsort(-ent, axis=1, kind="stable")[:, :count]
+    return np.sort(order, axis=1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class PausingPolicy:
+    """The run-time knobs: a compute budget, an entropy threshold, or both (the stricter wins)."""
+
+    budget: float = 1.0
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        check_budget(self.budget)
+        if self.threshold is not None:
+            check_threshold(self.threshold)
+
+
+class Pauser:
+    """A policy bound to one model's cost model: how many tokens to keep at each pausing point, and which."""
+
+    def __init__(self, cost: CostModel, policy: PausingPolicy):
+        self.cost = cost
+        self.policy = policy
+        self.plan = plan_budget(cost, policy.budget)
+
+    @property
+    def needs_entropy(self) -> bool:
+        """Whether any token can pause (otherwise the pausing heads need not run at all)."""
+        return self.plan.pauses or bool(self.policy.threshold)
+
+    def count(self, point: int, entropy: np.ndarray) -> int:
+        """Tokens to keep after pausing point `point`, given the active tokens' entropies [B, n]."""
+        n = int(np.shape(entropy)[-1])
+        keep = min(n, self.plan.counts[point + 1])
+        if self.policy.threshold is not None:
+            keep = min(keep, threshold_count(entropy, self.policy.threshold))
+        return max(1, keep)
+
+    def select(self, point: int, entropy: np.ndarray) -> np.ndarray | None:
+        """Positions (within the active set) of the tokens that stay active; None if all stay."""
+        keep = self.count(point, entropy)
+        if keep >= np.shape(entropy)[-1]:
+            return None
+        return select_tokens(entropy, keep)

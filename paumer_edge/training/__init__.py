@@ -1,0 +1,5 @@
+"""Pausing-aware training (single process or torchrun/DDP)."""
+
+from .trainer import TrainConfig, train
+
+__all__ = ["TrainConfig", "train"]

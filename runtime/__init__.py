@@ -1,0 +1,1 @@
+"""Deployment bundle -> predictions, with numpy and an inference backend only (never torch)."""

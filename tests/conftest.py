@@ -1,0 +1,38 @@
+"""Shared fixtures: a private data cache, and a tiny model trained for a few steps."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Rendered data and caches go to a temporary folder, never the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("paumer-cache")
+    os.environ["PAUMER_EDGE_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, private_cache: Path) -> dict:
+    """Train the `tiny` preset for 40 steps; returns the run folder and the summary."""
+    from paumer_edge.config import preset
+    from paumer_edge.training import TrainConfig, train
+    from paumer_edge.training.release import write_release
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    tc = TrainConfig(out=str(out), train_images=48, val_images=16, steps=40, batch_size=8, lr=2e-3,
+                     eval_every=20, progress=False, seed=0)
+    torch.manual_seed(0)
+    summary = train(tc, preset("tiny"))
+    write_release(out / "last.pt", out / "model.pt", summary["results"])
+    return {"out": out, "summary": summary, "config": tc}
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_run: dict) -> Path:
+    return tiny_run["out"] / "model.pt"
