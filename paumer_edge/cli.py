@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import UserError, __version__
 
@@ -43,7 +44,7 @@ def parse_floats(text: str) -> list[float]:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2, like every other user mistake
+    def error(self, message: str) -> NoReturn:  # one line and exit 2, like every other user mistake
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -207,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", help="checkpoint (default: the bundled sample model)")
     e.add_argument("--data", default="synthetic")
     e.add_argument("--split", default="test", help="train | val | test (default: test, held out)")
-    e.add_argument("--images", type=int, default=500)
+    e.add_argument("--images", type=int, default=1000, help="held-out images (default 1000)")
     e.add_argument("--budgets", type=parse_floats, default=[1.0, 0.75, 0.5, 0.25])
     e.add_argument("--thresholds", type=parse_floats, help="also evaluate these entropy thresholds")
     e.add_argument("--batch-size", type=int, default=16)

@@ -83,7 +83,8 @@ class StreetScenes(Dataset):
             split = SPLIT_SEEDS[split]
         if length < 1:
             raise UserError(f"dataset length must be positive, got {length}")
-        self.size, self.length, self.seed = tuple(size), int(length), int(split)
+        self.size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.length, self.seed = int(length), int(split)
         self._arrays = render_split(self.seed, self.length, self.size, workers, progress) if cache else None
 
     def __len__(self) -> int:

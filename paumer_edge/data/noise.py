@@ -15,7 +15,7 @@ def _hash(ix: np.ndarray, iy: np.ndarray, seed: int) -> np.ndarray:
     return ((h ^ (h >> 16)) & 0xFFFF).astype(np.float32) / 65535.0
 
 
-def value_noise(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+def value_noise(x: np.ndarray | float, y: np.ndarray | float, seed: int) -> np.ndarray:
     """Smooth noise in [0, 1] on a unit lattice."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
@@ -28,7 +28,7 @@ def value_noise(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     return (a + (b - a) * fx) * (1 - fy) + (c + (d - c) * fx) * fy
 
 
-def fbm(x: np.ndarray, y: np.ndarray, seed: int, octaves: int = 3, gain: float = 0.5) -> np.ndarray:
+def fbm(x: np.ndarray | float, y: np.ndarray | float, seed: int, octaves: int = 3, gain: float = 0.5) -> np.ndarray:
     """Fractal sum of value noise, normalised to [0, 1]."""
     total = np.zeros(np.broadcast(x, y).shape, np.float32)
     amp, norm, freq = 1.0, 0.0, 1.0

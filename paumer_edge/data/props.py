@@ -82,7 +82,7 @@ def paint_props(world: World, cam: Camera, t: float, img: np.ndarray, labels: np
     depth = c[:, 2]
     u = 0.5 * w + f * c[:, 0] / np.maximum(depth, 1e-6)
     placed = []
-    for i in np.nonzero((depth > _NEAR) & (depth < world.length - cam.z) & (z < world.length))[0]:
+    for i in np.nonzero((depth > _NEAR) & (depth < world.length - cam.z) & (z < world.length))[0].tolist():
         half, tall = _EXTENT.get(props[i].kind, (np.inf, np.inf))
         scale = f / depth[i]
         if tall * scale < _MIN_PIXELS or abs(u[i] - 0.5 * w) > 0.5 * w + half * scale + 2:

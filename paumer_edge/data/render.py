@@ -161,7 +161,8 @@ def _shade_facade(world: World, row: BuildingRow, p: np.ndarray, m: np.ndarray, 
     u = along % bay
     ww = row.win_w[i] * bay
     f = y % fh
-    window = (np.abs(u - 0.5 * bay) < 0.5 * ww) & (f > 0.9) & (f < 0.9 + 0.5 * fh) & (y > fh) & (y < row.height[i] - 0.8)
+    window = (np.abs(u - 0.5 * bay) < 0.5 * ww) & (f > 0.9) & (f < 0.9 + 0.5 * fh)
+    window &= (y > fh) & (y < row.height[i] - 0.8)
     shop = (y > 0.5) & (y < 2.6) & (np.abs(u - 0.5 * bay) < 0.4 * bay) & (i % 3 != 0)
     window |= shop
     n = fbm(along * 0.4, y * 0.4, world.seed + 11 + row.side, octaves=3)

@@ -81,7 +81,7 @@ def write_video(path: str | Path, frames: Iterator[np.ndarray], fps: float = 30.
         for frame in frames:
             if writer is None:
                 h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
                 if not writer.isOpened():
                     raise UserError(f"cannot write video '{path}': OpenCV has no mp4v encoder here")
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))

@@ -68,10 +68,10 @@ class PausingSegmenter(nn.Module):
         self._costs: dict[tuple[int, int], CostModel] = {}
 
     def cost_model(self, grid: tuple[int, int] | None = None) -> CostModel:
-        grid = tuple(grid or self.cfg.grid)  # type: ignore[assignment]
-        if grid not in self._costs:
-            self._costs[grid] = CostModel.from_config(self.cfg, grid)
-        return self._costs[grid]
+        key = (int(grid[0]), int(grid[1])) if grid else self.cfg.grid
+        if key not in self._costs:
+            self._costs[key] = CostModel.from_config(self.cfg, key)
+        return self._costs[key]
 
     def decode(self, tokens: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
         """Normed tokens incl. extra tokens [B, E+N, C] -> logits [B, K, H, W]."""

@@ -168,7 +168,8 @@ def train(tc: TrainConfig, model_cfg: ModelConfig | None = None, resume: str | N
         start = int(ckpt["step"])
     net: torch.nn.Module = DistributedDataParallel(model) if distributed else model
 
-    sampler = ResumableBatches(len(train_set), tc.batch_size, tc.seed, start, tc.steps, rank, world)
+    n_train = len(train_set)  # type: ignore[arg-type]
+    sampler = ResumableBatches(n_train, tc.batch_size, tc.seed, start, tc.steps, rank, world)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=tc.workers)
     points = [OperatingPoint(b) for b in tc.eval_budgets]
     history: list[dict[str, Any]] = list(ckpt.get("history", [])) if ckpt else []
