@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_namespace_maps_the_three_rooms() -> None:
-    import paumer_edge
     import paumer_edge.export
     import paumer_edge.runtime
+
+    import paumer_edge
 
     assert Path(paumer_edge.export.__file__).parent.name == "export"
     assert Path(paumer_edge.runtime.__file__).parent.name == "runtime"
