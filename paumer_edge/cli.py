@@ -90,6 +90,35 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func="evaluate")
 
+    x = sub.add_parser("export", help="checkpoint -> deployment bundle (staged ONNX graphs, manifest, engines)")
+    x.add_argument("ckpt", nargs="?", help="checkpoint (default: the bundled sample model)")
+    x.add_argument("-o", "--out", help="bundle directory (default: next to the checkpoint, CKPT.paumer)")
+    x.add_argument("--image-size", type=parse_size, help="HxW the graphs take (default: the checkpoint's)")
+    x.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or 18 (default 18)")
+    x.add_argument("--batch", type=parse_floats, default=[1, 1, 8],
+                   help="batch sizes for engine profiles: N or MIN,OPT,MAX (default 1,1,8)")
+    x.add_argument("--scores", action="store_true", help="the decoder also outputs class probabilities")
+    x.add_argument("--no-verify", action="store_true", help="skip the parity check against PyTorch")
+    x.add_argument("--report", help="write the verify report as JSON here")
+    x.add_argument("--trt", action="store_true", help="also build TensorRT engines (needs a GPU and TensorRT)")
+    _engine_args(x)
+    x.add_argument("--quiet", action="store_true")
+    x.set_defaults(func="export")
+
+    v = sub.add_parser("verify", help="run a bundle's graphs against PyTorch: errors per output, label agreement")
+    v.add_argument("bundle")
+    v.add_argument("--ckpt", help="the checkpoint it came from (default: the one the manifest names)")
+    v.add_argument("--frames", type=int, default=8, help="street frames to compare on (default 8)")
+    v.add_argument("--budgets", type=parse_floats, default=[1.0, 0.5, 0.25])
+    v.add_argument("--json", help="write the full report here")
+    v.set_defaults(func="verify")
+
+    b = sub.add_parser("build", help="build TensorRT engines for a bundle (GPU + TensorRT)")
+    b.add_argument("bundle")
+    _engine_args(b)
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func="build")
+
     i = sub.add_parser("info", help="versions, available backends and devices")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func="info")
@@ -106,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func="synth")
     return p
+
+
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fp16", action="store_true", help="half-precision engines")
+    p.add_argument("--int8", action="store_true", help="INT8 engines, calibrated on --calib images (TensorRT 10)")
+    p.add_argument("--calib", help="folder of typical frames for INT8 calibration")
+    p.add_argument("--engine-budgets", type=parse_floats, default=[0.5],
+                   help="budgets the engines are tuned for: one profile each (default 0.5)")
+    p.add_argument("--dla", type=int, help="build for this DLA core (Jetson), falling back to the GPU")
+    p.add_argument("--workspace", type=float, default=2.0, help="builder workspace in GiB (default 2)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

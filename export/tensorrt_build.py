@@ -1,0 +1,201 @@
+"""TensorRT engines for a bundle: one per graph, optimisation profiles on the token count n, a timing
+cache kept in the bundle, every engine keyed by graph sha256 + TensorRT version + GPU + precision +
+profiles and recorded in the manifest.
+
+Follows the TensorRT 10 API (weakly typed network, builder precision flags, INT8 entropy calibrator;
+TensorRT 8.6 on JetPack needs the explicit-batch flag) and the TensorRT 11 one (strongly typed network:
+the precision comes from the ONNX graph, so fp16 builds an fp16 copy of it first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import onnx
+from paumer_edge.runtime.bundle import MANIFEST, Bundle, load_bundle, sha256_file
+from paumer_edge.runtime.gpu import GpuInfo, cuda_runtime, gpu_info, tensorrt_module
+from tqdm import tqdm
+
+from paumer_edge import UserError
+from paumer_edge.pausing import plan_budget
+
+from .exporter import write_json_atomic
+from .fp16 import convert_to_fp16
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    precision: str = "fp16"
+    budgets: tuple[float, ...] = (0.5,)  # expected budgets: one optimisation profile each (opt n)
+    calib_dir: str | None = None  # images for INT8 calibration
+    calib_images: int = 64
+    dla_core: int | None = None
+    workspace_gib: float = 2.0
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision '{self.precision}' is not one of {', '.join(PRECISIONS)}")
+        if self.precision == "int8" and not self.calib_dir:
+            raise UserError("INT8 needs calibration images: add --calib DIR (a folder of typical frames)")
+        if self.calib_dir and not Path(self.calib_dir).is_dir():
+            raise UserError(f"calibration folder '{self.calib_dir}' does not exist")
+        if not self.budgets:
+            raise UserError("give at least one expected budget for the engine profiles")
+
+
+def trt_major(trt_mod: ModuleType) -> int:
+    return int(str(trt_mod.__version__).split(".")[0])
+
+
+def profile_shapes(bundle: Bundle, graph: str, budgets: Sequence[float],
+                   batch: tuple[int, int, int]) -> list[dict[str, tuple[tuple[int, ...], ...]]]:
+    """(min, opt, max) shape of every input, one dict per optimisation profile."""
+    m = bundle.model
+    lo, opt, hi = batch
+    spec = bundle.graphs[graph]
+    profiles = []
+    plans = [plan_budget(bundle.cost, b) for b in budgets] or [plan_budget(bundle.cost, 1.0)]
+    for plan in plans:
+        shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
+        for t in spec.inputs:
+            if t.name == "image":
+                s = (3, *m.input_size)
+                shapes[t.name] = ((lo, *s), (opt, *s), (hi, *s))
+            elif t.name == "tokens":
+                s = (m.tokens, m.embed_dim)
+                shapes[t.name] = ((lo, *s), (opt, *s), (hi, *s))
+            elif t.name == "active":
+                k = int(graph.removeprefix("stage"))
+                n_opt = plan.counts[k]
+                shapes[t.name] = ((lo, 1), (opt, n_opt), (hi, m.num_patches))
+            else:
+                raise UserError(f"graph {graph} has an input '{t.name}' this builder does not know")
+        if shapes not in profiles:
+            profiles.append(shapes)
+    return profiles
+
+
+def engine_key(sha: str, trt_version: str, gpu: GpuInfo, precision: str, profiles: list, dla: int | None) -> str:
+    blob = json.dumps({"sha": sha, "trt": trt_version, "gpu": gpu.name, "cc": gpu.compute_capability,
+                       "precision": precision, "profiles": profiles, "dla": dla}, sort_keys=True, default=list)
+    return f"{precision}-sm{gpu.compute_capability.replace('.', '')}-trt{trt_version}-" \
+           f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _parse(trt_mod: Any, network: trt.INetworkDefinition, logger: trt.ILogger, model: onnx.ModelProto,
+           name: str) -> None:
+    parser = trt_mod.OnnxParser(network, logger)
+    if not parser.parse(model.SerializeToString()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise UserError(f"TensorRT could not parse {name}: {errors}")
+
+
+def build_engines(bundle_path: str | Path, opts: EngineOptions, progress: bool = True) -> list[dict[str, Any]]:
+    """Build (or reuse) an engine per graph; returns the manifest entries written."""
+    opts.validate()
+    trt_mod = tensorrt_module()
+    gpu = gpu_info(cuda_runtime())
+    bundle = load_bundle(bundle_path)
+    major = trt_major(trt_mod)
+    strongly_typed = major >= 11
+    if strongly_typed and opts.precision == "int8":
+        raise UserError("TensorRT 11 builds strongly typed networks: INT8 needs an explicitly quantized ONNX "
+                        "(Q/DQ nodes, e.g. from NVIDIA ModelOpt), not --calib; use --fp16, or TensorRT 10")
+    logger = trt_mod.Logger(trt_mod.Logger.WARNING)
+    root = Path(bundle_path)
+    engines_dir = root / "engines"
+    engines_dir.mkdir(exist_ok=True)
+    cache_path = engines_dir / f"timing-sm{gpu.compute_capability.replace('.', '')}-trt{trt_mod.__version__}.cache"
+    batch = tuple(bundle.manifest.get("batch", {}).get(k, d) for k, d in (("min", 1), ("opt", 1), ("max", 8)))
+    entries = []
+    calib = None
+    names = [*bundle.stage_names, "decoder"] + (["full"] if "full" in bundle.graphs else [])
+    for name in tqdm(names, desc="building engines", unit="engine", disable=not progress):
+        spec = bundle.graphs[name]
+        profiles = profile_shapes(bundle, name, opts.budgets, batch)  # type: ignore[arg-type]
+        key = engine_key(spec.sha256, trt_mod.__version__, gpu, opts.precision, profiles, opts.dla_core)
+        out = engines_dir / key / f"{name}.engine"
+        t0 = time.perf_counter()
+        if not out.exists():
+            builder = trt_mod.Builder(logger)
+            flags = 0
+            if strongly_typed:
+                flags |= 1 << int(trt_mod.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+            elif major < 10:
+                flags |= 1 << int(trt_mod.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+            network = builder.create_network(flags)
+            model = onnx.load(str(bundle.graph_path(name)))
+            if strongly_typed and opts.precision == "fp16":
+                model = convert_to_fp16(model)
+            _parse(trt_mod, network, logger, model, spec.file)
+            config = builder.create_builder_config()
+            config.set_memory_pool_limit(trt_mod.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
+            if not strongly_typed and opts.precision in ("fp16", "int8"):
+                config.set_flag(trt_mod.BuilderFlag.FP16)
+            if not strongly_typed and opts.precision == "int8":
+                config.set_flag(trt_mod.BuilderFlag.INT8)
+                if calib is None:
+                    from .calibration import CalibrationData
+
+                    calib = CalibrationData(bundle, opts.calib_dir or "", opts.calib_images, opts.budgets[0])
+                config.int8_calibrator = calib.calibrator(trt_mod, name, engines_dir / key / f"{name}.calib")
+            if opts.dla_core is not None:
+                if builder.num_DLA_cores <= opts.dla_core:
+                    raise UserError(f"DLA core {opts.dla_core} asked for, this device has {builder.num_DLA_cores}")
+                config.default_device_type = trt_mod.DeviceType.DLA
+                config.DLA_core = opts.dla_core
+                config.set_flag(trt_mod.BuilderFlag.GPU_FALLBACK)
+            cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
+            config.set_timing_cache(cache, False)
+            for shapes in profiles:
+                profile = builder.create_optimization_profile()
+                for tensor, (mn, op, mx) in shapes.items():
+                    profile.set_shape(tensor, mn, op, mx)
+                config.add_optimization_profile(profile)
+            plan = builder.build_serialized_network(network, config)
+            if plan is None:
+                raise UserError(f"TensorRT failed to build an engine for {spec.file} (see its log above)")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(out.name + ".partial")
+            tmp.write_bytes(bytes(plan))
+            tmp.replace(out)
+            timing = config.get_timing_cache().serialize()
+            tmp_cache = cache_path.with_name(cache_path.name + ".partial")
+            tmp_cache.write_bytes(bytes(timing))
+            tmp_cache.replace(cache_path)
+        entries.append({
+            "graph": name, "key": key, "file": str(out.relative_to(root)), "sha256": sha256_file(out),
+            "graph_sha256": spec.sha256, "tensorrt": trt_mod.__version__, "gpu": asdict(gpu),
+            "precision": opts.precision, "strongly_typed": strongly_typed, "dla_core": opts.dla_core,
+            "profiles": [{k: [list(s) for s in v] for k, v in p.items()} for p in profiles],
+            "budgets": list(opts.budgets), "build_s": round(time.perf_counter() - t0, 2),
+        })
+    _record(root, entries)
+    return entries
+
+
+def _record(root: Path, entries: list[dict[str, Any]]) -> None:
+    """Add the engines to the manifest, replacing older entries for the same graph and precision."""
+    manifest = json.loads((root / MANIFEST).read_text())
+    new_keys = {(e["graph"], e["precision"], e["gpu"]["name"], e["tensorrt"]) for e in entries}
+    kept = [e for e in manifest.get("engines", [])
+            if (e["graph"], e["precision"], e["gpu"]["name"], e["tensorrt"]) not in new_keys]
+    manifest["engines"] = kept + entries
+    write_json_atomic(root / MANIFEST, manifest)
+    live = {Path(e["file"]).parent.name for e in manifest["engines"]}
+    for folder in (root / "engines").iterdir():  # engines no manifest entry points to
+        if folder.is_dir() and folder.name not in live:
+            shutil.rmtree(folder, ignore_errors=True)

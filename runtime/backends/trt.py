@@ -1,0 +1,124 @@
+"""Native TensorRT backend: the bundle's engines, device memory and a stream through cuda-python,
+`set_input_shape` per call, `execute_async_v3`.
+
+Engines are only loaded when their manifest entry matches the installed TensorRT version and this GPU
+and the file's sha256 matches; otherwise the error says how to rebuild them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paumer_edge import UserError
+
+from ..bundle import Bundle, sha256_file
+from ..gpu import GpuInfo, check, cuda_runtime, gpu_info, tensorrt_module
+
+
+def find_engine(bundle: Bundle, graph: str, precision: str | None, trt_version: str, gpu: GpuInfo) -> dict[str, Any]:
+    """The manifest entry of an engine for `graph` that fits this TensorRT and GPU, or a clear error."""
+    entries = [e for e in bundle.manifest.get("engines", []) if e["graph"] == graph]
+    if precision:
+        entries = [e for e in entries if e["precision"] == precision]
+    if not entries:
+        raise UserError(f"bundle '{bundle.path}' has no {precision or ''} TensorRT engine for {graph}; build them "
+                        f"with `paumer-edge build {bundle.path}" + (f" --precision {precision}`" if precision else "`"))
+    sha = bundle.graphs[graph].sha256
+    fits = [e for e in entries if e["tensorrt"] == trt_version and e["gpu"]["name"] == gpu.name
+            and e["gpu"]["compute_capability"] == gpu.compute_capability and e["graph_sha256"] == sha]
+    if not fits:
+        built = ", ".join(sorted({f"{e['gpu']['name']} / TensorRT {e['tensorrt']}" for e in entries}))
+        raise UserError(f"the {graph} engine was built for {built}, not this {gpu.name} / TensorRT {trt_version}; "
+                        f"rebuild with `paumer-edge build {bundle.path}`")
+    return fits[-1]
+
+
+class TrtSession:
+    """One engine, one execution context per optimisation profile, device buffers grown on demand."""
+
+    def __init__(self, trt: Any, cudart: Any, engine: Any, stream: Any, profiles: list[dict[str, Any]]):
+        self.trt, self.cudart, self.engine, self.stream = trt, cudart, engine, stream
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.output_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.contexts = []
+        for i in range(max(1, engine.num_optimization_profiles)):
+            ctx = engine.create_execution_context()
+            ctx.set_optimization_profile_async(i, stream)
+            self.contexts.append(ctx)
+        # opt token count of each profile, to pick the context tuned nearest to the current n
+        self.opt_n = [p["active"][1][1] if "active" in p else 0 for p in profiles] or [0]
+        self.buffers: dict[str, tuple[int, int]] = {}
+
+    def _device(self, key: str, nbytes: int) -> int:
+        ptr, size = self.buffers.get(key, (0, 0))
+        if size < nbytes:
+            if ptr:
+                check(self.cudart, self.cudart.cudaFree(ptr), "cudaFree")
+            ptr = int(check(self.cudart, self.cudart.cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
+            self.buffers[key] = (ptr, nbytes)
+        return ptr
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        cu, trt = self.cudart, self.trt
+        index = 0
+        if "active" in inputs and len(self.contexts) > 1:
+            n = inputs["active"].shape[1]
+            index = int(np.argmin([abs(n - o) for o in self.opt_n]))
+        ctx = self.contexts[index]
+        h2d, d2h = cu.cudaMemcpyKind.cudaMemcpyHostToDevice, cu.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        for name in self.input_names:
+            arr = np.ascontiguousarray(inputs[name], dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
+            if not ctx.set_input_shape(name, arr.shape):
+                raise UserError(f"input {name} of shape {arr.shape} is outside the engine's profile")
+            ptr = self._device(f"{index}:{name}", arr.nbytes)
+            check(cu, cu.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self.stream), "cudaMemcpyAsync")
+            ctx.set_tensor_address(name, ptr)
+        outputs = []
+        for name in self.output_names:
+            shape = tuple(ctx.get_tensor_shape(name))
+            out = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
+            ptr = self._device(f"{index}:{name}", out.nbytes)
+            ctx.set_tensor_address(name, ptr)
+            outputs.append((out, ptr))
+        if not ctx.execute_async_v3(self.stream):
+            raise UserError("TensorRT execution failed (see the TensorRT log)")
+        for out, ptr in outputs:
+            check(cu, cu.cudaMemcpyAsync(out.ctypes.data, ptr, out.nbytes, d2h, self.stream), "cudaMemcpyAsync")
+        check(cu, cu.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        return [out for out, _ in outputs]
+
+    def __del__(self) -> None:
+        for ptr, _ in getattr(self, "buffers", {}).values():
+            self.cudart.cudaFree(ptr)
+
+
+class TrtBackend:
+    """Sessions over a bundle's prebuilt engines for this GPU and TensorRT version."""
+
+    name = "trt"
+
+    def __init__(self, precision: str | None = None, device: int = 0):
+        self.trt = tensorrt_module()
+        self.cudart = cuda_runtime()
+        check(self.cudart, self.cudart.cudaSetDevice(device), "cudaSetDevice")
+        self.gpu = gpu_info(self.cudart, device)
+        self.precision = precision
+        self.logger = self.trt.Logger(self.trt.Logger.WARNING)
+        self.runtime = self.trt.Runtime(self.logger)
+        self.stream = check(self.cudart, self.cudart.cudaStreamCreate(), "cudaStreamCreate")
+
+    def open(self, bundle: Bundle, graph: str) -> TrtSession:
+        entry = find_engine(bundle, graph, self.precision, self.trt.__version__, self.gpu)
+        path = Path(bundle.path) / entry["file"]
+        if not path.is_file() or sha256_file(path) != entry["sha256"]:
+            raise UserError(f"engine file {entry['file']} is missing or does not match its sha256; "
+                            f"rebuild with `paumer-edge build {bundle.path}`")
+        engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise UserError(f"TensorRT could not load {entry['file']}; rebuild with `paumer-edge build {bundle.path}`")
+        profiles = [{k: v for k, v in p.items()} for p in entry.get("profiles", [])]
+        return TrtSession(self.trt, self.cudart, engine, self.stream, profiles)
