@@ -259,3 +259,27 @@ def test_tensorrt_engines_build_and_match_onnxruntime(tiny_bundle: Path, tmp_pat
         assert (a == c).mean() > 0.99
     again = build_engines(b, EngineOptions(precision="fp32", budgets=(0.5, 0.25)), progress=False)
     assert [e["key"] for e in again] == [e["key"] for e in entries]  # keyed: reused, not rebuilt
+
+
+def test_cli_export_and_verify(tiny_ckpt: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "mine.pt"
+    shutil.copy(tiny_ckpt, ckpt)
+    proc = subprocess.run([sys.executable, "-m", "paumer_edge.cli", "export", str(ckpt), "--quiet",
+                           "--report", str(tmp_path / "report.json")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "mine.paumer" / "manifest.json").exists()  # default: next to the checkpoint
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"exported {tmp_path / 'mine.paumer'} (6 graphs") and "min label agreement" in last
+    assert all(c["ok"] for c in json.loads((tmp_path / "report.json").read_text()))
+    # verify against another model: beyond tolerance, exit 1
+    from paumer_edge.checkpoint import save_checkpoint
+    from paumer_edge.config import preset
+    from paumer_edge.model import PausingSegmenter
+
+    torch.manual_seed(99)
+    save_checkpoint(tmp_path / "other.pt", PausingSegmenter(preset("tiny")))
+    proc = subprocess.run([sys.executable, "-m", "paumer_edge.cli", "verify", str(tmp_path / "mine.paumer"),
+                           "--ckpt", str(tmp_path / "other.pt"), "--frames", "2"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert "BEYOND TOLERANCE" in proc.stdout and " NO" not in proc.stderr
