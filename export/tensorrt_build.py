@@ -13,19 +13,18 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import onnx
-from paumer_edge.runtime.bundle import MANIFEST, Bundle, load_bundle, sha256_file
+from paumer_edge.runtime.bundle import MANIFEST, load_bundle, sha256_file
 from paumer_edge.runtime.gpu import GpuInfo, cuda_runtime, gpu_info, tensorrt_module
+from paumer_edge.runtime.profiles import profile_shapes
 from tqdm import tqdm
 
 from paumer_edge import UserError
-from paumer_edge.pausing import plan_budget
 
 from .exporter import write_json_atomic
 from .fp16 import convert_to_fp16
@@ -58,34 +57,6 @@ class EngineOptions:
 
 def trt_major(trt_mod: ModuleType) -> int:
     return int(str(trt_mod.__version__).split(".")[0])
-
-
-def profile_shapes(bundle: Bundle, graph: str, budgets: Sequence[float],
-                   batch: tuple[int, int, int]) -> list[dict[str, tuple[tuple[int, ...], ...]]]:
-    """(min, opt, max) shape of every input, one dict per optimisation profile."""
-    m = bundle.model
-    lo, opt, hi = batch
-    spec = bundle.graphs[graph]
-    profiles = []
-    plans = [plan_budget(bundle.cost, b) for b in budgets] or [plan_budget(bundle.cost, 1.0)]
-    for plan in plans:
-        shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
-        for t in spec.inputs:
-            if t.name == "image":
-                s = (3, *m.input_size)
-                shapes[t.name] = ((lo, *s), (opt, *s), (hi, *s))
-            elif t.name == "tokens":
-                s = (m.tokens, m.embed_dim)
-                shapes[t.name] = ((lo, *s), (opt, *s), (hi, *s))
-            elif t.name == "active":
-                k = int(graph.removeprefix("stage"))
-                n_opt = plan.counts[k]
-                shapes[t.name] = ((lo, 1), (opt, n_opt), (hi, m.num_patches))
-            else:
-                raise UserError(f"graph {graph} has an input '{t.name}' this builder does not know")
-        if shapes not in profiles:
-            profiles.append(shapes)
-    return profiles
 
 
 def engine_key(sha: str, trt_version: str, gpu: GpuInfo, precision: str, profiles: list, dla: int | None) -> str:

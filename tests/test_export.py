@@ -13,17 +13,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-
-from paumer_edge import UserError
-from paumer_edge.checkpoint import load_model
 from paumer_edge.export.exporter import ExportOptions, export_bundle
 from paumer_edge.export.fp16 import convert_to_fp16
 from paumer_edge.export.graphs import StageK
-from paumer_edge.export.tensorrt_build import EngineOptions, engine_key, profile_shapes
+from paumer_edge.export.tensorrt_build import EngineOptions, engine_key
 from paumer_edge.export.verify import verify_bundle
-from paumer_edge.pausing import CostModel, plan_budget
 from paumer_edge.runtime.bundle import BundleError, load_bundle
 from paumer_edge.runtime.gpu import GpuInfo
+from paumer_edge.runtime.profiles import profile_shapes
+
+from paumer_edge import UserError
+from paumer_edge.checkpoint import load_model
+from paumer_edge.pausing import CostModel, plan_budget
 
 
 @pytest.fixture(scope="session")
@@ -239,10 +240,11 @@ def test_tensorrt_engines_build_and_match_onnxruntime(tiny_bundle: Path, tmp_pat
     if not _has_tensorrt_gpu():
         pytest.skip("needs TensorRT and an NVIDIA GPU")
     from paumer_edge.export.tensorrt_build import build_engines
-    from paumer_edge.pausing import PausingPolicy
     from paumer_edge.runtime.backends import OrtBackend
     from paumer_edge.runtime.backends.trt import TrtBackend
     from paumer_edge.runtime.staged import StagedRunner
+
+    from paumer_edge.pausing import PausingPolicy
 
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)

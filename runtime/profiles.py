@@ -1,0 +1,41 @@
+"""Optimisation-profile shapes of a bundle's graphs for TensorRT (native engines and the ORT TensorRT EP).
+
+The token count n of each stage gets min 1, max N, and opt = the count an expected budget gives, so
+one profile per budget the robot is expected to run at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from paumer_edge import UserError
+from paumer_edge.pausing import plan_budget
+
+from .bundle import Bundle
+
+Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
+
+def profile_shapes(bundle: Bundle, graph: str, budgets: Sequence[float],
+                   batch: tuple[int, int, int]) -> list[Shapes]:
+    """(min, opt, max) shape of every input, one dict per optimisation profile."""
+    m = bundle.model
+    lo, opt, hi = batch
+    spec = bundle.graphs[graph]
+    profiles = []
+    plans = [plan_budget(bundle.cost, b) for b in budgets] or [plan_budget(bundle.cost, 1.0)]
+    for plan in plans:
+        shapes: Shapes = {}
+        for t in spec.inputs:
+            if t.name in ("image", "tokens"):
+                s: tuple[int, ...] = (3, *m.input_size) if t.name == "image" else (m.tokens, m.embed_dim)
+                shapes[t.name] = ((lo, *s), (opt, *s), (hi, *s))
+            elif t.name == "active":
+                k = int(graph.removeprefix("stage"))
+                n_opt = plan.counts[k]
+                shapes[t.name] = ((lo, 1), (opt, n_opt), (hi, m.num_patches))
+            else:
+                raise UserError(f"graph {graph} has an input '{t.name}' this builder does not know")
+        if shapes not in profiles:
+            profiles.append(shapes)
+    return profiles
