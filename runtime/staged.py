@@ -1,8 +1,9 @@
-"""Run a bundle's staged graphs on normalised image tensors, with the shared pausing policy between stages.
+"""Run a bundle's staged graphs with the shared pausing policy between stages.
 
 This is the orchestration at the heart of the runtime: stage 0 on every token, then at each pausing
 point read the entropies, let the policy pick the active tokens, hand their indices to the next stage,
-and finally decode. The host touches only entropies (down) and indices (up).
+and finally decode. The token buffer stays wherever the backend keeps it (device memory on a GPU);
+the host touches only entropies (down) and indices (up).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .bundle import Bundle
 
 @dataclass
 class StageStats:
-    """What one call cost: per stage time and active patch tokens, the decoder, the policy."""
+    """What one call cost: per-stage time and active patch tokens, the decoder, the policy."""
 
     stage_ms: list[float] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
@@ -35,44 +36,62 @@ class StageStats:
         return sum(self.stage_ms) + self.decoder_ms + self.policy_ms
 
 
+@dataclass
+class StagedOutput:
+    labels: np.ndarray  # [B, H, W] at the model's input size
+    scores: np.ndarray | None  # [B, K, H, W] when the decoder has them
+    stage_map: np.ndarray | None  # [B, rows, cols] last stage each patch ran in (when asked for)
+    stats: StageStats
+
+
 class StagedRunner:
     """Sessions for stage0..stageS-1 and the decoder of one bundle on one backend."""
 
     def __init__(self, bundle: Bundle, backend: Backend):
         self.bundle = bundle
+        self.backend = backend
         self.stages: list[GraphSession] = [backend.open(bundle, name) for name in bundle.stage_names]
         self.decoder = backend.open(bundle, "decoder")
         self._all = np.arange(bundle.model.num_patches, dtype=np.int64)[None]
 
-    def run(self, images: np.ndarray, policy: PausingPolicy) -> tuple[list[np.ndarray], StageStats]:
-        """Normalised images [B,3,H,W] float32 -> decoder outputs (labels first) and stats."""
+    def forward(self, images: np.ndarray, policy: PausingPolicy, stage_map: bool = False) -> StagedOutput:
+        """Normalised images [B,3,H,W] float32 -> labels, optional scores and pause map, stats."""
         pauser = Pauser(self.bundle.cost, policy)
         stats = StageStats(budget=policy.budget, threshold=policy.threshold)
         b = images.shape[0]
+        rows, cols = self.bundle.model.grid
+        smap = np.zeros((b, rows * cols), np.uint8) if stage_map else None
+        keep = ("tokens", "tokens_out")
         t0 = time.perf_counter()
-        outs = self.stages[0].run({"image": images})
+        outs = self.stages[0].run({"image": images}, keep)
         stats.stage_ms.append((time.perf_counter() - t0) * 1000)
-        tokens = outs[0]
-        entropy = outs[1] if len(outs) > 1 else None
+        tokens, entropy = outs[0], (outs[1] if len(outs) > 1 else None)
         active = np.broadcast_to(self._all, (b, self._all.shape[1]))
         stats.counts.append(active.shape[1])
-        for k, session in enumerate(self.stages[1:]):
+        for k, session in enumerate(self.stages[1:], start=1):
             t0 = time.perf_counter()
             if pauser.needs_entropy and entropy is not None:
-                keep = pauser.select(k, entropy)
-                if keep is not None:
-                    active = np.take_along_axis(active, keep, axis=1)
+                chosen = pauser.select(k - 1, entropy)
+                if chosen is not None:
+                    active = np.take_along_axis(active, chosen, axis=1)
+            if smap is not None:
+                np.put_along_axis(smap, active, k, axis=1)
             t1 = time.perf_counter()
-            outs = session.run({"tokens": tokens, "active": np.ascontiguousarray(active)})
+            outs = session.run({"tokens": tokens, "active": np.ascontiguousarray(active)}, keep)
             t2 = time.perf_counter()
             stats.policy_ms += (t1 - t0) * 1000
             stats.stage_ms.append((t2 - t1) * 1000)
             stats.counts.append(active.shape[1])
-            tokens = outs[0]
-            entropy = outs[1] if len(outs) > 1 else None
+            tokens, entropy = outs[0], (outs[1] if len(outs) > 1 else None)
         t0 = time.perf_counter()
         result = self.decoder.run({"tokens": tokens})
         stats.decoder_ms = (time.perf_counter() - t0) * 1000
-        stats.cost_fraction = self.bundle.cost.encoder_macs(stats.counts, pausing=pauser.needs_entropy) / \
-            self.bundle.cost.full_macs
-        return result, stats
+        cost = self.bundle.cost
+        stats.cost_fraction = cost.encoder_macs(stats.counts, pausing=pauser.needs_entropy) / cost.full_macs
+        return StagedOutput(result[0], result[1] if len(result) > 1 else None,
+                            None if smap is None else smap.reshape(b, rows, cols), stats)
+
+    def run(self, images: np.ndarray, policy: PausingPolicy) -> tuple[list[np.ndarray], StageStats]:
+        """Decoder outputs (labels first) and stats: the form `verify` compares."""
+        out = self.forward(images, policy)
+        return [out.labels] + ([out.scores] if out.scores is not None else []), out.stats

@@ -1,45 +1,102 @@
-"""ONNX Runtime backend (CPU here; CUDA and TensorRT execution providers with onnxruntime-gpu)."""
+"""ONNX Runtime backend: the CPU, and the CUDA and TensorRT execution providers of onnxruntime-gpu.
+
+On a GPU the sessions use I/O binding, so the token buffer stays in device memory from one stage to
+the next; only entropies, indices and labels cross to the host. The TensorRT EP gets the profile
+shapes for `n` from the manifest and keeps its engine cache inside the bundle.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from paumer_edge import UserError
 
 from ..bundle import Bundle
+from ..profiles import profile_shapes
+
+KINDS = {
+    "ort": ["CPUExecutionProvider"],
+    "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def import_ort() -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("onnxruntime is not installed: pip install 'paumer-edge[cpu]' "
+                        "(or 'paumer-edge[gpu]' for onnxruntime-gpu on an NVIDIA machine)") from None
+    return ort
 
 
 class OrtSession:
-    def __init__(self, session):  # onnxruntime.InferenceSession
-        self._session = session
+    def __init__(self, ort: Any, session: Any, device: str, device_id: int):
+        self._ort, self._session = ort, session
+        self.device, self.device_id = device, device_id
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
 
-    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._session.run(self.output_names, inputs)
+    def run(self, inputs: dict[str, Any], keep: Collection[str] = ()) -> list[Any]:
+        if self.device == "cpu":  # numpy in, numpy out: nothing to bind
+            return self._session.run(self.output_names, inputs)
+        io = self._session.io_binding()
+        for name, value in inputs.items():
+            if isinstance(value, self._ort.OrtValue):
+                io.bind_ortvalue_input(name, value)
+            else:
+                io.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in self.output_names:
+            io.bind_output(name, self.device if name in keep else "cpu", self.device_id if name in keep else 0)
+        self._session.run_with_iobinding(io)
+        return [v if name in keep else v.numpy() for name, v in zip(self.output_names, io.get_outputs())]
 
 
 class OrtBackend:
-    """Sessions on the given execution providers (default: CPU), one per graph."""
+    """ONNX Runtime sessions on one kind of device: `ort` (CPU), `ort-cuda` or `ort-trt`."""
 
-    name = "ort"
-
-    def __init__(self, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UserError("onnxruntime is not installed: pip install onnxruntime "
-                            "(or onnxruntime-gpu on an NVIDIA machine)") from None
+    def __init__(self, kind: str = "ort", threads: int = 0, device_id: int = 0, fp16: bool = False,
+                 budgets: tuple[float, ...] = (0.5,)):
+        if kind not in KINDS:
+            raise UserError(f"unknown ONNX Runtime backend '{kind}'; use one of {', '.join(KINDS)}")
+        ort = import_ort()
         available = ort.get_available_providers()
-        missing = [p for p in providers if p not in available]
-        if missing:
-            raise UserError(f"ONNX Runtime here lacks {missing} (it has {available}); "
-                            "install onnxruntime-gpu for CUDA/TensorRT")
+        if KINDS[kind][0] not in available:
+            raise UserError(f"backend '{kind}' needs ONNX Runtime's {KINDS[kind][0]}, this install has "
+                            f"{', '.join(available)}; install onnxruntime-gpu (pip install 'paumer-edge[gpu]')")
         self._ort = ort
-        self.providers = list(providers)
-        self.threads = threads
+        self.name = kind
+        self.threads, self.device_id, self.fp16, self.budgets = threads, device_id, fp16, budgets
+        self.device = "cpu" if kind == "ort" else "cuda"
+
+    def describe(self) -> str:
+        return f"{self.name} (ONNX Runtime {self._ort.__version__}, {KINDS[self.name][0]})"
+
+    def _providers(self, bundle: Bundle, graph: str) -> list[Any]:
+        if self.name == "ort":
+            return ["CPUExecutionProvider"]
+        cuda = ("CUDAExecutionProvider", {"device_id": self.device_id})
+        if self.name == "ort-cuda":
+            return [cuda, "CPUExecutionProvider"]
+        batch = tuple(bundle.manifest.get("batch", {}).get(k, d) for k, d in (("min", 1), ("opt", 1), ("max", 8)))
+        shapes = profile_shapes(bundle, graph, self.budgets, batch)[0]  # type: ignore[arg-type]
+
+        def fmt(i: int) -> str:
+            return ",".join(f"{name}:{'x'.join(str(d) for d in s[i])}" for name, s in shapes.items())
+
+        cache = Path(bundle.path) / "engines" / "ort-trt"
+        cache.mkdir(parents=True, exist_ok=True)
+        trt = ("TensorrtExecutionProvider", {
+            "device_id": self.device_id, "trt_fp16_enable": self.fp16,
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+            "trt_profile_min_shapes": fmt(0), "trt_profile_opt_shapes": fmt(1), "trt_profile_max_shapes": fmt(2),
+        })
+        return [trt, cuda, "CPUExecutionProvider"]
 
     def open(self, bundle: Bundle, graph: str) -> OrtSession:
         opts = self._ort.SessionOptions()
@@ -47,4 +104,6 @@ class OrtBackend:
         if self.threads:
             opts.intra_op_num_threads = self.threads
         opts.log_severity_level = 3
-        return OrtSession(self._ort.InferenceSession(str(bundle.graph_path(graph)), opts, providers=self.providers))
+        session = self._ort.InferenceSession(str(bundle.graph_path(graph)), opts,
+                                             providers=self._providers(bundle, graph))
+        return OrtSession(self._ort, session, self.device, self.device_id)

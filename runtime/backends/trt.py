@@ -7,6 +7,8 @@ and the file's sha256 matches; otherwise the error says how to rebuild them.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,15 @@ def find_engine(bundle: Bundle, graph: str, precision: str | None, trt_version: 
     return fits[-1]
 
 
+@dataclass(frozen=True)
+class DeviceTensor:
+    """A tensor left in device memory by one engine for the next (valid until that session runs again)."""
+
+    ptr: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
 class TrtSession:
     """One engine, one execution context per optimisation profile, device buffers grown on demand."""
 
@@ -62,7 +73,7 @@ class TrtSession:
             self.buffers[key] = (ptr, nbytes)
         return ptr
 
-    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, inputs: dict[str, Any], keep: Collection[str] = ()) -> list[Any]:
         cu, trt = self.cudart, self.trt
         index = 0
         if "active" in inputs and len(self.contexts) > 1:
@@ -71,25 +82,37 @@ class TrtSession:
         ctx = self.contexts[index]
         h2d, d2h = cu.cudaMemcpyKind.cudaMemcpyHostToDevice, cu.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name in self.input_names:
-            arr = np.ascontiguousarray(inputs[name], dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
-            if not ctx.set_input_shape(name, arr.shape):
-                raise UserError(f"input {name} of shape {arr.shape} is outside the engine's profile")
-            ptr = self._device(f"{index}:{name}", arr.nbytes)
-            check(cu, cu.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self.stream), "cudaMemcpyAsync")
-            ctx.set_tensor_address(name, ptr)
-        outputs = []
+            value = inputs[name]
+            if isinstance(value, DeviceTensor):  # already on the device: hand over the pointer
+                ok = ctx.set_input_shape(name, value.shape)
+                ctx.set_tensor_address(name, value.ptr)
+            else:
+                arr = np.ascontiguousarray(value, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
+                ok = ctx.set_input_shape(name, arr.shape)
+                ptr = self._device(f"{index}:{name}", arr.nbytes)
+                check(cu, cu.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self.stream), "cudaMemcpyAsync")
+                ctx.set_tensor_address(name, ptr)
+            if not ok:
+                raise UserError(f"input {name} of shape {tuple(value.shape)} is outside the engine's profile")
+        outputs: list[tuple[str, tuple[int, ...], np.dtype, int]] = []
         for name in self.output_names:
             shape = tuple(ctx.get_tensor_shape(name))
-            out = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
-            ptr = self._device(f"{index}:{name}", out.nbytes)
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            ptr = self._device(f"{index}:{name}", int(np.prod(shape)) * dtype.itemsize)
             ctx.set_tensor_address(name, ptr)
-            outputs.append((out, ptr))
+            outputs.append((name, shape, dtype, ptr))
         if not ctx.execute_async_v3(self.stream):
             raise UserError("TensorRT execution failed (see the TensorRT log)")
-        for out, ptr in outputs:
-            check(cu, cu.cudaMemcpyAsync(out.ctypes.data, ptr, out.nbytes, d2h, self.stream), "cudaMemcpyAsync")
+        results: list[Any] = []
+        for name, shape, dtype, ptr in outputs:
+            if name in keep:
+                results.append(DeviceTensor(ptr, shape, dtype))
+            else:
+                host = np.empty(shape, dtype)
+                check(cu, cu.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, d2h, self.stream), "cudaMemcpyAsync")
+                results.append(host)
         check(cu, cu.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        return [out for out, _ in outputs]
+        return results
 
     def __del__(self) -> None:
         for ptr, _ in getattr(self, "buffers", {}).values():
@@ -100,6 +123,9 @@ class TrtBackend:
     """Sessions over a bundle's prebuilt engines for this GPU and TensorRT version."""
 
     name = "trt"
+
+    def describe(self) -> str:
+        return f"trt (TensorRT {self.trt.__version__} on {self.gpu.name}, {self.precision or 'any'} engines)"
 
     def __init__(self, precision: str | None = None, device: int = 0):
         self.trt = tensorrt_module()

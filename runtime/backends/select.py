@@ -1,0 +1,43 @@
+"""`--backend auto|ort|ort-cuda|ort-trt|trt`: open the asked-for backend, or the fastest one available."""
+
+from __future__ import annotations
+
+from paumer_edge import UserError
+
+from ..bundle import Bundle
+from .base import Backend
+from .ort import KINDS, OrtBackend, import_ort
+
+BACKENDS = ("auto", "trt", *KINDS)
+
+
+def _native_trt(bundle: Bundle, precision: str | None) -> Backend | None:
+    """The native TensorRT backend when TensorRT, a GPU and fitting engines for every graph exist."""
+    try:
+        from .trt import TrtBackend, find_engine
+
+        backend = TrtBackend(precision)
+        for name in [*bundle.stage_names, "decoder"]:
+            find_engine(bundle, name, precision, backend.trt.__version__, backend.gpu)
+        return backend
+    except UserError:
+        return None
+
+
+def open_backend(kind: str, bundle: Bundle, threads: int = 0, precision: str | None = None) -> Backend:
+    if kind not in BACKENDS:
+        raise UserError(f"unknown backend '{kind}'; use one of {', '.join(BACKENDS)}")
+    if kind == "trt":
+        from .trt import TrtBackend
+
+        return TrtBackend(precision)
+    if kind != "auto":
+        return OrtBackend(kind, threads=threads, fp16=precision == "fp16")
+    native = _native_trt(bundle, precision)
+    if native is not None:
+        return native
+    providers = import_ort().get_available_providers()
+    for candidate in ("ort-trt", "ort-cuda"):
+        if KINDS[candidate][0] in providers:
+            return OrtBackend(candidate, threads=threads, fp16=precision == "fp16")
+    return OrtBackend("ort", threads=threads)

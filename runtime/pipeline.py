@@ -1,0 +1,113 @@
+"""The embedding API: `Pipeline(bundle)(frame) -> Result`. numpy and a backend only, never torch.
+
+    from paumer_edge.runtime import Pipeline
+    seg = Pipeline("sample.paumer", budget=0.5)
+    result = seg(frame)                  # any size, RGB (bgr=True for OpenCV frames)
+    result.labels                        # [H, W] class per pixel, at the frame's size
+    seg.budget = 0.3                     # turn the knob while the robot runs
+
+Thread safety: a Pipeline may be shared by several threads. Pre- and post-processing run in the
+caller's thread; the staged inference itself is serialised by a lock (the sessions share buffers and
+the latency controller has state). For parallel inference, give each thread its own Pipeline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from paumer_edge import UserError
+from paumer_edge.pausing import PausingPolicy, check_budget, check_threshold
+
+from .backends.select import open_backend
+from .bundle import Bundle, ModelInfo, load_bundle
+from .controller import LatencyController
+from .preprocess import Placement, labels_to_frame, preprocess, to_rgb_uint8
+from .staged import StagedRunner, StageStats
+
+
+@dataclass
+class Result:
+    labels: np.ndarray  # [H, W] class index per pixel, at the frame's size
+    stats: StageStats
+    placement: Placement
+    scores: np.ndarray | None = None  # [K, h, w] class probabilities at the model's input size
+    stage_map: np.ndarray | None = None  # [rows, cols] the last encoder stage each patch ran in
+    timings: dict[str, float] = field(default_factory=dict)  # preprocess / inference / postprocess ms
+
+    @property
+    def total_ms(self) -> float:
+        return sum(self.timings.values())
+
+
+class Pipeline:
+    """A loaded bundle on a backend, with the run-time knobs: budget, threshold, latency target."""
+
+    def __init__(self, bundle: str | Path | Bundle, backend: str = "auto", budget: float = 1.0,
+                 threshold: float | None = None, target_ms: float | None = None, letterbox: bool = False,
+                 bgr: bool = False, stage_map: bool = False, threads: int = 0, precision: str | None = None):
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.backend = open_backend(backend, self.bundle, threads=threads, precision=precision)
+        self.runner = StagedRunner(self.bundle, self.backend)
+        self._budget = check_budget(budget)
+        self._threshold = None if threshold is None else check_threshold(threshold)
+        self.controller = LatencyController(target_ms, budget=self._budget) if target_ms else None
+        self.letterbox, self.bgr, self.stage_map = letterbox, bgr, stage_map
+        self._lock = threading.Lock()
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.bundle.model
+
+    @property
+    def budget(self) -> float:
+        return self.controller.budget if self.controller else self._budget
+
+    @budget.setter
+    def budget(self, value: float) -> None:
+        with self._lock:
+            self._budget = check_budget(value)
+            if self.controller:
+                self.controller.budget = self._budget
+
+    @property
+    def threshold(self) -> float | None:
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float | None) -> None:
+        self._threshold = None if value is None else check_threshold(value)
+
+    def describe(self) -> str:
+        return f"{self.info.name} ({self.info.input_size[0]}x{self.info.input_size[1]}) on {self.backend.describe()}"
+
+    def __call__(self, frame: np.ndarray, budget: float | None = None, threshold: float | None = None) -> Result:
+        """Segment one frame. `budget` / `threshold` override the pipeline's knobs for this call."""
+        t0 = time.perf_counter()
+        rgb = to_rgb_uint8(frame, bgr=self.bgr)
+        m = self.info
+        x, placement = preprocess(rgb, m.input_size, m.mean, m.std, self.letterbox)
+        t1 = time.perf_counter()
+        with self._lock:
+            b = check_budget(budget) if budget is not None else self.budget
+            thr = check_threshold(threshold) if threshold is not None else self._threshold
+            out = self.runner.forward(x[None], PausingPolicy(b, thr), stage_map=self.stage_map)
+            t2 = time.perf_counter()
+            if self.controller is not None and budget is None:
+                self.controller.update((t2 - t0) * 1000)
+        labels = labels_to_frame(out.labels[0], placement)
+        t3 = time.perf_counter()
+        return Result(labels, out.stats, placement, None if out.scores is None else out.scores[0],
+                      None if out.stage_map is None else out.stage_map[0],
+                      {"preprocess": (t1 - t0) * 1000, "inference": (t2 - t1) * 1000, "postprocess": (t3 - t2) * 1000})
+
+    def warmup(self, frames: int = 3) -> None:
+        """Run a few blank frames (first calls allocate and, on GPUs, pick kernels)."""
+        h, w = self.info.input_size
+        for _ in range(frames):
+            self(np.zeros((h, w, 3), np.uint8), budget=1.0)
+
