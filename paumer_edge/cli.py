@@ -46,6 +46,7 @@ class _Parser(argparse.ArgumentParser):
 # ---- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from .config import PRESETS
+    from .runtime.backends.select import BACKENDS
 
     p = _Parser(prog="paumer-edge", description="Deploy PAUMER segmentation transformers: pause the tokens "
                 "that are already sure, spend compute where the image is hard.")
@@ -118,6 +119,39 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(b)
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func="build")
+
+    r = sub.add_parser("run", help="segment a video, camera, stream or image folder; overlay video, labels, window")
+    r.add_argument("source", help="video file, camera index (0), rtsp:// or http:// URL, image folder or glob")
+    r.add_argument("--model", help="bundle directory or checkpoint (default: the bundled sample, exported once)")
+    r.add_argument("--budget", type=float, help="fraction of the encoder's compute to spend, in (0, 1]")
+    r.add_argument("--threshold", type=float, help="pause tokens whose normalised entropy is below this")
+    r.add_argument("--target-ms", type=float, help="adjust the budget frame by frame to hit this latency")
+    r.add_argument("--backend", default="auto", choices=list(BACKENDS))
+    r.add_argument("--out", help="overlay video (default: runs/run/<source>_overlay.mp4)")
+    r.add_argument("--save-labels", metavar="DIR", help="write one label PNG per frame here")
+    r.add_argument("--show", action="store_true", help="show the overlay in a window (q or Esc stops)")
+    r.add_argument("--pause-map", nargs="?", const="beside", choices=["beside", "blend"],
+                   help="show where tokens paused: beside the overlay (default) or blended into it")
+    r.add_argument("--no-save", action="store_true", help="write nothing (just measure)")
+    r.add_argument("--letterbox", action="store_true", help="keep the aspect ratio (pad) instead of stretching")
+    r.add_argument("--max-frames", type=int, help="stop after this many frames")
+    r.add_argument("--threads", type=int, default=0, help="inference threads (0: the backend's default)")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func="run")
+
+    n = sub.add_parser("bench", help="latency and FPS per budget, beside full.onnx and PyTorch; JSON and plot")
+    n.add_argument("bundle", nargs="?", help="bundle or checkpoint (default: the bundled sample)")
+    n.add_argument("--budgets", type=parse_floats, default=[1.0, 0.75, 0.5, 0.25])
+    n.add_argument("--backend", default="auto", choices=list(BACKENDS))
+    n.add_argument("--rounds", type=int, default=50)
+    n.add_argument("--warmup", type=int, default=5)
+    n.add_argument("--frame-size", type=parse_size, default=(360, 640), help="HxW of the test frames")
+    n.add_argument("--threads", type=int, default=0)
+    n.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    n.add_argument("--json", help="write the results here")
+    n.add_argument("--plot", help="write a PNG of FPS and compute against budget here")
+    n.add_argument("--quiet", action="store_true")
+    n.set_defaults(func="bench")
 
     i = sub.add_parser("info", help="versions, available backends and devices")
     i.add_argument("--json", action="store_true", help="machine-readable output")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from paumer_edge import UserError
 from paumer_edge.pausing import PausingPolicy, check_budget, check_threshold
 
 from .backends.select import open_backend

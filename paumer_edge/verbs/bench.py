@@ -1,0 +1,116 @@
+"""`paumer-edge bench`: latency and FPS per budget, beside `full.onnx` and PyTorch, as a table, JSON and plot."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..data.streets import derive_seed, street_scene
+from ..runtime.bench import bench, full_graph_reference
+from ..runtime.pipeline import Pipeline
+from ..runtime.preprocess import labels_to_frame, preprocess, to_rgb_uint8
+from .io import write_json_atomic
+from .run import bundle_for
+
+
+def torch_references(pipe: Pipeline, budgets: list[float]) -> dict[str, Callable[[np.ndarray], object]]:
+    """The PyTorch model the bundle came from, at the same budgets, with the same pre/post-processing."""
+    import torch
+
+    from ..checkpoint import load_model
+    from ..export.graphs import at_image_size
+
+    source = pipe.bundle.manifest.get("source")
+    if not source or not Path(source).is_file():
+        return {}
+    model = at_image_size(load_model(source), pipe.info.input_size)
+    m = pipe.info
+    refs: dict[str, Callable[[np.ndarray], object]] = {}
+    for b in budgets:
+        def run(frame: np.ndarray, b: float = b) -> np.ndarray:
+            x, placement = preprocess(to_rgb_uint8(frame), m.input_size, m.mean, m.std, pipe.letterbox)
+            with torch.inference_mode():
+                labels = model(torch.from_numpy(x[None]), budget=b).logits.argmax(1)[0].to(torch.uint8).numpy()
+            return labels_to_frame(labels, placement)
+
+        refs[f"pytorch {b:g}"] = run
+    return refs
+
+
+def table(rows: list[dict]) -> str:
+    lines = [f"{'setting':<16}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'FPS':>8}{'speed-up':>10}{'ideal':>8}"
+             f"  {'stage ms (p50, + decoder)':<32}tokens"]
+    for r in rows:
+        ideal = f"{r['ideal_speedup']:.2f}x" if "ideal_speedup" in r else "-"
+        speed = f"{r['speedup_vs_budget1']:.2f}x" if "speedup_vs_budget1" in r else "-"
+        stages = " ".join(f"{v:.1f}" for v in r.get("stage_ms_p50", []))
+        tokens = "/".join(str(c) for c in r.get("counts", []))
+        lines.append(f"{r['name']:<16}{r['ms_p50']:>8.2f}{r['ms_p90']:>8.2f}{r['ms_p99']:>8.2f}{r['fps']:>8.1f}"
+                     f"{speed:>10}{ideal:>8}  {stages:<32}{tokens}")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    staged = [r for r in rows if r["budget"] is not None]
+    torch_rows = [r for r in rows if r["name"].startswith("pytorch")]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot([r["budget"] for r in staged], [r["fps"] for r in staged], "o-", label="paumer-edge runtime")
+    if torch_rows:
+        ax.plot([float(r["name"].split()[1]) for r in torch_rows], [r["fps"] for r in torch_rows], "s--",
+                label="PyTorch model")
+    full = next((r for r in rows if r["name"] == "full.onnx"), None)
+    if full:
+        ax.axhline(full["fps"], color="grey", ls=":", label="full.onnx (unsplit)")
+    ax.set_xlabel("budget")
+    ax.set_ylabel("frames per second")
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot([r["budget"] for r in staged], [100 * r["modelled_compute"] for r in staged], "^:", color="tab:green",
+             label="modelled encoder compute")
+    ax2.set_ylabel("modelled encoder compute (%)")
+    ax2.set_ylim(0, 105)
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(a: argparse.Namespace) -> int:
+    bundle = bundle_for(a.bundle, a.quiet)
+    pipe = Pipeline(bundle, backend=a.backend, threads=a.threads)
+    h, w = a.frame_size
+    frames = [street_scene(derive_seed(77, i), (h, w))[0] for i in range(4)]
+    refs: dict[str, Callable[[np.ndarray], object]] = {"full.onnx": full_graph_reference(pipe)}
+    if not a.no_torch:
+        try:
+            refs.update(torch_references(pipe, a.budgets))
+        except ImportError:
+            pass  # torch-free install: the runtime alone
+    if not a.quiet:
+        print(f"benchmarking {pipe.describe()} on {w}x{h} frames, {a.rounds} rounds")
+    rows = bench(pipe, frames, a.budgets, a.rounds, a.warmup, refs, progress=not a.quiet)
+    print(table(rows))
+    result = {"bundle": str(bundle), "backend": pipe.backend.describe(), "frame_size": [h, w], "rounds": a.rounds,
+              "paumer_edge": __version__, "machine": f"{platform.machine()} {platform.processor()}".strip(),
+              "results": rows}
+    if a.json:
+        write_json_atomic(Path(a.json), result)
+    if a.plot:
+        plot(rows, Path(a.plot), f"{pipe.info.name} on {pipe.backend.name}: FPS and compute vs budget")
+    best = max((r for r in rows if r["budget"] is not None), key=lambda r: r["fps"])
+    print(f"benchmarked {len(a.budgets)} budgets x {a.rounds} rounds; fastest {best['name']}: {best['fps']:.1f} FPS"
+          + (f"; JSON {a.json}" if a.json else "") + (f"; plot {a.plot}" if a.plot else ""))
+    return 0

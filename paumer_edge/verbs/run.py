@@ -1,0 +1,91 @@
+"""`paumer-edge run SOURCE`: segment a video, camera, stream or image folder; write and show the results."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from .. import UserError
+from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from ..data.dataset import cache_root
+from ..runtime.bundle import MANIFEST
+from ..runtime.loop import run_stream
+from ..runtime.pipeline import Pipeline, Result
+from ..runtime.preprocess import grid_to_frame, to_rgb_uint8
+from ..runtime.sinks import LabelSink, VideoSink, WindowSink
+from ..runtime.sources import Frame, open_source
+from ..runtime.visualize import annotate, compose
+
+
+def bundle_for(model: str | None, quiet: bool = False) -> Path:
+    """A bundle directory as given, or the cached export of a checkpoint (the sample when None)."""
+    if model is not None and Path(model).is_dir():
+        return Path(model)
+    ckpt = resolve_checkpoint(model)
+    if not ckpt.is_file():
+        raise UserError(f"model '{model}' is neither a bundle directory nor a checkpoint file")
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
+    name = "sample" if ckpt == SAMPLE_CHECKPOINT else ckpt.stem
+    out = cache_root() / "bundles" / f"{name}-{digest}.paumer"
+    if not (out / MANIFEST).exists():
+        from ..export.exporter import ExportOptions, export_bundle
+
+        if not quiet:
+            print(f"exporting {ckpt} once to {out} ...")
+        export_bundle(model_from_checkpoint(load_checkpoint(ckpt)), out, ExportOptions(), source=str(ckpt),
+                      progress=not quiet)
+    return out
+
+
+def run(a: argparse.Namespace) -> int:
+    if a.target_ms is not None and (a.budget is not None or a.threshold is not None):
+        raise UserError("--target-ms sets the budget itself: give it alone, or --budget / --threshold")
+    source = open_source(a.source)
+    bundle = bundle_for(a.model, a.quiet)
+    pipe = Pipeline(bundle, backend=a.backend, budget=a.budget if a.budget is not None else 1.0,
+                    threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
+                    stage_map=a.pause_map is not None, threads=a.threads)
+    info = pipe.info
+    out = a.out
+    if out is None and not (a.save_labels or a.show or a.no_save):
+        stem = Path(a.source).stem if not a.source.isdigit() else f"camera{a.source}"
+        out = str(Path("runs") / "run" / f"{stem or 'stream'}_overlay.mp4")
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    video = VideoSink(out, source.fps or 30.0) if out else None
+    labels = LabelSink(a.save_labels) if a.save_labels else None
+    window = WindowSink() if a.show else None
+    if not a.quiet:
+        print(f"{source.description} -> {pipe.describe()}")
+
+    def view(frame: Frame, result: Result) -> np.ndarray:
+        smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None else None
+        img = compose(to_rgb_uint8(frame.image), result.labels, info.palette, smap, info.num_stages,
+                      a.pause_map or "beside")
+        tokens = "/".join(str(c) for c in result.stats.counts)
+        return annotate(img, f"budget {result.stats.budget:.2f}  tokens {tokens}  {result.total_ms:.0f} ms")
+
+    def consume(frame: Frame, result: Result) -> None:
+        if labels is not None:
+            labels.write(frame.name, result.labels)
+        if video is not None:
+            video.write(view(frame, result))
+
+    def show(frame: Frame, result: Result) -> bool:
+        return window.write(view(frame, result)) if window is not None else True
+
+    ok = False
+    try:
+        pipe.warmup()
+        summary = run_stream(pipe, source, consume, show if window else None, a.max_frames, progress=not a.quiet)
+        ok = True
+    finally:
+        if video is not None:
+            video.close(keep=ok)
+        if window is not None:
+            window.close()
+    where = ", ".join(x for x in (f"video {out}" if out else "", f"labels in {a.save_labels}" if labels else "") if x)
+    print(summary.line() + (f"; wrote {where}" if where else ""))
+    return 0

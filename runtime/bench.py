@@ -1,0 +1,89 @@
+"""Latency of a bundle at a list of budgets, measured in one interleaved run (torch-free).
+
+Every round runs each setting once, so noise on a shared machine hits all settings alike and the
+ratios between them hold. End to end = pre-processing + staged inference + labels back to the frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .pipeline import Pipeline
+from .preprocess import labels_to_frame, preprocess, to_rgb_uint8
+
+
+@dataclass
+class Timing:
+    name: str
+    budget: float | None
+    total_ms: list[float] = field(default_factory=list)
+    stage_ms: list[list[float]] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    cost_fraction: float = 1.0
+
+    def summary(self) -> dict:
+        t = np.asarray(self.total_ms)
+        out: dict[str, Any] = {"name": self.name, "budget": self.budget, "ms_p50": float(np.percentile(t, 50)),
+               "ms_p90": float(np.percentile(t, 90)), "ms_p99": float(np.percentile(t, 99)),
+               "ms_mean": float(t.mean()), "fps": float(1000.0 / t.mean()), "runs": len(t),
+               "modelled_compute": self.cost_fraction}
+        if self.stage_ms:
+            s = np.asarray(self.stage_ms)
+            out["stage_ms_p50"] = np.percentile(s, 50, axis=0).round(3).tolist()
+            out["counts"] = self.counts
+        return out
+
+
+def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds: int = 50, warmup: int = 5,
+          references: dict[str, Callable[[np.ndarray], object]] | None = None, progress: bool = True) -> list[dict]:
+    """Per budget (and per reference callable): latency percentiles, FPS, per-stage times, tokens."""
+    timings = [Timing(f"budget {b:g}", b) for b in budgets]
+    refs = [(Timing(name, None), fn) for name, fn in (references or {}).items()]
+    for i in range(warmup):
+        for t in timings:
+            pipe(frames[i % len(frames)], budget=t.budget)
+        for _, fn in refs:
+            fn(frames[i % len(frames)])
+    for r in tqdm(range(rounds), desc="benchmarking", unit="round", disable=not progress):
+        frame = frames[r % len(frames)]
+        for t in timings:
+            t0 = time.perf_counter()
+            result = pipe(frame, budget=t.budget)
+            t.total_ms.append((time.perf_counter() - t0) * 1000)
+            t.stage_ms.append([*result.stats.stage_ms, result.stats.decoder_ms])
+            t.counts, t.cost_fraction = result.stats.counts, result.stats.cost_fraction
+        for t, fn in refs:
+            t0 = time.perf_counter()
+            fn(frame)
+            t.total_ms.append((time.perf_counter() - t0) * 1000)
+    base = next((t for t in timings if t.budget == 1.0), None)
+    rows = []
+    for t in timings + [t for t, _ in refs]:
+        row = t.summary()
+        if base is not None:
+            row["speedup_vs_budget1"] = float(np.mean(base.total_ms) / np.mean(t.total_ms))
+            if t.budget is not None:
+                cost = pipe.bundle.cost
+                full, dec = cost.full_macs, cost.decoder_macs
+                row["ideal_speedup"] = float((full + dec) / (t.cost_fraction * full + dec))
+        rows.append(row)
+    return rows
+
+
+def full_graph_reference(pipe: Pipeline) -> Callable[[np.ndarray], np.ndarray]:
+    """The unsplit `full` graph on the same backend, with the same pre- and post-processing."""
+    session = pipe.backend.open(pipe.bundle, "full")
+    m = pipe.info
+
+    def run(frame: np.ndarray) -> np.ndarray:
+        x, placement = preprocess(to_rgb_uint8(frame), m.input_size, m.mean, m.std, pipe.letterbox)
+        labels = session.run({"image": x[None]})[0]
+        return labels_to_frame(labels[0], placement)
+
+    return run

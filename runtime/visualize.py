@@ -1,0 +1,55 @@
+"""Pictures of the results: class-colour overlays and the pause map (the stage at which each patch paused)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# Stage colours, earliest pause first: cool (paused early, easy) to warm (ran every block, hard).
+STAGE_COLORS = np.array([[49, 54, 149], [69, 117, 180], [116, 173, 209], [171, 217, 233], [254, 224, 144],
+                         [253, 174, 97], [244, 109, 67], [215, 48, 39], [165, 0, 38]], np.uint8)
+
+
+def colorize(labels: np.ndarray, palette: np.ndarray | tuple) -> np.ndarray:
+    """Class indices [H, W] -> RGB [H, W, 3]; unknown indices are black."""
+    pal = np.zeros((256, 3), np.uint8)
+    p = np.asarray(palette, np.uint8)[:256]
+    pal[: len(p)] = p
+    return pal[labels.astype(np.uint8) if labels.dtype != np.uint8 else labels]
+
+
+def overlay(frame_rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray | tuple, alpha: float = 0.5) -> np.ndarray:
+    """Blend class colours over the frame."""
+    return cv2.addWeighted(frame_rgb, 1 - alpha, colorize(labels, palette), alpha, 0.0)
+
+
+def stage_palette(num_stages: int) -> np.ndarray:
+    idx = np.linspace(0, len(STAGE_COLORS) - 1, max(num_stages, 2)).round().astype(int)
+    return STAGE_COLORS[idx[:num_stages]]
+
+
+def pause_map(stage_map_frame: np.ndarray, num_stages: int) -> np.ndarray:
+    """Per-pixel stage [H, W] -> RGB: where the network stopped early and where it worked to the end."""
+    return stage_palette(num_stages)[np.clip(stage_map_frame, 0, num_stages - 1)]
+
+
+def annotate(img: np.ndarray, text: str) -> np.ndarray:
+    """A line of text in the top-left corner, readable on any background."""
+    out = img.copy()
+    scale = max(0.35, img.shape[1] / 1400)
+    org = (6, int(18 * scale / 0.5))
+    cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def compose(frame_rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray | tuple,
+            stage_map_frame: np.ndarray | None = None, num_stages: int = 0, mode: str = "beside") -> np.ndarray:
+    """The overlay, and with a pause map either beside it or blended into it."""
+    view = overlay(frame_rgb, labels, palette)
+    if stage_map_frame is None:
+        return view
+    pm = pause_map(stage_map_frame, num_stages)
+    if mode == "blend":
+        return cv2.addWeighted(view, 0.6, pm, 0.4, 0.0)
+    return np.concatenate([view, cv2.addWeighted(frame_rgb, 0.35, pm, 0.65, 0.0)], axis=1)
