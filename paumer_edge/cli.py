@@ -182,6 +182,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    importlib.import_module("paumer_edge.runtime._quiet")  # our errors are one line; keep OpenCV's out of them
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -5,6 +5,7 @@
     labels = seg(frame).labels
 """
 
+from . import _quiet  # noqa: F401  (first: before OpenCV loads)
 from .bundle import Bundle, BundleError, ModelInfo, load_bundle
 from .pipeline import Pipeline, Result
 

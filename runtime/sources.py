@@ -73,8 +73,8 @@ class VideoSource(Source):
         self.cap = self._open()
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else None
-        count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else 0
-        self.length = count if count > 0 else None
+        count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)) if kind != "camera" else 0
+        self.length = count if count > 0 else None  # a URL to a file has a length: its end is the end
         w, h = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.description = f"{kind} {target} ({w}x{h}" + (f", {self.fps:g} fps" if self.fps else "") + \
             (f", {self.length} frames)" if self.length else ")")
@@ -89,15 +89,16 @@ class VideoSource(Source):
         return cap
 
     def __iter__(self) -> Iterator[Frame]:
-        index, failures = 0, 0
+        index, failures, last_reconnect = 0, 0, 0
         while True:
             ok, img = self.cap.read()
             if not ok or img is None:
-                if self.kind == "video" or failures >= self.reconnects:
+                if self.kind == "video" or self.length is not None or failures >= self.reconnects:
                     if index == 0 and self.kind == "video":
                         raise UserError(f"'{self.target}' has no frames that can be decoded")
                     return
                 failures += 1  # a live source dropped: reopen with back-off
+                last_reconnect = index
                 time.sleep(min(0.5 * 2 ** (failures - 1), 8.0))
                 self.cap.release()
                 try:
@@ -105,7 +106,8 @@ class VideoSource(Source):
                 except UserError:
                     continue
                 continue
-            failures = 0
+            if index - last_reconnect > 100:  # a good stretch since the last drop: the budget refills
+                failures = 0
             yield Frame(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), index, f"frame_{index:06d}")
             index += 1
 

@@ -27,13 +27,6 @@ from paumer_edge.checkpoint import load_model
 from paumer_edge.pausing import CostModel, plan_budget
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bundles") / "tiny.paumer"
-    export_bundle(load_model(tiny_ckpt), out, ExportOptions(), source=str(tiny_ckpt), progress=False)
-    return out
-
-
 def test_manifest_schema(tiny_bundle: Path, tiny_ckpt: Path) -> None:
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     model = load_model(tiny_ckpt)
