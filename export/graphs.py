@@ -49,12 +49,17 @@ class StageK(nn.Module):
 
     def forward(self, tokens: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, ...]:
         e = self.extra
-        idx = active.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
-        patches = tokens[:, e:]
-        x = torch.cat([tokens[:, :e], patches.gather(1, idx)], dim=1)
+        b, length, c = tokens.shape
+        n_all = length - e
+        # whole rows: Gather / ScatterND on [B*N, C] move each token as one block (GatherElements and
+        # ScatterElements would index every element)
+        flat = (active + torch.arange(b, device=active.device).unsqueeze(1) * n_all).reshape(-1)
+        rows = tokens[:, e:].reshape(b * n_all, c)
+        x = torch.cat([tokens[:, :e], rows.index_select(0, flat).reshape(b, -1, c)], dim=1)
         for blk in self.blocks:
             x = blk(x)
-        out = torch.cat([x[:, :e], patches.scatter(1, idx, x[:, e:])], dim=1)
+        rows = rows.index_put((flat,), x[:, e:].reshape(-1, c))
+        out = torch.cat([x[:, :e], rows.reshape(b, n_all, c)], dim=1)
         if self.head is None:
             return (out,)
         return out, normalised_entropy(self.head(x[:, e:]))

@@ -41,27 +41,52 @@ class Timing:
 
 
 def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds: int = 50, warmup: int = 5,
-          references: dict[str, Callable[[np.ndarray], object]] | None = None, progress: bool = True) -> list[dict]:
-    """Per budget (and per reference callable): latency percentiles, FPS, per-stage times, tokens."""
+          references: dict[str, Callable[[np.ndarray], object]] | None = None,
+          other_framework: dict[str, Callable[[np.ndarray], object]] | None = None,
+          progress: bool = True) -> list[dict]:
+    """Per budget (and per reference callable): latency percentiles, FPS, per-stage times, tokens.
+
+    `references` run interleaved with the budgets; `other_framework` ones (PyTorch) in a second phase of
+    their own, interleaved among themselves: two frameworks' thread pools taking turns would slow both.
+    """
     timings = [Timing(f"budget {b:g}", b) for b in budgets]
     refs = [(Timing(name, None), fn) for name, fn in (references or {}).items()]
-    for i in range(warmup):
-        for t in timings:
-            pipe(frames[i % len(frames)], budget=t.budget)
-        for _, fn in refs:
-            fn(frames[i % len(frames)])
-    for r in tqdm(range(rounds), desc="benchmarking", unit="round", disable=not progress):
-        frame = frames[r % len(frames)]
-        for t in timings:
-            t0 = time.perf_counter()
-            result = pipe(frame, budget=t.budget)
-            t.total_ms.append((time.perf_counter() - t0) * 1000)
-            t.stage_ms.append([*result.stats.stage_ms, result.stats.decoder_ms])
-            t.counts, t.cost_fraction = result.stats.counts, result.stats.cost_fraction
-        for t, fn in refs:
-            t0 = time.perf_counter()
-            fn(frame)
-            t.total_ms.append((time.perf_counter() - t0) * 1000)
+    others = [(Timing(name, None), fn) for name, fn in (other_framework or {}).items()]
+
+    def step(t: Timing, frame: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        result = pipe(frame, budget=t.budget)
+        t.total_ms.append((time.perf_counter() - t0) * 1000)
+        t.stage_ms.append([*result.stats.stage_ms, result.stats.decoder_ms])
+        t.counts, t.cost_fraction = result.stats.counts, result.stats.cost_fraction
+
+    def call(t: Timing, fn: Callable[[np.ndarray], object], frame: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        fn(frame)
+        t.total_ms.append((time.perf_counter() - t0) * 1000)
+
+    def caller(fn: Callable[[np.ndarray], object]) -> Callable[[Timing, np.ndarray], None]:
+        def run(t: Timing, frame: np.ndarray) -> None:
+            call(t, fn, frame)
+        return run
+
+    phases: list[list[tuple[Timing, Callable[[Timing, np.ndarray], None]]]] = [
+        [(t, step) for t in timings] + [(t, caller(fn)) for t, fn in refs]]
+    if others:
+        phases.append([(t, caller(fn)) for t, fn in others])
+    bar = tqdm(total=rounds * len(phases), desc="benchmarking", unit="round", disable=not progress)
+    for phase in phases:
+        for i in range(warmup):
+            for t, run in phase:
+                run(t, frames[i % len(frames)])
+                t.total_ms.clear()
+                t.stage_ms.clear()
+        for r in range(rounds):
+            for t, run in phase:
+                run(t, frames[r % len(frames)])
+            bar.update()
+    bar.close()
+    refs = refs + others
     base = next((t for t in timings if t.budget == 1.0), None)
     rows = []
     for t in timings + [t for t, _ in refs]:

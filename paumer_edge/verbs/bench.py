@@ -94,14 +94,15 @@ def run(a: argparse.Namespace) -> int:
     h, w = a.frame_size
     frames = [street_scene(derive_seed(77, i), (h, w))[0] for i in range(4)]
     refs: dict[str, Callable[[np.ndarray], object]] = {"full.onnx": full_graph_reference(pipe)}
+    torch_refs: dict[str, Callable[[np.ndarray], object]] = {}
     if not a.no_torch:
         try:
-            refs.update(torch_references(pipe, a.budgets))
+            torch_refs = torch_references(pipe, a.budgets)
         except ImportError:
             pass  # torch-free install: the runtime alone
     if not a.quiet:
         print(f"benchmarking {pipe.describe()} on {w}x{h} frames, {a.rounds} rounds")
-    rows = bench(pipe, frames, a.budgets, a.rounds, a.warmup, refs, progress=not a.quiet)
+    rows = bench(pipe, frames, a.budgets, a.rounds, a.warmup, refs, torch_refs, progress=not a.quiet)
     print(table(rows))
     result = {"bundle": str(bundle), "backend": pipe.backend.describe(), "frame_size": [h, w], "rounds": a.rounds,
               "paumer_edge": __version__, "machine": f"{platform.machine()} {platform.processor()}".strip(),

@@ -34,6 +34,31 @@ def import_ort() -> Any:
     return ort
 
 
+_shared: dict[str, bool] = {}
+
+
+def share_cpu_resources(ort: Any, threads: int) -> bool:
+    """One thread pool and one memory arena for all our CPU sessions, set up once per process.
+
+    The stages run one after another; with a pool and an arena per session, every switch lands on idle
+    (or still spinning) threads and on buffers that are cold in the cache, which made the staged graphs
+    ~25% slower than the unsplit one. Shared, the switch costs almost nothing. Returns False when this
+    ONNX Runtime cannot share (then sessions keep their own pools, without spinning).
+    """
+    if "ok" in _shared:
+        return _shared["ok"]
+    try:
+        from onnxruntime.capi import _pybind_state
+
+        _pybind_state.set_global_thread_pool_sizes(threads, 1)
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+        _shared["ok"] = True
+    except Exception:  # an older or differently built ONNX Runtime, or sessions already created elsewhere
+        _shared["ok"] = False
+    return _shared["ok"]
+
+
 class OrtSession:
     def __init__(self, ort: Any, session: Any, device: str, device_id: int):
         self._ort, self._session = ort, session
@@ -101,9 +126,15 @@ class OrtBackend:
     def open(self, bundle: Bundle, graph: str) -> OrtSession:
         opts = self._ort.SessionOptions()
         opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
         opts.log_severity_level = 3
+        if self.device == "cpu" and share_cpu_resources(self._ort, self.threads):
+            opts.use_per_session_threads = False
+            opts.add_session_config_entry("session.use_env_allocators", "1")
+        else:
+            if self.threads:
+                opts.intra_op_num_threads = self.threads
+            # several sessions run in turn: idle pools must not spin on the cores the next one needs
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = self._ort.InferenceSession(str(bundle.graph_path(graph)), opts,
                                              providers=self._providers(bundle, graph))
         return OrtSession(self._ort, session, self.device, self.device_id)
