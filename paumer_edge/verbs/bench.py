@@ -90,7 +90,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 def run(a: argparse.Namespace) -> int:
     bundle = bundle_for(a.bundle, a.quiet)
-    pipe = Pipeline(bundle, backend=a.backend, threads=a.threads)
+    pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True)
     h, w = a.frame_size
     frames = [street_scene(derive_seed(77, i), (h, w))[0] for i in range(4)]
     refs: dict[str, Callable[[np.ndarray], object]] = {"full.onnx": full_graph_reference(pipe)}

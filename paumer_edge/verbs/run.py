@@ -47,7 +47,7 @@ def run(a: argparse.Namespace) -> int:
     bundle = bundle_for(a.model, a.quiet)
     pipe = Pipeline(bundle, backend=a.backend, budget=a.budget if a.budget is not None else 1.0,
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
-                    stage_map=a.pause_map is not None, threads=a.threads)
+                    stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True)
     info = pipe.info
     out = a.out
     if out is None and not (a.save_labels or a.show or a.no_save):

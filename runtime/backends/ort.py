@@ -37,26 +37,38 @@ def import_ort() -> Any:
 _shared: dict[str, bool] = {}
 
 
-def share_cpu_resources(ort: Any, threads: int) -> bool:
-    """One thread pool and one memory arena for all our CPU sessions, set up once per process.
+def shared_arena(ort: Any) -> bool:
+    """One CPU memory arena for all our sessions (registered once per process; others are unaffected).
 
-    The stages run one after another; with a pool and an arena per session, every switch lands on idle
-    (or still spinning) threads and on buffers that are cold in the cache, which made the staged graphs
-    ~25% slower than the unsplit one. Shared, the switch costs almost nothing. Returns False when this
-    ONNX Runtime cannot share (then sessions keep their own pools, without spinning).
+    The stages run one after another; with an arena per session every stage works in buffers that are
+    cold in the cache. Returns False where this ONNX Runtime cannot register one.
     """
-    if "ok" in _shared:
-        return _shared["ok"]
-    try:
-        from onnxruntime.capi import _pybind_state
+    if "arena" not in _shared:
+        try:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+            _shared["arena"] = True
+        except Exception:  # older or differently built ONNX Runtime
+            _shared["arena"] = False
+    return _shared["arena"]
 
-        _pybind_state.set_global_thread_pool_sizes(threads, 1)
-        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
-        _shared["ok"] = True
-    except Exception:  # an older or differently built ONNX Runtime, or sessions already created elsewhere
-        _shared["ok"] = False
-    return _shared["ok"]
+
+def shared_thread_pool(threads: int) -> bool:
+    """One intra-op thread pool for all our sessions: the fastest way to run stages back to back.
+
+    Process-wide and irreversible: afterwards ONNX Runtime refuses sessions that ask for their own pool
+    (the default), so this is opt-in for embedding (`Pipeline(..., shared_threads=True)`) and on for the
+    CLI, which owns its process. Must happen before the first session in the process is created.
+    """
+    if "pool" not in _shared:
+        try:
+            from onnxruntime.capi import _pybind_state
+
+            _pybind_state.set_global_thread_pool_sizes(threads, 1)
+            _shared["pool"] = True
+        except Exception:  # too late (sessions exist) or not supported
+            _shared["pool"] = False
+    return _shared["pool"]
 
 
 class OrtSession:
@@ -85,7 +97,7 @@ class OrtBackend:
     """ONNX Runtime sessions on one kind of device: `ort` (CPU), `ort-cuda` or `ort-trt`."""
 
     def __init__(self, kind: str = "ort", threads: int = 0, device_id: int = 0, fp16: bool = False,
-                 budgets: tuple[float, ...] = (0.5,)):
+                 budgets: tuple[float, ...] = (0.5,), shared_threads: bool = False):
         if kind not in KINDS:
             raise UserError(f"unknown ONNX Runtime backend '{kind}'; use one of {', '.join(KINDS)}")
         ort = import_ort()
@@ -96,6 +108,7 @@ class OrtBackend:
         self._ort = ort
         self.name = kind
         self.threads, self.device_id, self.fp16, self.budgets = threads, device_id, fp16, budgets
+        self.shared_threads = shared_threads
         self.device = "cpu" if kind == "ort" else "cuda"
 
     def describe(self) -> str:
@@ -127,14 +140,16 @@ class OrtBackend:
         opts = self._ort.SessionOptions()
         opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        if self.device == "cpu" and share_cpu_resources(self._ort, self.threads):
-            opts.use_per_session_threads = False
-            opts.add_session_config_entry("session.use_env_allocators", "1")
-        else:
-            if self.threads:
-                opts.intra_op_num_threads = self.threads
-            # several sessions run in turn: idle pools must not spin on the cores the next one needs
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if self.device == "cpu":
+            if shared_arena(self._ort):
+                opts.add_session_config_entry("session.use_env_allocators", "1")
+            if self.shared_threads and shared_thread_pool(self.threads):
+                opts.use_per_session_threads = False
+            else:
+                if self.threads:
+                    opts.intra_op_num_threads = self.threads
+                # sessions run in turn: idle pools must not spin on the cores the next one needs
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = self._ort.InferenceSession(str(bundle.graph_path(graph)), opts,
                                              providers=self._providers(bundle, graph))
         return OrtSession(self._ort, session, self.device, self.device_id)

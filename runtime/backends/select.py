@@ -24,7 +24,8 @@ def _native_trt(bundle: Bundle, precision: str | None) -> Backend | None:
         return None
 
 
-def open_backend(kind: str, bundle: Bundle, threads: int = 0, precision: str | None = None) -> Backend:
+def open_backend(kind: str, bundle: Bundle, threads: int = 0, precision: str | None = None,
+                 shared_threads: bool = False) -> Backend:
     if kind not in BACKENDS:
         raise UserError(f"unknown backend '{kind}'; use one of {', '.join(BACKENDS)}")
     if kind == "trt":
@@ -32,7 +33,7 @@ def open_backend(kind: str, bundle: Bundle, threads: int = 0, precision: str | N
 
         return TrtBackend(precision)
     if kind != "auto":
-        return OrtBackend(kind, threads=threads, fp16=precision == "fp16")
+        return OrtBackend(kind, threads=threads, fp16=precision == "fp16", shared_threads=shared_threads)
     native = _native_trt(bundle, precision)
     if native is not None:
         return native
@@ -40,4 +41,4 @@ def open_backend(kind: str, bundle: Bundle, threads: int = 0, precision: str | N
     for candidate in ("ort-trt", "ort-cuda"):
         if KINDS[candidate][0] in providers:
             return OrtBackend(candidate, threads=threads, fp16=precision == "fp16")
-    return OrtBackend("ort", threads=threads)
+    return OrtBackend("ort", threads=threads, shared_threads=shared_threads)
