@@ -19,7 +19,6 @@ from paumer_edge.runtime.loop import run_stream
 from paumer_edge.runtime.sources import open_source
 
 from paumer_edge import UserError
-from paumer_edge.cli import main
 from paumer_edge.data.streets import street_frames, write_video
 
 
@@ -150,11 +149,12 @@ def test_checkpoint_is_exported_once_to_the_cache(tiny_ckpt: Path, video: Path, 
     assert second.returncode == 0 and "exporting" not in second.stdout
 
 
-def test_bench_writes_table_json_and_plot(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bench_writes_table_json_and_plot(tiny_bundle: Path, tmp_path: Path) -> None:
     js, png = tmp_path / "bench.json", tmp_path / "bench.png"
-    code = main(["bench", str(tiny_bundle), "--budgets", "1,0.5", "--rounds", "4", "--warmup", "1",
-                 "--frame-size", "72x128", "--json", str(js), "--plot", str(png), "--quiet"])
-    assert code == 0
+    # in its own process: the CLI turns on ONNX Runtime's process-wide shared thread pool
+    proc = cli("bench", str(tiny_bundle), "--budgets", "1,0.5", "--rounds", "4", "--warmup", "1",
+               "--frame-size", "72x128", "--json", str(js), "--plot", str(png), "--quiet")
+    assert proc.returncode == 0, proc.stderr
     rows = json.loads(js.read_text())["results"]
     names = [r["name"] for r in rows]
     assert names == ["budget 1", "budget 0.5", "full.onnx", "pytorch 1", "pytorch 0.5"]
@@ -164,5 +164,5 @@ def test_bench_writes_table_json_and_plot(tiny_bundle: Path, tmp_path: Path, cap
     for r in rows:
         assert r["ms_p50"] > 0 and r["ms_p99"] >= r["ms_p50"] and r["runs"] == 4
     assert png.stat().st_size > 1000
-    out = capsys.readouterr().out
+    out = proc.stdout
     assert "budget 0.5" in out and "full.onnx" in out and "benchmarked 2 budgets" in out

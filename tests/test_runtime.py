@@ -179,3 +179,17 @@ def test_missing_bundle_and_unknown_backend_are_clear(tiny_bundle: Path, tmp_pat
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         with pytest.raises(UserError, match="needs ONNX Runtime's CUDAExecutionProvider"):
             Pipeline(tiny_bundle, backend="ort-cuda")
+
+
+def test_shared_thread_pool_is_opt_in_and_keeps_later_pipelines_working(tiny_bundle: Path) -> None:
+    code = (
+        "import numpy as np\n"
+        "from paumer_edge.runtime import Pipeline\n"
+        f"a = Pipeline({str(tiny_bundle)!r}, shared_threads=True)\n"
+        f"b = Pipeline({str(tiny_bundle)!r})\n"  # after the process-wide pool: still fine
+        "f = np.zeros((32, 64, 3), np.uint8)\n"
+        "assert (a(f).labels == b(f).labels).all()\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

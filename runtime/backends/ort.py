@@ -143,7 +143,8 @@ class OrtBackend:
         if self.device == "cpu":
             if shared_arena(self._ort):
                 opts.add_session_config_entry("session.use_env_allocators", "1")
-            if self.shared_threads and shared_thread_pool(self.threads):
+            # once the process has the shared pool, ONNX Runtime accepts no other kind of session
+            if (self.shared_threads and shared_thread_pool(self.threads)) or _shared.get("pool"):
                 opts.use_per_session_threads = False
             else:
                 if self.threads:
