@@ -20,7 +20,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_verb() -> None:
     proc = run("--help")
     assert proc.returncode == 0
-    for verb in ("train", "eval", "info", "synth"):
+    for verb in ("train", "eval", "export", "verify", "build", "run", "bench", "info", "synth"):
         assert verb in proc.stdout
 
 

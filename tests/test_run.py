@@ -166,3 +166,18 @@ def test_bench_writes_table_json_and_plot(tiny_bundle: Path, tmp_path: Path) -> 
     assert png.stat().st_size > 1000
     out = proc.stdout
     assert "budget 0.5" in out and "full.onnx" in out and "benchmarked 2 budgets" in out
+
+
+def test_samples_robot_loop_and_ros2_guard(tiny_bundle: Path, video: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "samples" / "robot_loop.py"), str(video), "--bundle",
+                           str(tiny_bundle), "--frames", "3", "--target-ms", "50"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("steer") == 3
+    ros = subprocess.run([sys.executable, str(root / "samples" / "ros2_node.py")], capture_output=True, text=True,
+                         timeout=60)
+    try:
+        import rclpy  # noqa: F401
+    except ImportError:
+        assert ros.returncode == 2 and "rclpy is not available" in ros.stderr
