@@ -19,6 +19,7 @@ from paumer_edge.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_
 from tqdm import tqdm
 
 from paumer_edge import UserError, __version__
+from paumer_edge.atomic import write_json_atomic
 from paumer_edge.model import PausingSegmenter
 from paumer_edge.pausing import CostModel
 
@@ -94,14 +95,6 @@ def build_manifest(model: PausingSegmenter, graphs: dict[str, dict[str, Any]], o
                      "opset": opts.opset, "exporter": "torch.onnx dynamo"},
         "engines": [],
     }
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    import json
-
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
 
 
 def replace_dir_atomic(tmp: Path, out: Path) -> None:

@@ -25,8 +25,8 @@ from paumer_edge.runtime.profiles import profile_shapes
 from tqdm import tqdm
 
 from paumer_edge import UserError
+from paumer_edge.atomic import write_json_atomic
 
-from .exporter import write_json_atomic
 from .fp16 import convert_to_fp16
 
 if TYPE_CHECKING:

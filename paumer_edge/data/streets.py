@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .. import UserError
+from ..runtime.sinks import VIDEO_SUFFIXES, VideoSink
 from .camera import Camera
 from .render import render
 from .world import World, lane_centres, sample_world
@@ -60,9 +59,6 @@ def street_frames(seed: int, size: tuple[int, int], seconds: float, fps: float =
         yield render(world, cam, size, t=t, frame_seed=i)
 
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv")
-
-
 def check_video_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
@@ -74,29 +70,17 @@ def write_video(path: str | Path, frames: Iterator[np.ndarray], fps: float = 30.
     """Write RGB frames as an mp4 (mp4v codec) atomically: the file appears only when complete."""
     path = check_video_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    writer = None
-    n = 0
+    sink = VideoSink(path, fps)
+    done = False
     try:
         for frame in frames:
-            if writer is None:
-                h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
-                if not writer.isOpened():
-                    raise UserError(f"cannot write video '{path}': OpenCV has no mp4v encoder here")
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            n += 1
-        if writer is None:
+            sink.write(frame)
+        if not sink.frames:
             raise UserError("no frames to write")
-        writer.release()
-        writer = None
-        os.replace(tmp, path)
+        done = True
     finally:
-        if writer is not None:
-            writer.release()
-        if tmp.exists():
-            tmp.unlink()
-    return n
+        sink.close(keep=done)
+    return sink.frames
 
 
 def make_street_video(path: str | Path, seed: int = 0, seconds: float = 10.0, fps: float = 30.0,

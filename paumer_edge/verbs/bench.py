@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..atomic import write_json_atomic
 from ..data.streets import derive_seed, street_scene
 from ..runtime.bench import bench, full_graph_reference
 from ..runtime.pipeline import Pipeline
 from ..runtime.preprocess import labels_to_frame, preprocess, to_rgb_uint8
-from .io import write_json_atomic
 from .run import bundle_for
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import write_json_atomic
 from ..checkpoint import load_model
 from ..data.dataset import build_dataset
 from ..evaluate import OperatingPoint, evaluate, results_json, results_table
 from ..pausing import check_budget, check_threshold
 from ..training.trainer import pick_device
-from .io import write_json_atomic
 
 
 def run(a: argparse.Namespace) -> int:

@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 from .. import UserError
+from ..atomic import write_json_atomic
 from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from ..export.exporter import ExportOptions, export_bundle
 from ..export.verify import verify_bundle
 from ..runtime.gpu import cuda_runtime, gpu_info, tensorrt_module
 from .build import build_and_report, engine_options
-from .io import write_json_atomic
 
 
 def default_bundle_path(ckpt: Path) -> Path:

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 from .. import UserError
+from ..atomic import write_json_atomic
 from ..checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from ..export.verify import verify_bundle
 from ..runtime.bundle import load_bundle
-from .io import write_json_atomic
 
 
 def run(a: argparse.Namespace) -> int:
