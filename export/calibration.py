@@ -16,9 +16,10 @@ from paumer_edge.runtime.backends import OrtBackend
 from paumer_edge.runtime.bundle import Bundle
 from paumer_edge.runtime.gpu import check, cuda_runtime
 from paumer_edge.runtime.preprocess import resize_normalise, to_rgb_uint8
+from paumer_edge.runtime.staged import StagedRunner
 
 from paumer_edge import UserError
-from paumer_edge.pausing import Pauser, PausingPolicy
+from paumer_edge.pausing import PausingPolicy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -30,28 +31,14 @@ class CalibrationData:
             raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in calibration folder '{folder}'")
         m = bundle.model
         self.inputs: dict[str, list[dict[str, np.ndarray]]] = {}
-        backend = OrtBackend()
-        sessions = {name: backend.open(bundle, name) for name in bundle.stage_names}
-        pauser = Pauser(bundle.cost, PausingPolicy(budget))
+        runner = StagedRunner(bundle, OrtBackend())  # host copies of what each stage sees, at the budget
         for f in files:
             frame = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
             if frame is None:
                 raise UserError(f"calibration image '{f}' cannot be read")
             x = resize_normalise(to_rgb_uint8(frame, bgr=frame.ndim == 3), m.input_size, m.mean, m.std)[None]
-            self._add("stage0", {"image": x})
             self._add("full", {"image": x})
-            outs = sessions["stage0"].run({"image": x})
-            tokens, entropy = outs[0], (outs[1] if len(outs) > 1 else None)
-            active = np.arange(m.num_patches, dtype=np.int64)[None]
-            for k, name in enumerate(bundle.stage_names[1:]):
-                keep = pauser.select(k, entropy) if entropy is not None else None
-                if keep is not None:
-                    active = np.take_along_axis(active, keep, axis=1)
-                feeds = {"tokens": tokens, "active": np.ascontiguousarray(active)}
-                self._add(name, feeds)
-                outs = sessions[name].run(feeds)
-                tokens, entropy = outs[0], (outs[1] if len(outs) > 1 else None)
-            self._add("decoder", {"tokens": tokens})
+            runner.forward(x, PausingPolicy(budget), observe=self._add)
 
     def _add(self, graph: str, feeds: dict[str, np.ndarray]) -> None:
         self.inputs.setdefault(graph, []).append({k: np.ascontiguousarray(v) for k, v in feeds.items()})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from paumer_edge.runtime.backends import OrtBackend
+from paumer_edge.runtime.backends import GraphSession, OrtBackend
 from paumer_edge.runtime.bundle import Bundle, load_bundle
 from paumer_edge.runtime.staged import StagedRunner
 
@@ -102,8 +102,12 @@ def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: 
     real = street_batch(info.input_size, frames, info.mean, info.std)
     noise = torch.randn(2, 3, *info.input_size, generator=gen)
 
+    sessions: dict[str, GraphSession] = {}
+
     def run(name: str, feeds: dict[str, torch.Tensor]) -> list[np.ndarray]:
-        return backend.open(bundle, name).run({k: v.numpy() for k, v in feeds.items()})
+        if name not in sessions:
+            sessions[name] = backend.open(bundle, name)
+        return sessions[name].run({k: v.numpy() for k, v in feeds.items()})
 
     with torch.inference_mode():
         # stage 0 on real frames and noise

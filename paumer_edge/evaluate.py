@@ -7,7 +7,7 @@ evaluate on a sharded validation set.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,6 @@ class PointResult:
     iou: dict[str, float]
     cost_fraction: float  # modelled encoder compute actually spent (mean over batches)
     counts: list[float]  # mean active patch tokens per stage
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def normalise(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -9,7 +9,9 @@ the host touches only entropies (down) and indices (up).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -54,14 +56,20 @@ class StagedRunner:
         self.decoder = backend.open(bundle, "decoder")
         self._all = np.arange(bundle.model.num_patches, dtype=np.int64)[None]
 
-    def forward(self, images: np.ndarray, policy: PausingPolicy, stage_map: bool = False) -> StagedOutput:
-        """Normalised images [B,3,H,W] float32 -> labels, optional scores and pause map, stats."""
+    def forward(self, images: np.ndarray, policy: PausingPolicy, stage_map: bool = False,
+                observe: Callable[[str, dict[str, Any]], None] | None = None) -> StagedOutput:
+        """Normalised images [B,3,H,W] float32 -> labels, optional scores and pause map, stats.
+
+        `observe(graph, feeds)` sees the inputs of every graph as it runs (INT8 calibration records them).
+        """
         pauser = Pauser(self.bundle.cost, policy)
         stats = StageStats(budget=policy.budget, threshold=policy.threshold)
         b = images.shape[0]
         rows, cols = self.bundle.model.grid
         smap = np.zeros((b, rows * cols), np.uint8) if stage_map else None
         keep = ("tokens", "tokens_out")
+        if observe is not None:
+            observe("stage0", {"image": images})
         t0 = time.perf_counter()
         outs = self.stages[0].run({"image": images}, keep)
         stats.stage_ms.append((time.perf_counter() - t0) * 1000)
@@ -76,13 +84,18 @@ class StagedRunner:
                     active = np.take_along_axis(active, chosen, axis=1)
             if smap is not None:
                 np.put_along_axis(smap, active, k, axis=1)
+            feeds = {"tokens": tokens, "active": np.ascontiguousarray(active)}
+            if observe is not None:
+                observe(self.bundle.stage_names[k], feeds)
             t1 = time.perf_counter()
-            outs = session.run({"tokens": tokens, "active": np.ascontiguousarray(active)}, keep)
+            outs = session.run(feeds, keep)
             t2 = time.perf_counter()
             stats.policy_ms += (t1 - t0) * 1000
             stats.stage_ms.append((t2 - t1) * 1000)
             stats.counts.append(active.shape[1])
             tokens, entropy = outs[0], (outs[1] if len(outs) > 1 else None)
+        if observe is not None:
+            observe("decoder", {"tokens": tokens})
         t0 = time.perf_counter()
         result = self.decoder.run({"tokens": tokens})
         stats.decoder_ms = (time.perf_counter() - t0) * 1000

@@ -278,3 +278,25 @@ def test_cli_export_and_verify(tiny_ckpt: Path, tmp_path: Path) -> None:
                           timeout=300)
     assert proc.returncode == 1
     assert "BEYOND TOLERANCE" in proc.stdout and " NO" not in proc.stderr
+
+
+def test_int8_calibration_data_is_what_each_stage_sees(tiny_bundle: Path, tmp_path: Path) -> None:
+    import cv2
+    from paumer_edge.export.calibration import CalibrationData
+
+    from paumer_edge.data.streets import street_scene
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), street_scene(i, (60, 100))[0][..., ::-1])
+    bundle = load_bundle(tiny_bundle)
+    data = CalibrationData(bundle, tmp_path, count=8, budget=0.5)
+    counts = plan_budget(bundle.cost, 0.5).counts
+    assert set(data.inputs) == {"stage0", "stage1", "stage2", "stage3", "decoder", "full"}
+    assert all(len(v) == 3 for v in data.inputs.values())
+    assert data.inputs["stage0"][0]["image"].shape == (1, 3, 32, 64)
+    for k in (1, 2, 3):  # the engine profile's opt shape at that budget
+        assert data.inputs[f"stage{k}"][0]["active"].shape == (1, counts[k])
+        assert data.inputs[f"stage{k}"][0]["tokens"].shape == (1, 33, 32)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images"):
+        CalibrationData(bundle, tmp_path / "empty", count=1, budget=0.5)
