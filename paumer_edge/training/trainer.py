@@ -120,7 +120,8 @@ def train(tc: TrainConfig, model_cfg: ModelConfig | None = None, resume: str | N
     if tc.threads:
         torch.set_num_threads(tc.threads)
     distributed = world > 1
-    if distributed and not dist.is_initialized():
+    owns_group = distributed and not dist.is_initialized()
+    if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -228,4 +229,6 @@ def train(tc: TrainConfig, model_cfg: ModelConfig | None = None, resume: str | N
         print(results_table(results, cfg.class_names))
     if distributed:
         dist.barrier()
+    if owns_group:  # a live group at interpreter exit aborts gloo's threads (SIGABRT on some ranks)
+        dist.destroy_process_group()
     return {"step": step, "results": results, "images_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
