@@ -51,22 +51,31 @@ def resolve_checkpoint(name: str | Path | None) -> Path:
     return Path(name)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a paumer-edge checkpoint as data only; clear errors for anything else."""
+def load_torch_data(path: str | Path, map_location: str | torch.device = "cpu", code_hint: str = "") -> Any:
+    """torch.load as data only (weights_only): never runs code from the file; one-line errors.
+
+    `code_hint` is appended to the refusal of a file that holds code (what the user can do instead).
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist or is not a file")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))
         if found:
             raise UserError(f"refusing to load '{path}': it holds code ({found.group(1)}), not only weights and "
-                            "data, and loading it could run that code") from None
+                            f"data, and loading it could run that code{code_hint}") from None
         raise UserError(f"'{path}' is not a readable PyTorch checkpoint (corrupt or truncated?)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"'{path}' is not a readable PyTorch checkpoint ({detail})") from None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a paumer-edge checkpoint as data only; clear errors for anything else."""
+    path = Path(path)
+    ckpt = load_torch_data(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"'{path}' is not a paumer-edge checkpoint; import foreign weights with "
                         "`paumer-edge import`")

@@ -16,6 +16,7 @@ from . import UserError
 from .data.classes import STREET_CLASSES, STREET_PALETTE
 
 DECODERS = ("linear", "mask_transformer")
+POS_EMBED_INTERP = ("bicubic", "bilinear")
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,11 @@ class ModelConfig:
     num_heads: int = 3
     mlp_ratio: float = 4.0
     class_token: bool = True
+    distilled: bool = False  # a DeiT distillation token after the class token (Segmenter's DeiT backbones)
     norm_eps: float = 1e-6
+    # How the position embedding is resized to another patch grid: "bicubic" (timm, mmseg) or
+    # "bilinear" (Segmenter), so imported models keep their source's outputs at any input size.
+    pos_embed_interp: str = "bicubic"
     # A pausing point after block k (1-based count of blocks done): tokens may pause there.
     pause_after: tuple[int, ...] = (3, 6, 9)
     decoder: str = "linear"  # "linear" | "mask_transformer"
@@ -63,7 +68,7 @@ class ModelConfig:
 
     @property
     def num_extra_tokens(self) -> int:
-        return 1 if self.class_token else 0
+        return int(self.class_token) + int(self.distilled)
 
     @property
     def num_stages(self) -> int:
@@ -100,6 +105,10 @@ class ModelConfig:
             raise bad(f"pause_after {self.pause_after} must be strictly increasing")
         if self.pause_after and not (0 < self.pause_after[0] and self.pause_after[-1] < self.depth):
             raise bad(f"pause_after {self.pause_after} must lie strictly between 0 and depth {self.depth}")
+        if self.distilled and not self.class_token:
+            raise bad("a distillation token needs a class token (distilled=True, class_token=False)")
+        if self.pos_embed_interp not in POS_EMBED_INTERP:
+            raise bad(f"pos_embed_interp '{self.pos_embed_interp}' is not one of {', '.join(POS_EMBED_INTERP)}")
         if self.decoder not in DECODERS:
             raise bad(f"decoder '{self.decoder}' is not one of {', '.join(DECODERS)}")
         if self.decoder == "mask_transformer" and self.mask_dim % self.mask_heads:

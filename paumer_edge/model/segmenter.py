@@ -54,7 +54,7 @@ class PausingSegmenter(nn.Module):
         self.cfg = cfg
         self.encoder = VisionTransformer(
             cfg.image_size, cfg.patch_size, cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio,
-            cfg.class_token, cfg.norm_eps,
+            cfg.class_token, cfg.norm_eps, distilled=cfg.distilled, pos_embed_interp=cfg.pos_embed_interp,
         )
         self.pause_heads = nn.ModuleList(
             PauseHead(cfg.embed_dim, cfg.num_classes, cfg.norm_eps) for _ in cfg.pause_after
@@ -84,17 +84,18 @@ class PausingSegmenter(nn.Module):
         return self.decode(self.encoder(images), (images.shape[-2], images.shape[-1]))
 
     def forward(self, images: torch.Tensor, budget: float = 1.0, threshold: float | None = None,
-                with_aux: bool | None = None) -> SegmenterOutput:
+                with_aux: bool | None = None, cost: CostModel | None = None) -> SegmenterOutput:
         """Segment normalised images [B, 3, H, W] at a compute budget and/or entropy threshold.
 
         `with_aux` (default: in training mode) evaluates every pausing head and returns its
-        predictions for the auxiliary losses even where nothing pauses.
+        predictions for the auxiliary losses even where nothing pauses. `cost` replaces the MAC
+        model the budget is a fraction of (e.g. a device's latency profile from the runtime).
         """
         if with_aux is None:
             with_aux = self.training
         h, w = images.shape[-2], images.shape[-1]
         grid = self.encoder.grid_for(h, w)
-        pauser = Pauser(self.cost_model(grid), PausingPolicy(budget, threshold))
+        pauser = Pauser(cost or self.cost_model(grid), PausingPolicy(budget, threshold))
         extra = self.encoder.num_extra_tokens
         bsz, num_patches = images.shape[0], grid[0] * grid[1]
 
@@ -134,5 +135,5 @@ class PausingSegmenter(nn.Module):
         if buf is not None and active is not None:
             x = torch.cat([x[:, :extra], _put(buf, active, x[:, extra:])], dim=1)
         logits = self.decode(self.encoder.norm(x), (h, w))
-        cost = pauser.cost.encoder_macs(counts, pausing=pauser.needs_entropy) / pauser.cost.full_macs
+        cost = pauser.cost.encoder_cost(counts, pausing=pauser.needs_entropy) / pauser.cost.full_cost
         return SegmenterOutput(logits, stage_map.reshape(bsz, *grid), tuple(counts), cost, aux)

@@ -68,29 +68,37 @@ class Block(nn.Module):
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
-                     extra_tokens: int) -> torch.Tensor:
-    """Bicubic resize of the patch part of a position embedding (as Segmenter and timm do)."""
+                     extra_tokens: int, mode: str = "bicubic") -> torch.Tensor:
+    """Resize the patch part of a position embedding: bicubic as timm and mmseg do, or bilinear as
+    Segmenter does."""
     if tuple(old_grid) == tuple(new_grid):
         return pos_embed
     extra, grid = pos_embed[:, :extra_tokens], pos_embed[:, extra_tokens:]
     c = grid.shape[-1]
     grid = grid.reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False)
+    grid = F.interpolate(grid, size=new_grid, mode=mode, align_corners=False)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], c)
     return torch.cat([extra, grid], dim=1)
 
 
 class VisionTransformer(nn.Module):
-    """ViT encoder: `patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.N.*`, `norm` as in timm."""
+    """ViT encoder: `patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.N.*`, `norm` as in timm.
+
+    `distilled` adds DeiT's `dist_token` after the class token; `pos_embed_interp` is how the position
+    embedding follows another input size (the source model's way, for imported weights).
+    """
 
     def __init__(self, image_size: tuple[int, int], patch_size: int, embed_dim: int, depth: int,
-                 num_heads: int, mlp_ratio: float, class_token: bool, eps: float, in_chans: int = 3):
+                 num_heads: int, mlp_ratio: float, class_token: bool, eps: float, in_chans: int = 3,
+                 distilled: bool = False, pos_embed_interp: str = "bicubic"):
         super().__init__()
         self.patch_size = patch_size
         self.grid = (image_size[0] // patch_size, image_size[1] // patch_size)
-        self.num_extra_tokens = 1 if class_token else 0
+        self.num_extra_tokens = int(class_token) + int(distilled)
+        self.pos_embed_interp = pos_embed_interp
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distilled else None
         num_pos = self.grid[0] * self.grid[1] + self.num_extra_tokens
         self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, embed_dim))
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, eps) for _ in range(depth))
@@ -99,8 +107,9 @@ class VisionTransformer(nn.Module):
 
     def init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        if self.cls_token is not None:
-            nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for token in (self.cls_token, self.dist_token):
+            if token is not None:
+                nn.init.trunc_normal_(token, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -118,9 +127,10 @@ class VisionTransformer(nn.Module):
         """Images [B,3,H,W] -> tokens [B, extra + N, C] with position embedding added."""
         x = self.patch_embed(images)
         grid = self.grid_for(images.shape[-2], images.shape[-1])
-        pos = resize_pos_embed(self.pos_embed, self.grid, grid, self.num_extra_tokens)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        pos = resize_pos_embed(self.pos_embed, self.grid, grid, self.num_extra_tokens, self.pos_embed_interp)
+        extra = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        if extra:
+            x = torch.cat([*extra, x], dim=1)
         return x + pos
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
