@@ -1,0 +1,517 @@
+"""`paumer-edge import`: Segmenter, timm and mmseg checkpoints -> paumer-edge, checked against reference forwards.
+
+The references below are written from the published architectures (rstrudel/segmenter segm/model/*.py,
+timm's VisionTransformer, mmseg's VisionTransformer + SegmenterMaskTransformerHead), independently of
+paumer-edge's modules: manual attention for Segmenter, torch's nn.MultiheadAttention for mmseg. They
+run in float64 so any mapping mistake shows far above rounding.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from paumer_edge.checkpoint import load_model, save_checkpoint
+from paumer_edge.cli import main
+from paumer_edge.config import preset
+from paumer_edge.data.labelsets import ADE20K_CLASSES, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from paumer_edge.model import PausingSegmenter
+from paumer_edge.model.padding import segment_any_size
+
+TOL = 1e-9  # float64: rounding differences are ~1e-14
+
+
+# ---- Segmenter, as published ------------------------------------------------------------------
+class SegAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.qkv, self.proj = nn.Linear(dim, dim * 3), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class SegFeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SegBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, eps: float = 1e-5):  # Segmenter: nn.LayerNorm(dim)
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=eps), nn.LayerNorm(dim, eps=eps)
+        self.attn, self.mlp = SegAttention(dim, heads), SegFeedForward(dim, 4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbedding(nn.Module):
+    def __init__(self, patch: int, dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+
+
+class SegViT(nn.Module):
+    """Segmenter's VisionTransformer (= timm's key names); `eps` 1e-5 as Segmenter, 1e-6 as timm."""
+
+    def __init__(self, image_size: tuple[int, int], patch: int, dim: int, depth: int, heads: int,
+                 distilled: bool = False, eps: float = 1e-5):
+        super().__init__()
+        self.patch, self.grid, self.distilled = patch, (image_size[0] // patch, image_size[1] // patch), distilled
+        self.patch_embed = PatchEmbedding(patch, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        if distilled:
+            self.dist_token = nn.Parameter(torch.zeros(1, 1, dim))
+            self.head_dist = nn.Linear(dim, 1000)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 1 + distilled, dim))
+        self.blocks = nn.ModuleList(SegBlock(dim, heads, eps) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.head = nn.Linear(dim, 1000)
+
+    def forward(self, im: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = im.shape
+        x = self.patch_embed.proj(im).flatten(2).transpose(1, 2)
+        extra = [self.cls_token.expand(b, -1, -1)] + ([self.dist_token.expand(b, -1, -1)] if self.distilled else [])
+        x = torch.cat([*extra, x], dim=1)
+        pos = self.pos_embed
+        if x.shape[1] != pos.shape[1]:  # segm/model/utils.py resize_pos_embed: bilinear
+            n = len(extra)
+            grid = pos[0, n:].reshape(1, *self.grid, -1).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, size=(h // self.patch, w // self.patch), mode="bilinear")
+            pos = torch.cat([pos[:, :n], grid.permute(0, 2, 3, 1).reshape(1, -1, pos.shape[-1])], dim=1)
+        x = x + pos
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+
+class SegDecoderLinear(nn.Module):
+    def __init__(self, n_cls: int, patch: int, dim: int):
+        super().__init__()
+        self.patch, self.head = patch, nn.Linear(dim, n_cls)
+
+    def forward(self, x: torch.Tensor, im_size: tuple[int, int]) -> torch.Tensor:
+        x = self.head(x)
+        return x.transpose(1, 2).reshape(x.shape[0], -1, im_size[0] // self.patch, im_size[1] // self.patch)
+
+
+class SegMaskTransformer(nn.Module):
+    def __init__(self, n_cls: int, patch: int, dim: int, n_layers: int):
+        super().__init__()
+        self.n_cls, self.patch, self.scale = n_cls, patch, dim**-0.5
+        self.blocks = nn.ModuleList(SegBlock(dim, dim // 64) for _ in range(n_layers))  # heads = d_model // 64
+        self.cls_emb = nn.Parameter(torch.randn(1, n_cls, dim))
+        self.proj_dec = nn.Linear(dim, dim)
+        self.proj_patch = nn.Parameter(self.scale * torch.randn(dim, dim))
+        self.proj_classes = nn.Parameter(self.scale * torch.randn(dim, dim))
+        self.decoder_norm, self.mask_norm = nn.LayerNorm(dim), nn.LayerNorm(n_cls)
+
+    def forward(self, x: torch.Tensor, im_size: tuple[int, int]) -> torch.Tensor:
+        x = self.proj_dec(x)
+        x = torch.cat((x, self.cls_emb.expand(x.size(0), -1, -1)), 1)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.decoder_norm(x)
+        patches, cls_seg_feat = x[:, : -self.n_cls], x[:, -self.n_cls :]
+        patches, cls_seg_feat = patches @ self.proj_patch, cls_seg_feat @ self.proj_classes
+        patches = patches / patches.norm(dim=-1, keepdim=True)
+        cls_seg_feat = cls_seg_feat / cls_seg_feat.norm(dim=-1, keepdim=True)
+        masks = self.mask_norm(patches @ cls_seg_feat.transpose(1, 2))
+        return masks.transpose(1, 2).reshape(x.shape[0], self.n_cls, im_size[0] // self.patch, -1)
+
+
+class RefSegmenter(nn.Module):
+    def __init__(self, encoder: SegViT, decoder: nn.Module):
+        super().__init__()
+        self.encoder, self.decoder, self.patch = encoder, decoder, encoder.patch
+
+    def forward(self, im: torch.Tensor) -> torch.Tensor:
+        h0, w0 = im.shape[-2:]
+        ph, pw = -h0 % self.patch, -w0 % self.patch
+        im = F.pad(im, (0, pw, 0, ph), value=0) if ph or pw else im  # segm/model/utils.py padding
+        h, w = im.shape[-2:]
+        x = self.encoder(im)[:, 1 + self.encoder.distilled :]
+        masks = F.interpolate(self.decoder(x, (h, w)), size=(h, w), mode="bilinear")
+        return masks[:, :, :h0, :w0]  # unpadding
+
+
+def randomise(module: nn.Module, seed: int) -> None:
+    """Every weight random (LayerNorms around 1), so a mis-mapped tensor cannot go unnoticed."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            is_norm_weight = name.endswith("weight") and p.dim() == 1
+            p.copy_(1 + 0.2 * noise if is_norm_weight else 0.3 * noise)
+
+
+SEG = {"image_size": (32, 48), "patch": 8, "dim": 128, "depth": 4, "heads": 4}
+
+
+def write_segmenter(folder: Path, decoder: str, n_cls: int, dataset: str, distilled: bool = False,
+                    normalization: str = "vit") -> RefSegmenter:
+    """A Segmenter run folder: checkpoint.pth (model + training state) and variant.yml, as segm/train.py writes."""
+    enc = SegViT(SEG["image_size"], SEG["patch"], SEG["dim"], SEG["depth"], SEG["heads"], distilled)
+    dec: nn.Module = SegDecoderLinear(n_cls, SEG["patch"], SEG["dim"]) if decoder == "linear" else \
+        SegMaskTransformer(n_cls, SEG["patch"], SEG["dim"], 2)
+    ref = RefSegmenter(enc, dec)
+    randomise(ref, seed=len(decoder) + n_cls)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": ref.state_dict(), "optimizer": {"state": {}, "param_groups": [{"lr": 0.001}]},
+                "n_cls": n_cls, "lr_scheduler": {"last_epoch": 3}, "epoch": 3}, folder / "checkpoint.pth")
+    dec_cfg = {"name": decoder, "n_cls": n_cls} | ({"drop_path_rate": 0.0, "dropout": 0.1, "n_layers": 2}
+                                                   if decoder == "mask_transformer" else {})
+    variant = {
+        "net_kwargs": {"backbone": "vit_test", "image_size": SEG["image_size"], "patch_size": SEG["patch"],
+                       "d_model": SEG["dim"], "n_heads": SEG["heads"], "n_layers": SEG["depth"],
+                       "normalization": normalization, "distilled": distilled, "dropout": 0.0,
+                       "drop_path_rate": 0.1, "decoder": dec_cfg, "n_cls": n_cls},
+        "dataset_kwargs": {"dataset": dataset, "image_size": 64, "crop_size": SEG["image_size"][0],
+                           "normalization": normalization, "split": "train", "batch_size": 8},
+        "inference_kwargs": {"im_size": 64, "window_size": 32, "window_stride": 24},
+    }
+    (folder / "variant.yml").write_text(yaml.dump(variant))  # yaml.dump, as Segmenter: tuples get python tags
+    return ref.eval()
+
+
+def run_cli(*args: str | Path) -> int:
+    return main(["import", *[str(a) for a in args]])
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("paumer-edge import: error:"), err
+    return err
+
+
+def images(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def assert_same(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    assert ours.shape == theirs.shape
+    assert torch.allclose(ours, theirs, atol=TOL, rtol=0), (ours - theirs).abs().max()
+    assert torch.equal(ours.argmax(1), theirs.argmax(1))
+
+
+# ---- Segmenter --------------------------------------------------------------------------------
+def test_segmenter_linear_matches_segmenter_at_budget_1(tmp_path: Path) -> None:
+    ref = write_segmenter(tmp_path / "run", "linear", 150, "ade20k").double()
+    out, report = tmp_path / "seg.pt", tmp_path / "report.json"
+    assert run_cli(tmp_path / "run" / "checkpoint.pth", "-o", out, "--report", report) == 0  # format detected
+    model = load_model(out).double()
+    cfg = model.cfg
+    assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size, cfg.image_size) == (128, 4, 4, 8, (32, 48))
+    assert cfg.decoder == "linear" and cfg.class_names == ADE20K_CLASSES and cfg.pause_after == (1, 2, 3)
+    assert cfg.norm_eps == 1e-5 and cfg.pos_embed_interp == "bilinear" and cfg.mean == (0.5, 0.5, 0.5)
+    with torch.no_grad():
+        for h, w in [(32, 48), (30, 45), (41, 45)]:  # exact; padded; padded to another grid (pos_embed resized)
+            x = images(h, w)
+            assert_same(segment_any_size(model, x, budget=1.0).logits, ref(x))
+        half = model(images(32, 48), budget=0.5)
+        assert half.counts[-1] < half.counts[0] and half.logits.shape == (2, 150, 32, 48)
+
+    r = json.loads(report.read_text())
+    assert r["format"] == "segmenter" and r["config"]["decoder"] == "linear"
+    mapped = {m["target"]: m["source"] for m in r["mapped"]}
+    assert mapped["encoder.blocks.3.attn.qkv.weight"] == "encoder.blocks.3.attn.qkv.weight"
+    assert mapped["decoder.head.weight"] == "decoder.head.weight" and len(mapped) == len(r["mapped"])
+    assert {i["key"] for i in r["initialised"]} == {f"pause_heads.{k}.{p}.{t}" for k in range(3)
+                                                    for p in ("norm", "head") for t in ("weight", "bias")}
+    ignored = {i["key"] for i in r["ignored"]}
+    assert {"encoder.head.weight", "encoder.head.bias", "optimizer", "epoch"} <= ignored
+
+
+def test_segmenter_mask_transformer_distilled_matches_segmenter(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    ref = write_segmenter(tmp_path / "run", "mask_transformer", 19, "cityscapes", distilled=True,
+                          normalization="deit").double()
+    out = tmp_path / "mask.pt"
+    assert run_cli(tmp_path / "run", "-o", out, "--pause-after", "2", "--format", "segmenter") == 0  # the folder
+    printed = capsys.readouterr().out
+    assert "mapped" in printed and "pause_heads.N.*" in printed and "encoder.head_dist.*" in printed
+    model = load_model(out).double()
+    cfg = model.cfg
+    assert cfg.decoder == "mask_transformer" and cfg.decoder_depth == 2 and cfg.mask_heads == 2
+    assert cfg.distilled and cfg.num_extra_tokens == 2 and cfg.pause_after == (2,)
+    assert cfg.class_names == CITYSCAPES_CLASSES and cfg.palette == CITYSCAPES_PALETTE
+    assert cfg.mean == (0.485, 0.456, 0.406) and cfg.std == (0.229, 0.224, 0.225)
+    with torch.no_grad():
+        for h, w in [(32, 48), (27, 50)]:
+            x = images(h, w, seed=1)
+            assert_same(segment_any_size(model, x).logits, ref(x))
+        x = images(32, 48)
+        assert torch.equal(model(x, budget=1.0).logits, model.forward_unpaused(x))
+
+
+def test_segmenter_imported_at_another_size_matches_segmenter_there(tmp_path: Path) -> None:
+    ref = write_segmenter(tmp_path / "run", "mask_transformer", 6, "pascal_context")
+    out = tmp_path / "big.pt"
+    assert run_cli(tmp_path / "run" / "checkpoint.pth", "-o", out, "--image-size", "48x64") == 0
+    model = load_model(out)
+    assert model.cfg.image_size == (48, 64) and model.encoder.pos_embed.shape[1] == 1 + 6 * 8
+    assert model.cfg.class_names[0] == "class 0"  # pascal_context: no names known
+    x = images(48, 64, seed=2).float()  # float32 throughout: the resized embedding is stored in float32
+    with torch.no_grad():
+        ours, theirs = model(x).logits, ref(x)  # Segmenter resizes its 4x6 position grid the same way (bilinear)
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=0) and torch.equal(ours.argmax(1), theirs.argmax(1))
+
+
+def test_segmenter_without_variant_and_with_a_fresh_decoder(tmp_path: Path) -> None:
+    write_segmenter(tmp_path / "run", "linear", 150, "ade20k")
+    (tmp_path / "run" / "variant.yml").unlink()
+    out, report = tmp_path / "fresh.pt", tmp_path / "r.json"
+    src = tmp_path / "run" / "checkpoint.pth"
+    assert run_cli(src, "-o", out, "--num-heads", "4") == 2  # a 4x6 grid is not square: the size is asked for
+    assert run_cli(src, "-o", out, "--num-heads", "4", "--source-size", "32x48", "--fresh-decoder",
+                   "--decoder", "mask_transformer", "--num-classes", "19", "--report", report) == 0
+    cfg = load_model(out).cfg
+    assert cfg.image_size == (32, 48) and cfg.num_heads == 4
+    assert cfg.decoder == "mask_transformer" and cfg.class_names == CITYSCAPES_CLASSES
+    r = json.loads(report.read_text())
+    assert any(i["key"] == "decoder.cls_emb" for i in r["initialised"])
+    assert any(i["key"] == "decoder.head.weight" and "new decoder" in i["why"] for i in r["ignored"])
+
+
+# ---- timm -------------------------------------------------------------------------------------
+def timm_vit(seed: int = 3) -> SegViT:
+    vit = SegViT((32, 32), 8, 128, 3, 2, eps=1e-6)  # timm: LayerNorm eps 1e-6
+    randomise(vit, seed)
+    return vit.double().eval()
+
+
+def test_timm_encoder_lands_and_matches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    vit = timm_vit()
+    src = tmp_path / "vit.pth"
+    torch.save({k: v.float() for k, v in vit.state_dict().items()}, src)  # a raw timm state dict
+    out = tmp_path / "vit-paumer.pt"
+    assert run_cli(src, "-o", out, "--num-classes", "7") == 0
+    assert "width // 64" in capsys.readouterr().out  # heads: the default is said
+    model = load_model(out).double()
+    assert model.cfg.num_heads == 2 and model.cfg.norm_eps == 1e-6 and model.cfg.pos_embed_interp == "bicubic"
+    assert model.cfg.pause_after == (1, 2) and model.cfg.num_classes == 7 and model.cfg.decoder == "linear"
+    assert torch.equal(model.encoder.blocks[2].mlp.fc1.weight, vit.blocks[2].mlp.fc1.weight.float().double())
+    x = images(32, 32, seed=4)
+    with torch.no_grad():
+        assert torch.allclose(model.encoder(x), vit(x), atol=TOL, rtol=0)
+
+
+def test_timm_without_qkv_bias_or_class_position(tmp_path: Path) -> None:
+    vit = timm_vit(seed=5)
+    with torch.no_grad():
+        for blk in vit.blocks:
+            blk.attn.qkv.bias.zero_()
+        vit.pos_embed[:, 0].zero_()
+    state = {k: v.float() for k, v in vit.state_dict().items() if not k.endswith("attn.qkv.bias")}
+    state["pos_embed"] = state["pos_embed"][:, 1:]  # timm no_embed_class
+    torch.save({"state_dict": state, "epoch": 9}, tmp_path / "vit.pth")
+    out = tmp_path / "o.pt"
+    assert run_cli(tmp_path / "vit.pth", "-o", out, "--num-classes", "3", "--format", "timm") == 0
+    model = load_model(out).double()
+    x = images(32, 32, seed=6)
+    with torch.no_grad():
+        assert torch.allclose(model.encoder(x), vit(x), atol=TOL, rtol=0)
+
+
+# ---- mmseg ------------------------------------------------------------------------------------
+class MmsegLayer(nn.Module):
+    """mmseg's TransformerEncoderLayer: mmcv MultiheadAttention (= nn.MultiheadAttention) and FFN."""
+
+    def __init__(self, dim: int, heads: int, eps: float):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(dim, eps=eps), nn.LayerNorm(dim, eps=eps)
+        self.attn = nn.Module()
+        self.attn.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ffn = nn.Module()
+        self.ffn.layers = nn.Sequential(nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(0.0)),
+                                        nn.Linear(4 * dim, dim), nn.Dropout(0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln1(x)
+        x = x + self.attn.attn(h, h, h, need_weights=False)[0]
+        return x + self.ffn.layers(self.ln2(x))
+
+
+class MmsegViT(nn.Module):
+    def __init__(self, dim: int, depth: int, heads: int, patch: int, grid: int):
+        super().__init__()
+        self.patch_embed = nn.Module()
+        self.patch_embed.projection = nn.Conv2d(3, dim, patch, patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, dim))
+        self.layers = nn.ModuleList(MmsegLayer(dim, heads, 1e-6) for _ in range(depth))
+        self.ln1 = nn.LayerNorm(dim, eps=1e-6)  # final_norm=True
+
+    def forward(self, im: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed.projection(im)
+        hw = x.shape[-2:]
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x.flatten(2).transpose(1, 2)], dim=1)
+        x = x + self.pos_embed
+        for layer in self.layers:
+            x = layer(x)
+        x = self.ln1(x)[:, 1:]
+        return x.transpose(1, 2).reshape(x.shape[0], -1, *hw)
+
+
+class MmsegMaskHead(nn.Module):
+    """mmseg's SegmenterMaskTransformerHead."""
+
+    def __init__(self, dim: int, n_cls: int, heads: int):
+        super().__init__()
+        self.n_cls = n_cls
+        self.layers = nn.ModuleList(MmsegLayer(dim, heads, 1e-5) for _ in range(2))
+        self.dec_proj = nn.Linear(dim, dim)
+        self.cls_emb = nn.Parameter(torch.randn(1, n_cls, dim))
+        self.patch_proj, self.classes_proj = nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim, bias=False)
+        self.decoder_norm, self.mask_norm = nn.LayerNorm(dim), nn.LayerNorm(n_cls)
+        self.conv_seg = nn.Conv2d(dim, n_cls, 1)  # BaseDecodeHead's, unused by this head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        x = self.dec_proj(x.permute(0, 2, 3, 1).reshape(b, -1, c))
+        x = torch.cat((x, self.cls_emb.expand(b, -1, -1)), 1)
+        for layer in self.layers:
+            x = layer(x)
+        x = self.decoder_norm(x)
+        patches, cls_seg_feat = self.patch_proj(x[:, : -self.n_cls]), self.classes_proj(x[:, -self.n_cls :])
+        patches = patches / patches.norm(dim=-1, keepdim=True)
+        cls_seg_feat = cls_seg_feat / cls_seg_feat.norm(dim=-1, keepdim=True)
+        masks = self.mask_norm(patches @ cls_seg_feat.transpose(1, 2))
+        return masks.permute(0, 2, 1).reshape(b, -1, h, w)
+
+
+def mmseg_checkpoint(path: Path, head: str, n_cls: int = 4) -> tuple[MmsegViT, nn.Module]:
+    backbone = MmsegViT(128, 3, 2, 8, 4)
+    decode: nn.Module = MmsegMaskHead(128, n_cls, 2) if head == "mask" else nn.Conv2d(128, n_cls, 1)
+    randomise(backbone, 7)
+    randomise(decode, 8)
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    if head == "mask":
+        state |= {f"decode_head.{k}": v for k, v in decode.state_dict().items()}
+    else:  # FCNHead with num_convs=0: only conv_seg
+        state |= {f"decode_head.conv_seg.{k}": v for k, v in decode.state_dict().items()}
+    state |= {"auxiliary_head.conv_seg.weight": torch.randn(n_cls, 128, 1, 1)}
+    names = [f"thing {i}" for i in range(n_cls)]
+    torch.save({"state_dict": state, "meta": {"CLASSES": names, "PALETTE": [[i, 2 * i, 3 * i] for i in range(n_cls)]}},
+               path)
+    return backbone.double().eval(), decode.double().eval()
+
+
+@pytest.mark.parametrize("head", ["mask", "linear"])
+def test_mmseg_in_proj_layout_and_heads_match(tmp_path: Path, head: str) -> None:
+    backbone, decode = mmseg_checkpoint(tmp_path / "mmseg.pth", head)
+    out, report = tmp_path / "m.pt", tmp_path / "r.json"
+    assert run_cli(tmp_path / "mmseg.pth", "-o", out, "--report", report) == 0
+    model = load_model(out).double()
+    cfg = model.cfg
+    assert cfg.decoder == ("mask_transformer" if head == "mask" else "linear") and cfg.num_heads == 2
+    assert cfg.class_names == ("thing 0", "thing 1", "thing 2", "thing 3") and cfg.palette[3] == (3, 6, 9)
+    assert torch.equal(model.encoder.blocks[1].attn.qkv.weight, backbone.layers[1].attn.attn.in_proj_weight)
+    x = images(32, 32, seed=9)
+    with torch.no_grad():
+        features = model.encoder(x)[:, 1:].transpose(1, 2).reshape(2, 128, 4, 4)
+        assert torch.allclose(features, backbone(x), atol=TOL, rtol=0)
+        theirs = F.interpolate(decode(backbone(x)), size=(32, 32), mode="bilinear", align_corners=False)
+        assert_same(model(x, budget=1.0).logits, theirs)
+    r = json.loads(report.read_text())
+    mapped = {m["target"]: m["source"] for m in r["mapped"]}
+    assert mapped["encoder.blocks.2.attn.qkv.bias"] == "backbone.layers.2.attn.attn.in_proj_bias"
+    assert mapped["encoder.norm.weight"] == "backbone.ln1.weight"
+    assert "auxiliary_head.conv_seg.weight" in {i["key"] for i in r["ignored"]}
+
+
+# ---- detection and errors ---------------------------------------------------------------------
+class CodeInside:
+    """Pickled by reference: loading it would import (run) this module's code."""
+
+
+def test_auto_detection(tmp_path: Path) -> None:
+    from paumer_edge.weights import detect_format
+
+    write_segmenter(tmp_path / "run", "linear", 5, "x")
+    mmseg_checkpoint(tmp_path / "mm.pth", "mask")
+    seg = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)["model"]
+    mm = torch.load(tmp_path / "mm.pth", weights_only=True)["state_dict"]
+    assert detect_format(seg, tmp_path) == "segmenter"
+    assert detect_format(mm, tmp_path) == "mmseg"
+    assert detect_format({k[len("backbone."):]: v for k, v in mm.items() if k.startswith("backbone.")},
+                         tmp_path) == "mmseg"  # a bare mmseg backbone
+    assert detect_format(timm_vit().state_dict(), tmp_path) == "timm"
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_segmenter(tmp_path / "run", "linear", 5, "x")
+    seg = tmp_path / "run" / "checkpoint.pth"
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    torch.save({"model": CodeInside()}, tmp_path / "code.pth")
+    torch.save({"foo.weight": torch.zeros(2), "bar.bias": torch.zeros(2)}, tmp_path / "odd.pth")
+    bad = {k: v.float() for k, v in timm_vit().state_dict().items()}
+    bad["blocks.1.mlp.fc1.weight"] = torch.zeros(96, 128)
+    torch.save(bad, tmp_path / "bad.pth")
+    scaled = {k: v.float() for k, v in timm_vit().state_dict().items()} | {"blocks.0.ls1.gamma": torch.ones(128)}
+    torch.save(scaled, tmp_path / "ls.pth")
+    model = PausingSegmenter(preset("tiny"))
+    save_checkpoint(tmp_path / "ours.pt", model)
+    cases = [
+        ((tmp_path / "notes.txt",), "not a readable PyTorch checkpoint"),
+        ((tmp_path / "code.pth",), "holds code"),
+        ((tmp_path / "odd.pth",), "unknown layout"),
+        ((tmp_path / "bad.pth", "--num-classes", "3"), "inconsistent shapes"),
+        ((tmp_path / "ls.pth", "--num-classes", "3"), "blocks.0.ls1.gamma"),
+        ((tmp_path / "missing.pth",), "does not exist"),
+        ((tmp_path / "ours.pt",), "already a paumer-edge checkpoint"),
+        ((seg, "--format", "timm"), "looks like a segmenter checkpoint"),
+        ((seg, "--num-classes", "7"), "--fresh-decoder"),
+        ((tmp_path / "bad.pth",), "--num-classes"),  # no decoder in a timm checkpoint
+        ((seg, "--pause-after", "2,x"), "--pause-after"),
+        ((seg, "--pause-after", "4"), "pause_after"),
+        ((seg, "--image-size", "30x48"), "multiple of the patch size"),
+        ((seg, "--classes", "cityscapes"), "cityscapes has 19 classes"),
+        ((seg, "-o", seg), "is the source checkpoint"),
+    ]
+    for args, message in cases:
+        out = () if "-o" in args else ("-o", tmp_path / "out.pt")
+        assert run_cli(*args, *out) == 2, args
+        assert message in one_line_error(capsys), (args, message)
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_variant_yml_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_segmenter(tmp_path / "run", "linear", 5, "x")
+    variant = tmp_path / "run" / "variant.yml"
+    text = variant.read_text()
+    assert "!!python/tuple" in text  # what Segmenter's yaml.dump writes, read safely
+    variant.write_text(text.replace("d_model: 128", "d_model: 256"))
+    assert run_cli(tmp_path / "run", "-o", tmp_path / "o.pt") == 2
+    assert "is it the variant.yml of this checkpoint" in one_line_error(capsys)
+    variant.write_text("net_kwargs: !!python/object/apply:os.system ['echo hi']\n")
+    assert run_cli(tmp_path / "run", "-o", tmp_path / "o.pt") == 2
+    assert "not a readable Segmenter variant.yml" in one_line_error(capsys)
+
+
+def test_default_pause_points_and_labelsets() -> None:
+    from paumer_edge.data.labelsets import ADE20K_PALETTE, CITYSCAPES_PALETTE
+    from paumer_edge.weights import default_pause_points
+
+    assert default_pause_points(12) == (3, 6, 9) and default_pause_points(24) == (6, 12, 18)
+    assert default_pause_points(2) == (1,) and default_pause_points(1) == ()
+    assert len(ADE20K_CLASSES) == len(set(ADE20K_CLASSES)) == len(ADE20K_PALETTE) == 150
+    assert len(CITYSCAPES_CLASSES) == len(CITYSCAPES_PALETTE) == 19 and CITYSCAPES_CLASSES[0] == "road"
+    assert all(0 <= c <= 255 for rgb in ADE20K_PALETTE + CITYSCAPES_PALETTE for c in rgb)
