@@ -106,6 +106,7 @@ def at_image_size(model: PausingSegmenter, size: tuple[int, int]) -> PausingSegm
     copy = PausingSegmenter(cfg)
     state = dict(model.state_dict())
     enc = model.encoder
-    state["encoder.pos_embed"] = resize_pos_embed(enc.pos_embed.data, enc.grid, cfg.grid, enc.num_extra_tokens)
+    state["encoder.pos_embed"] = resize_pos_embed(enc.pos_embed.data, enc.grid, cfg.grid, enc.num_extra_tokens,
+                                                  enc.pos_embed_interp)
     copy.load_state_dict(state)
     return copy.eval()
