@@ -38,6 +38,9 @@ def parse_floats(text: str) -> list[float]:
     return values
 
 
+DATA_HELP = "dataset: synthetic, cityscapes:DIR or ade20k:DIR"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line and exit 2, like every other user mistake
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -57,12 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="sample", choices=sorted(PRESETS), help="model shape (default: sample)")
     t.add_argument("--config", help="model config JSON instead of a preset")
     t.add_argument("--image-size", type=parse_size, help="train at HxW instead of the preset's size")
-    t.add_argument("--data", default="synthetic", help="dataset (default: synthetic street scenes)")
+    t.add_argument("--data", default="synthetic", help=DATA_HELP + " (default: synthetic street scenes)")
+    t.add_argument("--data-scale", type=float, default=1.0,
+                   help="resize real images by this first, e.g. 0.5 for half resolution (default 1)")
+    t.add_argument("--scale-range", type=parse_floats, default=[0.5, 2.0],
+                   help="random scale of the training crops of real images, MIN,MAX (default 0.5,2)")
     t.add_argument("--out", help="run folder for checkpoints (default: runs/<preset>)")
     t.add_argument("--steps", type=int, default=3000)
     t.add_argument("--batch-size", type=int, default=16, help="per process")
     t.add_argument("--lr", type=float, default=8e-4)
-    t.add_argument("--train-images", type=int, default=16000)
+    t.add_argument("--train-images", type=int, help="default: 16000 synthetic scenes, every image of real data")
     t.add_argument("--val-images", type=int, default=256)
     t.add_argument("--budget-range", type=parse_floats, default=[0.25, 1.0],
                    help="budgets sampled per batch, MIN,MAX (default 0.25,1)")
@@ -70,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int, default=500)
     t.add_argument("--resume", nargs="?", const="auto", help="continue from a checkpoint (default: OUT/last.pt)")
     t.add_argument("--init", help="start from this checkpoint's weights (fine-tuning)")
+    t.add_argument("--retrofit", action="store_true",
+                   help="with --init: train only the pausing heads; encoder and decoder stay frozen")
+    t.add_argument("--retrofit-targets", default="model", choices=["model", "labels"],
+                   help="what the heads learn: the frozen model's own predictions (default) or the labels")
+    t.add_argument("--finetune", type=int, metavar="STEPS",
+                   help="after --retrofit, fine-tune every weight for STEPS more steps with pausing-aware training")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--workers", type=int, default=0, help="data loader processes")
@@ -79,15 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="mIoU, per-class IoU and pixel accuracy at a list of budgets")
     e.add_argument("--model", help="checkpoint (default: the bundled sample model)")
-    e.add_argument("--data", default="synthetic")
-    e.add_argument("--split", default="test", help="train | val | test (default: test, held out)")
-    e.add_argument("--images", type=int, default=1000, help="held-out images (default 1000)")
+    e.add_argument("--data", default="synthetic", help=DATA_HELP + " (default: synthetic)")
+    e.add_argument("--split", help="train | val | test (default: the held-out split: test synthetic, val real)")
+    e.add_argument("--images", type=int, help="images to score (default: 1000 synthetic, every image of real data)")
+    e.add_argument("--data-scale", type=float, default=1.0, help="resize real images by this first (default 1)")
+    e.add_argument("--sliding", nargs="?", type=float, const=2 / 3, metavar="STRIDE",
+                   help="sliding windows of the model's input size at the image's resolution; STRIDE is a "
+                        "fraction of the window (default 0.667); without it, images are resized to the model")
     e.add_argument("--budgets", type=parse_floats, default=[1.0, 0.75, 0.5, 0.25])
     e.add_argument("--thresholds", type=parse_floats, help="also evaluate these entropy thresholds")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--device", default="auto")
     e.add_argument("--threads", type=int, default=0)
-    e.add_argument("--json", help="write the results here")
+    e.add_argument("--json", help="write the results (and the accuracy/speed curve) here")
+    e.add_argument("--plot", help="write the accuracy/speed curve here: mIoU against FPS, one point per setting")
+    e.add_argument("--speed", default="measured", choices=["measured", "modelled"],
+                   help="curve x axis: FPS of the PyTorch forward measured in this run (default), or the "
+                        "modelled encoder compute")
+    e.add_argument("--timing-frames", type=int, default=20,
+                   help="images timed one by one per setting for the measured FPS (default 20)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func="evaluate")
 
@@ -134,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show where tokens paused: beside the overlay (default) or blended into it")
     r.add_argument("--no-save", action="store_true", help="write nothing (just measure)")
     r.add_argument("--letterbox", action="store_true", help="keep the aspect ratio (pad) instead of stretching")
+    r.add_argument("--sliding", nargs="?", type=float, const=2 / 3, metavar="STRIDE",
+                   help="segment each frame at its own resolution with windows of the model's input size, "
+                        "STRIDE a fraction of the window (default 0.667); needs a bundle exported with --scores")
     r.add_argument("--max-frames", type=int, help="stop after this many frames")
     r.add_argument("--threads", type=int, default=0, help="inference threads (0: the backend's default)")
     r.add_argument("--quiet", action="store_true")

@@ -13,106 +13,20 @@ Vocabulary:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 
 from . import UserError
+from .cost import CostModel
+
+__all__ = ["BudgetPlan", "CostModel", "Pauser", "PausingPolicy", "PolicyError", "check_budget", "check_threshold",
+           "counts_for_ratio", "plan_budget", "select_tokens", "threshold_count"]
 
 
 class PolicyError(UserError):
     """A budget or threshold outside its range."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Cost model
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CostModel:
-    """Multiply-accumulates of the encoder as a function of the active token count per stage.
-
-    Per block on n tokens (class token included): qkv + proj + MLP are linear in n,
-    attention (QK^T and AV) is quadratic. Pausing heads (LayerNorm + Linear to the classes) run at
-    every pausing point on the tokens active there, whenever the policy can pause.
-    """
-
-    embed_dim: int
-    mlp_ratio: float
-    num_patches: int
-    extra_tokens: int
-    stage_blocks: tuple[int, ...]  # blocks per stage
-    num_classes: int
-    patch_size: int
-    decoder_macs: float = 0.0  # for reporting the encoder's share; not part of the budget
-
-    @classmethod
-    def from_config(cls, cfg: Any, grid: tuple[int, int] | None = None) -> CostModel:
-        """Cost model of a `ModelConfig` (duck-typed: the runtime passes the manifest's view of it)."""
-        rows, cols = grid if grid is not None else cfg.grid
-        patches = rows * cols
-        if cfg.decoder == "linear":
-            dec = patches * cfg.embed_dim * cfg.num_classes
-        else:  # mask transformer: projection, blocks over patches + class embeddings, mask products
-            d, n = cfg.mask_dim, patches + cfg.num_classes
-            dec = patches * cfg.embed_dim * d + cfg.decoder_depth * (n * 12 * d * d + 2 * n * n * d)
-            dec += 2 * n * d * d + patches * cfg.num_classes * d
-        return cls(
-            embed_dim=cfg.embed_dim,
-            mlp_ratio=float(cfg.mlp_ratio),
-            num_patches=patches,
-            extra_tokens=cfg.num_extra_tokens,
-            stage_blocks=tuple(end - start for start, end in cfg.stage_bounds),
-            num_classes=cfg.num_classes,
-            patch_size=cfg.patch_size,
-            decoder_macs=float(dec),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["stage_blocks"] = list(self.stage_blocks)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CostModel:
-        return cls(**{**d, "stage_blocks": tuple(d["stage_blocks"])})
-
-    @property
-    def num_stages(self) -> int:
-        return len(self.stage_blocks)
-
-    def block_macs(self, patches: int) -> float:
-        n = patches + self.extra_tokens
-        c = self.embed_dim
-        return n * (4 + 2 * self.mlp_ratio) * c * c + 2.0 * n * n * c
-
-    def head_macs(self, patches: int) -> float:
-        return float(patches * self.embed_dim * self.num_classes)
-
-    @property
-    def patch_embed_macs(self) -> float:
-        return float(self.num_patches * 3 * self.patch_size**2 * self.embed_dim)
-
-    def encoder_macs(self, counts: Sequence[int], pausing: bool) -> float:
-        """Encoder MACs with `counts[k]` patch tokens active in stage k."""
-        total = self.patch_embed_macs
-        for blocks, n in zip(self.stage_blocks, counts):
-            total += blocks * self.block_macs(n)
-        if pausing:
-            total += sum(self.head_macs(n) for n in counts[:-1])
-        return total
-
-    @property
-    def full_macs(self) -> float:
-        """The unpaused encoder: every stage on every token, no pausing heads."""
-        return self.encoder_macs([self.num_patches] * self.num_stages, pausing=False)
-
-    @property
-    def encoder_share(self) -> float:
-        """Fraction of the whole network's modelled compute spent in the encoder at budget 1."""
-        return self.full_macs / (self.full_macs + self.decoder_macs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,15 +59,22 @@ def counts_for_ratio(num_patches: int, num_stages: int, ratio: float) -> tuple[i
     return tuple(counts)
 
 
+def _number(value: object, what: str, expected: str) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise PolicyError(f"{what} {value!r} is not a number: give {expected}") from None
+
+
 def check_budget(budget: float) -> float:
-    b = float(budget)
+    b = _number(budget, "budget", "a fraction of the full compute in (0, 1]")
     if not (0.0 < b <= 1.0) or math.isnan(b):
         raise PolicyError(f"budget {budget} is out of range: give a fraction of the full compute in (0, 1]")
     return b
 
 
 def check_threshold(threshold: float) -> float:
-    t = float(threshold)
+    t = _number(threshold, "threshold", "a normalised entropy in [0, 1]")
     if not (0.0 <= t <= 1.0) or math.isnan(t):
         raise PolicyError(f"threshold {threshold} is out of range: give a normalised entropy in [0, 1]")
     return t
@@ -167,13 +88,13 @@ def plan_budget(cost: CostModel, budget: float) -> BudgetPlan:
     all tokens, one token after) is clamped to it; `cost_fraction` reports what is really spent.
     """
     budget = check_budget(budget)
-    full = cost.full_macs
+    full = cost.full_cost
     s, p = cost.num_stages, cost.num_patches
     if budget >= 1.0 or s == 1:
         return BudgetPlan(budget, 1.0, (p,) * s, 1.0)
 
     def frac(r: float) -> float:
-        return cost.encoder_macs(counts_for_ratio(p, s, r), pausing=True) / full
+        return cost.encoder_cost(counts_for_ratio(p, s, r), pausing=True) / full
 
     # For r < 1 the cost is non-decreasing in r (counts are), so bisect for the supremum.
     lo, hi = 0.0, 1.0
@@ -204,12 +125,17 @@ def select_tokens(entropy: np.ndarray, count: int) -> np.ndarray:
     Ties go to the lower position (stable sort), so the choice is deterministic; NaN counts as
     maximally uncertain, so a broken entropy never pauses a token.
     """
-    ent = np.nan_to_num(np.asarray(entropy, dtype=np.float32), nan=np.inf)
+    ent = np.asarray(entropy, dtype=np.float32)
     if ent.ndim != 2:
-        raise ValueError(f"entropy must be [batch, tokens], got shape {ent.shape}")
+        raise PolicyError(f"entropy must be [batch, tokens], got shape {ent.shape}")
+    nan = np.isnan(ent)
+    if nan.any():
+        ent = np.where(nan, np.inf, ent)
     count = int(min(max(count, 1), ent.shape[1]))
+    # runs between two stages on every frame: as few numpy calls as possible
     order = np.argsort(-ent, axis=1, kind="stable")[:, :count]
-    return np.sort(order, axis=1).astype(np.int64)
+    order.sort(axis=1)
+    return order.astype(np.int64, copy=False)
 
 
 @dataclass(frozen=True)

@@ -94,9 +94,7 @@ def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds
         if base is not None:
             row["speedup_vs_budget1"] = float(np.mean(base.total_ms) / np.mean(t.total_ms))
             if t.budget is not None:
-                cost = pipe.bundle.cost
-                full, dec = cost.full_macs, cost.decoder_macs
-                row["ideal_speedup"] = float((full + dec) / (t.cost_fraction * full + dec))
+                row["ideal_speedup"] = pipe.cost.ideal_speedup(t.cost_fraction)
         rows.append(row)
     return rows
 
@@ -107,7 +105,7 @@ def full_graph_reference(pipe: Pipeline) -> Callable[[np.ndarray], np.ndarray]:
     m = pipe.info
 
     def run(frame: np.ndarray) -> np.ndarray:
-        x, placement = preprocess(to_rgb_uint8(frame), m.input_size, m.mean, m.std, pipe.letterbox)
+        x, placement = preprocess(to_rgb_uint8(frame), m.input_size, m.mean, m.std, pipe.letterbox, pipe.bgr)
         labels = session.run({"image": x[None]})[0]
         return labels_to_frame(labels[0], placement)
 

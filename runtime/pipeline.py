@@ -6,6 +6,11 @@
     result.labels                        # [H, W] class per pixel, at the frame's size
     seg.budget = 0.3                     # turn the knob while the robot runs
 
+The budget is a fraction of this device's encoder time: on first use a Pipeline measures the bundle's
+latency profile on its backend (a second or two, then cached per bundle, backend and machine; see
+`runtime.latency`). `cost="macs"` makes it a fraction of the multiply-accumulates instead, as in
+training and `paumer-edge eval`, the same on every device.
+
 Thread safety: a Pipeline may be shared by several threads. Pre- and post-processing run in the
 caller's thread; the staged inference itself is serialised by a lock (the sessions share buffers and
 the latency controller has state). For parallel inference, give each thread its own Pipeline.
@@ -25,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from paumer_edge.pausing import PausingPolicy, check_budget, check_threshold
+from paumer_edge import UserError
+from paumer_edge.pausing import CostModel, PausingPolicy, check_budget, check_threshold
 
 from .backends.select import open_backend
 from .bundle import Bundle, ModelInfo, load_bundle
 from .controller import LatencyController
+from .latency import device_profile
 from .preprocess import Placement, labels_to_frame, preprocess, to_rgb_uint8
 from .staged import StagedRunner, StageStats
 
@@ -54,16 +61,36 @@ class Pipeline:
     def __init__(self, bundle: str | Path | Bundle, backend: str = "auto", budget: float = 1.0,
                  threshold: float | None = None, target_ms: float | None = None, letterbox: bool = False,
                  bgr: bool = False, stage_map: bool = False, threads: int = 0, precision: str | None = None,
-                 shared_threads: bool = False):
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        self.backend = open_backend(backend, self.bundle, threads=threads, precision=precision,
-                                    shared_threads=shared_threads)
-        self.runner = StagedRunner(self.bundle, self.backend)
+                 shared_threads: bool = False, cost: str | CostModel = "device"):
         self._budget = check_budget(budget)
         self._threshold = None if threshold is None else check_threshold(threshold)
         self.controller = LatencyController(target_ms, budget=self._budget) if target_ms else None
         self.letterbox, self.bgr, self.stage_map = letterbox, bgr, stage_map
         self._lock = threading.Lock()
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.backend = open_backend(backend, self.bundle, threads=threads, precision=precision,
+                                    shared_threads=shared_threads)
+        self.runner = StagedRunner(self.bundle, self.backend)
+        self.threads = threads
+        self.cost, self.cost_source = self._cost(cost)
+
+    def _cost(self, cost: str | CostModel) -> tuple[CostModel, str]:
+        if isinstance(cost, CostModel):
+            return cost, "given"
+        if cost == "macs":
+            return self.bundle.cost, "MACs"
+        if cost == "device":
+            profile = device_profile(self.runner, self.backend.describe(), self.threads)
+            return profile.cost, profile.source
+        raise UserError(f"unknown cost model '{cost}': use 'device' (this device's measured latency) or 'macs'")
+
+    def calibrate(self, seconds: float = 2.0) -> CostModel:
+        """Measure this device's latency profile afresh (e.g. after a change of load), cache it, use it."""
+        with self._lock:
+            profile = device_profile(self.runner, self.backend.describe(), self.threads, refresh=True,
+                                     seconds=seconds)
+            self.cost, self.cost_source = profile.cost, profile.source
+        return self.cost
 
     @property
     def info(self) -> ModelInfo:
@@ -89,19 +116,20 @@ class Pipeline:
         self._threshold = None if value is None else check_threshold(value)
 
     def describe(self) -> str:
-        return f"{self.info.name} ({self.info.input_size[0]}x{self.info.input_size[1]}) on {self.backend.describe()}"
+        unit = "device latency" if self.cost.measured else "MACs"
+        return (f"{self.info.name} ({self.info.input_size[0]}x{self.info.input_size[1]}) on {self.backend.describe()}; "
+                f"budgets are fractions of {unit}")
 
     def __call__(self, frame: np.ndarray, budget: float | None = None, threshold: float | None = None) -> Result:
         """Segment one frame. `budget` / `threshold` override the pipeline's knobs for this call."""
         t0 = time.perf_counter()
-        rgb = to_rgb_uint8(frame, bgr=self.bgr)
         m = self.info
-        x, placement = preprocess(rgb, m.input_size, m.mean, m.std, self.letterbox)
+        x, placement = preprocess(to_rgb_uint8(frame), m.input_size, m.mean, m.std, self.letterbox, self.bgr)
         t1 = time.perf_counter()
         with self._lock:
             b = check_budget(budget) if budget is not None else self.budget
             thr = check_threshold(threshold) if threshold is not None else self._threshold
-            out = self.runner.forward(x[None], PausingPolicy(b, thr), stage_map=self.stage_map)
+            out = self.runner.forward(x[None], PausingPolicy(b, thr), stage_map=self.stage_map, cost=self.cost)
             t2 = time.perf_counter()
             if self.controller is not None and budget is None:
                 self.controller.update((t2 - t0) * 1000)

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from paumer_edge.pausing import Pauser, PausingPolicy
+from paumer_edge.pausing import CostModel, Pauser, PausingPolicy
 
 from .backends.base import Backend, GraphSession
 from .bundle import Bundle
+from .preprocess import check_model_input
 
 
 @dataclass
@@ -57,12 +58,16 @@ class StagedRunner:
         self._all = np.arange(bundle.model.num_patches, dtype=np.int64)[None]
 
     def forward(self, images: np.ndarray, policy: PausingPolicy, stage_map: bool = False,
-                observe: Callable[[str, dict[str, Any]], None] | None = None) -> StagedOutput:
+                observe: Callable[[str, dict[str, Any]], None] | None = None,
+                cost: CostModel | None = None) -> StagedOutput:
         """Normalised images [B,3,H,W] float32 -> labels, optional scores and pause map, stats.
 
         `observe(graph, feeds)` sees the inputs of every graph as it runs (INT8 calibration records them).
+        `cost` is what the budget is a fraction of (default: the bundle's MAC model).
         """
-        pauser = Pauser(self.bundle.cost, policy)
+        check_model_input(images, self.bundle.model.input_size)
+        cost = cost or self.bundle.cost
+        pauser = Pauser(cost, policy)
         stats = StageStats(budget=policy.budget, threshold=policy.threshold)
         b = images.shape[0]
         rows, cols = self.bundle.model.grid
@@ -99,8 +104,7 @@ class StagedRunner:
         t0 = time.perf_counter()
         result = self.decoder.run({"tokens": tokens})
         stats.decoder_ms = (time.perf_counter() - t0) * 1000
-        cost = self.bundle.cost
-        stats.cost_fraction = cost.encoder_macs(stats.counts, pausing=pauser.needs_entropy) / cost.full_macs
+        stats.cost_fraction = cost.encoder_cost(stats.counts, pausing=pauser.needs_entropy) / cost.full_cost
         return StagedOutput(result[0], result[1] if len(result) > 1 else None,
                             None if smap is None else smap.reshape(b, rows, cols), stats)
 

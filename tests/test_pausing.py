@@ -28,14 +28,14 @@ budgets = st.floats(min_value=1e-4, max_value=1.0, allow_nan=False)
 
 def min_fraction(cost: CostModel) -> float:
     counts = counts_for_ratio(cost.num_patches, cost.num_stages, 0.0)
-    return cost.encoder_macs(counts, pausing=True) / cost.full_macs
+    return cost.encoder_cost(counts, pausing=True) / cost.full_cost
 
 
 @settings(max_examples=200, deadline=None)
 @given(cost=st.sampled_from(COSTS), budget=budgets)
 def test_cost_never_above_budget_unless_clamped(cost: CostModel, budget: float) -> None:
     plan = plan_budget(cost, budget)
-    modelled = cost.encoder_macs(plan.counts, pausing=plan.pauses) / cost.full_macs
+    modelled = cost.encoder_cost(plan.counts, pausing=plan.pauses) / cost.full_cost
     assert modelled == pytest.approx(plan.cost_fraction)
     if budget >= min_fraction(cost):
         assert plan.cost_fraction <= budget + 1e-12

@@ -98,7 +98,7 @@ def test_labels_agree_with_pytorch(tiny_bundle: Path, tiny_ckpt: Path, budget: f
     for frame in frames(6):
         x, placement = preprocess(frame, m.input_size, m.mean, m.std)
         with torch.no_grad():
-            out = model(torch.from_numpy(x[None]), budget=budget)
+            out = model(torch.from_numpy(x[None]), budget=budget, cost=pipe.cost)  # the same policy and cost
         ref = labels_to_frame(out.logits.argmax(1)[0].numpy().astype(np.uint8), placement)
         result = pipe(frame)
         assert result.stats.counts == list(out.counts)
@@ -109,14 +109,14 @@ def test_labels_agree_with_pytorch(tiny_bundle: Path, tiny_ckpt: Path, budget: f
 def test_budget_threshold_and_overrides(tiny_bundle: Path) -> None:
     pipe = Pipeline(tiny_bundle, budget=0.5, stage_map=True)
     f = frames(1)[0]
-    plan = plan_budget(pipe.bundle.cost, 0.5)
+    plan = plan_budget(pipe.cost, 0.5)
     r = pipe(f)
     assert r.stats.counts == list(plan.counts) and r.stats.budget == 0.5
     assert r.stage_map is not None and r.stage_map.shape == pipe.info.grid
     assert [(r.stage_map >= k).sum() for k in range(4)] == list(plan.counts)
     assert pipe(f, budget=1.0).stats.counts == [32] * 4
     pipe.budget = 0.25
-    assert pipe(f).stats.counts == list(plan_budget(pipe.bundle.cost, 0.25).counts)
+    assert pipe(f).stats.counts == list(plan_budget(pipe.cost, 0.25).counts)
     strict = Pipeline(tiny_bundle, threshold=1.0)
     assert strict(f).stats.counts[1:] == [1, 1, 1]
     assert Pipeline(tiny_bundle, threshold=0.0)(f).stats.counts == [32] * 4

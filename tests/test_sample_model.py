@@ -45,16 +45,18 @@ def test_sample_accuracy_on_held_out_scenes() -> None:
     assert quarter.miou > full.miou - 0.1
 
 
-def test_runtime_agrees_with_pytorch_on_a_street_video(sample_bundle: Path) -> None:
+@pytest.mark.parametrize("cost", ["device", "macs"])
+def test_runtime_agrees_with_pytorch_on_a_street_video(sample_bundle: Path, cost: str) -> None:
     model = load_model()
     video = [img for img, _ in street_frames(11, (180, 320), seconds=1.0, fps=8)]
-    m = Pipeline(sample_bundle).info
+    m = Pipeline(sample_bundle, cost="macs").info
     for budget in (1.0, 0.5, 0.25):
-        pipe = Pipeline(sample_bundle, budget=budget)
+        pipe = Pipeline(sample_bundle, budget=budget, cost=cost)
         agree = []
         for frame in video:
             x, placement = preprocess(frame, m.input_size, m.mean, m.std)
             with torch.no_grad():
-                ref = model(torch.from_numpy(x[None]), budget=budget).logits.argmax(1)[0].numpy().astype(np.uint8)
+                out = model(torch.from_numpy(x[None]), budget=budget, cost=pipe.cost)
+                ref = out.logits.argmax(1)[0].numpy().astype(np.uint8)
             agree.append((pipe(frame).labels == labels_to_frame(ref, placement)).mean())
         assert np.mean(agree) >= 0.995, (budget, np.mean(agree))

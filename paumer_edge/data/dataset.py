@@ -6,7 +6,6 @@ import hashlib
 import multiprocessing as mp
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,15 +13,11 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .. import UserError
+from ..cache import cache_root
 from .streets import derive_seed, street_scene
 
 GENERATOR_VERSION = 1  # bump whenever rendering changes: old caches are then ignored
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
-
-
-def cache_root() -> Path:
-    """Where paumer-edge keeps rendered data and exported sample bundles ($PAUMER_EDGE_CACHE)."""
-    return Path(os.environ.get("PAUMER_EDGE_CACHE") or Path.home() / ".cache" / "paumer-edge")
 
 
 def _render_one(args: tuple[int, int, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:

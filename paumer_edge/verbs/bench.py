@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import write_json_atomic
+from ..cost import CostModel
 from ..data.streets import derive_seed, street_scene
 from ..runtime.bench import bench, full_graph_reference
 from ..runtime.pipeline import Pipeline
@@ -33,13 +34,23 @@ def torch_references(pipe: Pipeline, budgets: list[float]) -> dict[str, Callable
     refs: dict[str, Callable[[np.ndarray], object]] = {}
     for b in budgets:
         def run(frame: np.ndarray, b: float = b) -> np.ndarray:
-            x, placement = preprocess(to_rgb_uint8(frame), m.input_size, m.mean, m.std, pipe.letterbox)
+            x, placement = preprocess(to_rgb_uint8(frame), m.input_size, m.mean, m.std, pipe.letterbox, pipe.bgr)
             with torch.inference_mode():
-                labels = model(torch.from_numpy(x[None]), budget=b).logits.argmax(1)[0].to(torch.uint8).numpy()
+                out = model(torch.from_numpy(x[None]), budget=b, cost=pipe.cost)
+                labels = out.logits.argmax(1)[0].to(torch.uint8).numpy()
             return labels_to_frame(labels, placement)
 
         refs[f"pytorch {b:g}"] = run
     return refs
+
+
+def profile_line(cost: CostModel) -> str:
+    """The measured latency profile in one line: stage 0, then each later stage at all and half its tokens."""
+    n = cost.num_patches
+    parts = [f"stage0 {cost.encoder_cost([n], False):.1f}"]
+    for k, (a, b, c) in enumerate((cost.stage_ms or ())[1:], start=1):
+        parts.append(f"stage{k} {a + b * n + c * n * n:.1f} ({a + b * n / 2 + c * n * n / 4:.1f} at n/2)")
+    return f"latency profile (ms at {n} tokens): " + ", ".join(parts) + f", decoder {cost.decoder_ms:.1f}"
 
 
 def table(rows: list[dict]) -> str:
@@ -90,7 +101,11 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 def run(a: argparse.Namespace) -> int:
     bundle = bundle_for(a.bundle, a.quiet)
-    pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True)
+    pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs")
+    if a.cost == "device":  # a benchmark measures the device afresh (and leaves the profile for `run`)
+        if not a.quiet:
+            print("measuring this device's latency profile of the bundle ...")
+        pipe.calibrate()
     h, w = a.frame_size
     frames = [street_scene(derive_seed(77, i), (h, w))[0] for i in range(4)]
     refs: dict[str, Callable[[np.ndarray], object]] = {"full.onnx": full_graph_reference(pipe)}
@@ -102,9 +117,12 @@ def run(a: argparse.Namespace) -> int:
             pass  # torch-free install: the runtime alone
     if not a.quiet:
         print(f"benchmarking {pipe.describe()} on {w}x{h} frames, {a.rounds} rounds")
+        if pipe.cost.measured:
+            print(profile_line(pipe.cost))
     rows = bench(pipe, frames, a.budgets, a.rounds, a.warmup, refs, torch_refs, progress=not a.quiet)
     print(table(rows))
     result = {"bundle": str(bundle), "backend": pipe.backend.describe(), "frame_size": [h, w], "rounds": a.rounds,
+              "cost_model": pipe.cost.to_dict(),
               "paumer_edge": __version__, "machine": f"{platform.machine()} {platform.processor()}".strip(),
               "results": rows}
     if a.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,15 @@ from ..runtime.loop import run_stream
 from ..runtime.pipeline import Pipeline, Result
 from ..runtime.preprocess import grid_to_frame, to_rgb_uint8
 from ..runtime.sinks import LabelSink, VideoSink, WindowSink
+from ..runtime.sliding import SlidingPipeline
 from ..runtime.sources import Frame, open_source
 from ..runtime.visualize import annotate, compose
 
 
-def bundle_for(model: str | None, quiet: bool = False) -> Path:
-    """A bundle directory as given, or the cached export of a checkpoint (the sample when None)."""
+def bundle_for(model: str | None, quiet: bool = False, scores: bool = False) -> Path:
+    """A bundle directory as given, or the cached export of a checkpoint (the sample when None).
+
+    `scores`: the export's decoder also gives class probabilities (what sliding windows average)."""
     if model is not None and Path(model).is_dir():
         return Path(model)
     ckpt = resolve_checkpoint(model)
@@ -29,13 +33,13 @@ def bundle_for(model: str | None, quiet: bool = False) -> Path:
         raise UserError(f"model '{model}' is neither a bundle directory nor a checkpoint file")
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
     name = "sample" if ckpt == SAMPLE_CHECKPOINT else ckpt.stem
-    out = cache_root() / "bundles" / f"{name}-{digest}.paumer"
+    out = cache_root() / "bundles" / f"{name}-{digest}{'-scores' if scores else ''}.paumer"
     if not (out / MANIFEST).exists():
         from ..export.exporter import ExportOptions, export_bundle
 
         if not quiet:
             print(f"exporting {ckpt} once to {out} ...")
-        export_bundle(model_from_checkpoint(load_checkpoint(ckpt)), out, ExportOptions(), source=str(ckpt),
+        export_bundle(model_from_checkpoint(load_checkpoint(ckpt)), out, ExportOptions(scores=scores), source=str(ckpt),
                       progress=not quiet)
     return out
 
@@ -44,8 +48,12 @@ def run(a: argparse.Namespace) -> int:
     if a.target_ms is not None and (a.budget is not None or a.threshold is not None):
         raise UserError("--target-ms sets the budget itself: give it alone, or --budget / --threshold")
     source = open_source(a.source)
-    bundle = bundle_for(a.model, a.quiet)
-    pipe = Pipeline(bundle, backend=a.backend, budget=a.budget if a.budget is not None else 1.0,
+    if a.sliding is not None and a.letterbox:
+        raise UserError("--sliding covers the whole frame at its own resolution: leave out --letterbox")
+    bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None)
+    # sliding windows: the same Pipeline, segmenting each frame window by window (runtime/sliding.py)
+    pipe_class = partial(SlidingPipeline, stride=a.sliding) if a.sliding is not None else Pipeline
+    pipe = pipe_class(bundle, backend=a.backend, budget=a.budget if a.budget is not None else 1.0,
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
                     stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True)
     info = pipe.info

@@ -1,0 +1,133 @@
+"""A bundle's latency profile on this device: each stage's time against its active tokens.
+
+With it, a budget is a fraction of this device's encoder time rather than of its multiply-accumulates:
+on a CPU where attention costs less than its MACs suggest (or a GPU where small token counts leave it
+idle) budget 0.5 still runs the encoder in half the time. `paumer_edge.cost` holds the model; this module
+measures it: every stage at a spread of token counts, interleaved the way frames run them, fitted
+to `a + b*n + c*n^2`. A profile is measured once per bundle, backend and machine and cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paumer_edge.atomic import write_json_atomic
+from paumer_edge.cache import cache_root
+from paumer_edge.cost import CostModel, fit_latency
+
+from .bundle import MANIFEST
+from .staged import StagedRunner
+
+PROFILE_VERSION = 1
+FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)  # token counts measured, as fractions of all patches
+
+
+@dataclass(frozen=True)
+class Profile:
+    cost: CostModel
+    source: str  # "measured in 1.9 s" or "cached <path>"
+
+
+def machine() -> str:
+    """This machine as a profile is keyed: architecture, processor model and cores."""
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()} {model} x{os.cpu_count()}".strip()
+
+
+def profile_path(runner: StagedRunner, describe: str, threads: int) -> Path:
+    """Cache file of a profile: keyed by the bundle's manifest, the backend (versions, device) and this machine."""
+    manifest = hashlib.sha256((runner.bundle.path / MANIFEST).read_bytes()).hexdigest()
+    key = hashlib.sha256(f"v{PROFILE_VERSION}|{manifest}|{describe}|{threads}|{machine()}".encode()).hexdigest()[:20]
+    return cache_root() / "latency" / f"{runner.bundle.model.name}-{key}.json"
+
+
+def measure(runner: StagedRunner, seconds: float = 2.0, min_rounds: int = 4, max_rounds: int = 40,
+            device: str = "") -> CostModel:
+    """Time every stage at several token counts (median over rounds) and fit the bundle's latency profile.
+
+    A round runs the whole staged network once per token count n (stage 0, every later stage on n
+    tokens, the decoder), so caches and thread pools are as warm or cold as in real frames. The first
+    round only warms up. Stops after `seconds` once `min_rounds` are done.
+    """
+    bundle = runner.bundle
+    m = bundle.model
+    total = m.num_patches
+    ns = sorted({max(1, round(total * f)) for f in FRACTIONS})
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((1, 3, *m.input_size)).astype(np.float32)
+    actives = {n: np.sort(rng.choice(total, n, replace=False))[None].astype(np.int64) for n in ns}
+    keep = ("tokens", "tokens_out")
+    stage0: list[float] = []
+    decoder: list[float] = []
+    later: dict[tuple[int, int], list[float]] = {(k, n): [] for k in range(1, m.num_stages) for n in ns}
+    start = time.perf_counter()
+    for r in range(max_rounds + 1):
+        for n in ns:
+            t0 = time.perf_counter()
+            tokens = runner.stages[0].run({"image": image}, keep)[0]
+            t1 = time.perf_counter()
+            if r:
+                stage0.append(t1 - t0)
+            for k, session in enumerate(runner.stages[1:], start=1):
+                t0 = time.perf_counter()
+                tokens = session.run({"tokens": tokens, "active": actives[n]}, keep)[0]
+                if r:
+                    later[(k, n)].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            runner.decoder.run({"tokens": tokens})
+            if r:
+                decoder.append(time.perf_counter() - t0)
+        if r >= min_rounds and time.perf_counter() - start >= seconds:
+            break
+    polys = [(1000 * float(np.median(stage0)), 0.0, 0.0)]
+    for k in range(1, m.num_stages):
+        polys.append(fit_latency(ns, [1000 * float(np.median(later[(k, n)])) for n in ns]))
+    return bundle.cost.with_latency(polys, 1000 * float(np.median(decoder)), device or machine())
+
+
+def _read(path: Path, cost: CostModel) -> CostModel | None:
+    """A cached profile, or None if there is none or it is unreadable (it is then measured again)."""
+    try:
+        d = json.loads(path.read_text())
+        if d.get("version") != PROFILE_VERSION:
+            return None
+        return cost.with_latency([tuple(p) for p in d["stage_ms"]], float(d["decoder_ms"]), str(d["device"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def device_profile(runner: StagedRunner, describe: str, threads: int = 0, refresh: bool = False,
+                   seconds: float = 2.0) -> Profile:
+    """This device's latency profile of the bundle: from the cache, or measured now and cached."""
+    path = profile_path(runner, describe, threads)
+    if not refresh:
+        cached = _read(path, runner.bundle.cost.macs)
+        if cached is not None:
+            return Profile(cached, f"cached {path}")
+    t0 = time.perf_counter()
+    cost = measure(runner, seconds=seconds, device=f"{describe} on {machine()}")
+    elapsed = time.perf_counter() - t0
+    payload: dict[str, Any] = {"version": PROFILE_VERSION, "bundle": str(runner.bundle.path), "device": cost.device,
+                               "stage_ms": [list(p) for p in cost.stage_ms or ()], "decoder_ms": cost.decoder_ms,
+                               "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(elapsed, 2)}
+    try:
+        write_json_atomic(path, payload)
+    except OSError:  # a read-only cache costs a new measurement next time, nothing more
+        pass
+    return Profile(cost, f"measured in {elapsed:.1f} s")

@@ -1,0 +1,194 @@
+"""Sliding-window inference for frames larger than the model's input: numpy only, never torch.
+
+Segmenter's recipe (segm/model/utils.py): windows of the model's input size at a stride (2/3 of the
+window by default), the last window of each row and column flush with the border, per-window class
+scores summed where windows overlap and divided by how many windows saw each pixel. A frame smaller
+than the window in either side is first scaled up (aspect ratio kept) until the window fits.
+
+The window layout here is the one the PyTorch evaluator uses too (`paumer_edge.sliding`), so both
+cover a frame the same way. Scores are class probabilities: the decoder of a bundle exported with
+`--scores` gives them; labels alone cannot be averaged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from paumer_edge import UserError
+from paumer_edge.pausing import PausingPolicy, check_budget, check_threshold
+
+from .bundle import Bundle
+from .pipeline import Pipeline, Result
+from .preprocess import Placement, labels_to_frame, preprocess, to_rgb_uint8
+from .staged import StagedRunner, StageStats
+
+DEFAULT_STRIDE = 2 / 3  # of the window, as Segmenter's 512-px stride for 768-px windows
+
+
+def check_stride(stride: float) -> float:
+    """A stride is a fraction of the window in (0, 1]: 1 tiles without overlap, smaller overlaps more."""
+    s = float(stride)
+    if not (0.0 < s <= 1.0) or math.isnan(s):
+        raise UserError(f"sliding stride {stride} is out of range: give a fraction of the window in (0, 1], "
+                        "e.g. 0.667")
+    return s
+
+
+def window_starts(length: int, window: int, step: int) -> list[int]:
+    """Start offsets along one side: 0, step, 2*step, ... below length - window, then one flush with the end."""
+    if window <= 0 or step <= 0:
+        raise ValueError(f"window {window} and step {step} must be positive")
+    if length <= window:
+        return [0]
+    return list(range(0, length - window, step)) + [length - window]
+
+
+def stride_pixels(window_hw: tuple[int, int], stride: float) -> tuple[int, int]:
+    """The stride in pixels (rows, cols) for a fraction of the window, at least one pixel."""
+    s = check_stride(stride)
+    return max(1, round(window_hw[0] * s)), max(1, round(window_hw[1] * s))
+
+
+def window_layout(image_hw: tuple[int, int], window_hw: tuple[int, int], stride: float = DEFAULT_STRIDE
+                  ) -> list[tuple[int, int]]:
+    """Top-left corners (y, x) of every window over an image at least as large as the window, row-major."""
+    (h, w), (wh, ww) = image_hw, window_hw
+    if h < wh or w < ww:
+        raise ValueError(f"image {h}x{w} is smaller than the window {wh}x{ww}; scale it up first")
+    sy, sx = stride_pixels(window_hw, stride)
+    return [(y, x) for y in window_starts(h, wh, sy) for x in window_starts(w, ww, sx)]
+
+
+def covering_size(image_hw: tuple[int, int], window_hw: tuple[int, int]) -> tuple[int, int]:
+    """The image's size, scaled up (aspect ratio kept) just enough for the window to fit; never scaled down."""
+    h, w = image_hw
+    scale = max(window_hw[0] / h, window_hw[1] / w, 1.0)
+    if scale == 1.0:
+        return h, w
+    return max(window_hw[0], math.ceil(h * scale - 1e-6)), max(window_hw[1], math.ceil(w * scale - 1e-6))
+
+
+class ScoreAccumulator:
+    """Sum of per-window class scores [K, H, W] and of window counts [H, W]; the mean where windows overlap."""
+
+    def __init__(self, num_classes: int, image_hw: tuple[int, int]):
+        self.sum = np.zeros((num_classes, *image_hw), np.float32)
+        self.count = np.zeros(image_hw, np.float32)
+
+    def add(self, scores: np.ndarray, corner: tuple[int, int]) -> None:
+        """Add one window's scores [K, wh, ww] with its top-left corner at `corner` (y, x)."""
+        y, x = corner
+        _, wh, ww = scores.shape
+        self.sum[:, y : y + wh, x : x + ww] += scores
+        self.count[y : y + wh, x : x + ww] += 1.0
+
+    def mean(self) -> np.ndarray:
+        """Averaged scores [K, H, W]; every pixel must have been covered by a window."""
+        if (self.count == 0).any():
+            raise ValueError("some pixels were covered by no window")
+        return self.sum / self.count
+
+
+@dataclass
+class SlidingOutput:
+    labels: np.ndarray  # [H, W] class per pixel at the (possibly scaled-up) image size
+    scores: np.ndarray  # [K, H, W] averaged class probabilities at that size
+    stage_map: np.ndarray | None  # [H, W] the latest encoder stage any window ran each pixel in
+    stats: StageStats  # times summed over windows; token counts and compute averaged per window
+    windows: int
+
+
+def combine_stats(parts: list[StageStats], policy: PausingPolicy) -> StageStats:
+    """One frame's stats from its windows': time adds up, tokens and compute are the mean per window."""
+    n = max(len(parts), 1)
+    stats = StageStats(budget=policy.budget, threshold=policy.threshold)
+    stats.stage_ms = [sum(col) for col in zip(*(p.stage_ms for p in parts))]
+    stats.counts = [round(sum(col) / n) for col in zip(*(p.counts for p in parts))]
+    stats.decoder_ms = sum(p.decoder_ms for p in parts)
+    stats.policy_ms = sum(p.policy_ms for p in parts)
+    stats.cost_fraction = sum(p.cost_fraction for p in parts) / n
+    return stats
+
+
+def require_scores(bundle: Bundle) -> None:
+    """Sliding windows average class scores: refuse a bundle whose decoder gives labels only."""
+    if "scores" not in {t.name for t in bundle.graphs["decoder"].outputs}:
+        raise UserError(f"sliding windows need class scores and the bundle {bundle.path} has none; "
+                        "export it again with `paumer-edge export CKPT --scores`")
+
+
+def sliding_segment(runner: StagedRunner, rgb: np.ndarray, policy: PausingPolicy, stride: float = DEFAULT_STRIDE,
+                    stage_map: bool = False, batch: int = 1) -> SlidingOutput:
+    """Segment an RGB uint8 frame [h, w, 3] window by window with a bundle whose decoder outputs scores."""
+    require_scores(runner.bundle)
+    m = runner.bundle.model
+    size = covering_size(rgb.shape[:2], m.input_size)
+    x, _ = preprocess(rgb, size, m.mean, m.std, letterbox=False)  # scale (if needed) and normalise once
+    corners = window_layout(size, m.input_size, stride)
+    wh, ww = m.input_size
+    acc = ScoreAccumulator(m.num_classes, size)
+    smap = np.zeros(size, np.uint8) if stage_map else None
+    parts: list[StageStats] = []
+    for i in range(0, len(corners), max(1, batch)):
+        group = corners[i : i + max(1, batch)]
+        crops = np.stack([x[:, y : y + wh, c : c + ww] for y, c in group])
+        out = runner.forward(crops, policy, stage_map=stage_map)
+        assert out.scores is not None  # the decoder declares them (checked above)
+        for j, corner in enumerate(group):
+            acc.add(out.scores[j], corner)
+            if smap is not None and out.stage_map is not None:
+                y, c = corner
+                up = cv2.resize(out.stage_map[j], (ww, wh), interpolation=cv2.INTER_NEAREST)
+                np.maximum(smap[y : y + wh, c : c + ww], up, out=smap[y : y + wh, c : c + ww])
+        parts.append(out.stats)
+    scores = acc.mean()
+    dtype = np.uint8 if m.num_classes <= 256 else np.int32
+    return SlidingOutput(scores.argmax(0).astype(dtype), scores, smap, combine_stats(parts, policy), len(corners))
+
+
+def sliding_placement(frame_hw: tuple[int, int], image_hw: tuple[int, int]) -> Placement:
+    """Where a sliding result sits: the whole frame, at the scaled-up size the windows ran over."""
+    return Placement((int(frame_hw[0]), int(frame_hw[1])), image_hw, (0, 0, image_hw[0], image_hw[1]))
+
+
+class SlidingPipeline(Pipeline):
+    """A `Pipeline` that segments every frame window by window at its own resolution (scaled up if smaller).
+
+        seg = SlidingPipeline("model.paumer", stride=2 / 3, budget=0.5)   # bundle exported with --scores
+        result = seg(frame)     # labels at the frame's size; scores [K, h, w] at the size the windows ran over
+
+    Letterboxing does not apply (the whole frame is covered). Timings and stats add up all windows.
+    """
+
+    def __init__(self, bundle: Any, stride: float = DEFAULT_STRIDE, batch: int = 1, **options: Any):
+        if options.get("letterbox"):
+            raise UserError("sliding windows cover the whole frame: leave letterboxing off")
+        super().__init__(bundle, **options)
+        require_scores(self.bundle)
+        self.stride = check_stride(stride)
+        self.batch = max(1, int(batch))
+
+    def describe(self) -> str:
+        return f"{super().describe()}, sliding windows at stride {self.stride:.2f}"
+
+    def __call__(self, frame: np.ndarray, budget: float | None = None, threshold: float | None = None) -> Result:
+        t0 = time.perf_counter()
+        rgb = to_rgb_uint8(frame, bgr=self.bgr)
+        with self._lock:
+            b = check_budget(budget) if budget is not None else self.budget
+            thr = check_threshold(threshold) if threshold is not None else self.threshold
+            out = sliding_segment(self.runner, rgb, PausingPolicy(b, thr), self.stride, self.stage_map, self.batch)
+            t1 = time.perf_counter()
+            if self.controller is not None and budget is None:
+                self.controller.update((t1 - t0) * 1000)
+        placement = sliding_placement(rgb.shape[:2], out.labels.shape)
+        labels = labels_to_frame(out.labels, placement)
+        t2 = time.perf_counter()
+        return Result(labels, out.stats, placement, out.scores, out.stage_map,
+                      {"inference": (t1 - t0) * 1000, "postprocess": (t2 - t1) * 1000})
