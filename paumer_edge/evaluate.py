@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .data.classes import IGNORE_INDEX
 from .model import PausingSegmenter
+from .sliding import sliding_probs
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,46 @@ def normalise(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
     return (images - m) / s
 
 
+@dataclass
+class Prediction:
+    labels: torch.Tensor  # [B, H, W] at the images' own size
+    cost_fraction: float  # modelled encoder compute per forward (mean over windows when sliding)
+    counts: list[float]  # active patch tokens per stage
+
+
+def predict(model: PausingSegmenter, images: torch.Tensor, point: OperatingPoint, sliding: float | None = None,
+            window_batch: int = 8) -> Prediction:
+    """Labels for normalised images [B, 3, H, W] of one size at one operating point.
+
+    Images of the model's size take one forward. Others are resized to the model and the logits
+    back to the image (bilinear), or, with `sliding` (the stride as a fraction of the window),
+    segmented window by window at their own resolution.
+    """
+    hw = (int(images.shape[-2]), int(images.shape[-1]))
+    size = (int(model.cfg.image_size[0]), int(model.cfg.image_size[1]))
+    if sliding is not None:
+        parts = [sliding_probs(model, im, point.budget, point.threshold, sliding, window_batch) for im in images]
+        return Prediction(torch.stack([r.probs.argmax(0) for r in parts]),
+                          sum(r.cost_fraction for r in parts) / len(parts),
+                          [sum(col) / len(parts) for col in zip(*(r.counts for r in parts))])
+    if hw == size:
+        out = model(images, budget=point.budget, threshold=point.threshold)
+        return Prediction(out.logits.argmax(1), out.cost_fraction, [float(c) for c in out.counts])
+    shrink = hw[0] > size[0] or hw[1] > size[1]
+    x = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    out = model(x, budget=point.budget, threshold=point.threshold)
+    logits = F.interpolate(out.logits, size=hw, mode="bilinear", align_corners=False)
+    return Prediction(logits.argmax(1), out.cost_fraction, [float(c) for c in out.counts])
+
+
+def same_size_groups(items: list[tuple[torch.Tensor, torch.Tensor]]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Items split into runs of one image size, in order (real datasets mix sizes; synthetic never does)."""
+    groups: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for item in items:
+        groups.setdefault(tuple(item[0].shape), []).append(item)
+    return list(groups.values())
+
+
 def confusion(pred: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     valid = labels != IGNORE_INDEX
     idx = labels[valid] * k + pred[valid]
@@ -76,8 +118,9 @@ def _shard(n: int) -> range:
 
 @torch.no_grad()
 def evaluate(model: PausingSegmenter, dataset: Dataset, points: list[OperatingPoint], batch_size: int = 16,
-             device: str | torch.device = "cpu", progress: bool = True) -> list[PointResult]:
-    """Score `model` on `dataset` at every operating point."""
+             device: str | torch.device = "cpu", progress: bool = True, sliding: float | None = None
+             ) -> list[PointResult]:
+    """Score `model` on `dataset` at every operating point (see `predict` for images of other sizes)."""
     cfg = model.cfg
     k = cfg.num_classes
     was_training = model.training
@@ -88,14 +131,14 @@ def evaluate(model: PausingSegmenter, dataset: Dataset, points: list[OperatingPo
     counts = torch.zeros(len(points), cfg.num_stages, dtype=torch.float64, device=device)
     batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
     for batch in tqdm(batches, desc="evaluating", disable=not progress, unit="batch", leave=False):
-        items = [dataset[i] for i in batch]
-        images = normalise(torch.stack([im for im, _ in items]).to(device), cfg.mean, cfg.std)
-        labels = torch.stack([lab for _, lab in items]).to(device)
-        for p, point in enumerate(points):
-            out = model(images, budget=point.budget, threshold=point.threshold)
-            conf[p] += confusion(out.logits.argmax(1), labels, k)
-            cost[p] += torch.tensor([out.cost_fraction, 1.0], dtype=torch.float64, device=device)
-            counts[p] += torch.tensor(out.counts, dtype=torch.float64, device=device)
+        for items in same_size_groups([dataset[i] for i in batch]):
+            images = normalise(torch.stack([im for im, _ in items]).to(device), cfg.mean, cfg.std)
+            labels = torch.stack([lab for _, lab in items]).to(device)
+            for p, point in enumerate(points):
+                pred = predict(model, images, point, sliding, batch_size)
+                conf[p] += confusion(pred.labels, labels, k)
+                cost[p] += torch.tensor([pred.cost_fraction, 1.0], dtype=torch.float64, device=device)
+                counts[p] += torch.tensor(pred.counts, dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
         for t in (conf, cost, counts):
             dist.all_reduce(t)

@@ -98,13 +98,9 @@ class StreetScenes(Dataset):
         return image, torch.from_numpy(lab.astype(np.int64))
 
 
-DATA_SOURCES = ("synthetic",)
-
-
-def build_dataset(spec: str, split: str, size: tuple[int, int], length: int, progress: bool = True,
+def build_dataset(spec: str, split: str, size: tuple[int, int], length: int | None, progress: bool = True,
                   cache: bool = True) -> Dataset:
-    """A dataset from a `--data` spec. Only `synthetic` exists so far."""
-    kind = spec.split(":", 1)[0]
-    if kind == "synthetic":
-        return StreetScenes(size, length, split, cache=cache, progress=progress)
-    raise UserError(f"unknown dataset '{spec}'; available: {', '.join(DATA_SOURCES)}")
+    """A dataset from a `--data` spec: see `paumer_edge.data.registry`, the one parser of specs."""
+    from .registry import build_dataset as build
+
+    return build(spec, split, size, length, progress=progress, cache=cache)

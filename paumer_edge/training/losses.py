@@ -24,6 +24,17 @@ def patch_targets(labels: torch.Tensor, patch: int, num_classes: int) -> tuple[t
     return counts / mass.clamp_min(1e-6).unsqueeze(-1), mass
 
 
+def prediction_targets(logits: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per patch: the network's own mean class probabilities [B, N, K], every patch at full weight [B, N].
+
+    Retrofitting teaches new pausing heads what the frozen network will finally say, so a head's
+    entropy is high where the final prediction is unsure or mixed: where pausing would change it.
+    """
+    probs = logits.detach().float().softmax(1)
+    pooled = F.avg_pool2d(probs, patch, patch).flatten(2).transpose(1, 2)
+    return pooled, torch.ones(pooled.shape[:2], dtype=pooled.dtype, device=pooled.device)
+
+
 def aux_loss(aux: list[AuxPrediction], targets: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
     """Mean soft cross-entropy of every pausing head on the tokens active at its point."""
     losses = []

@@ -26,18 +26,23 @@ from tqdm import tqdm
 from .. import UserError
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..config import ModelConfig
-from ..data.dataset import build_dataset
+from ..data.images import DrawKeys
+from ..data.registry import build_dataset, check_classes
 from ..evaluate import OperatingPoint, evaluate, normalise, results_table
 from ..model import PausingSegmenter
-from .losses import aux_loss, patch_targets, segmentation_loss
+from .losses import aux_loss, patch_targets, prediction_targets, segmentation_loss
+
+RETROFIT_TARGETS = ("model", "labels")
 
 
 @dataclass
 class TrainConfig:
     out: str = "runs/train"
-    data: str = "synthetic"
-    train_images: int = 16000
-    val_images: int = 256
+    data: str = "synthetic"  # a --data spec: synthetic, cityscapes:DIR, ade20k:DIR
+    train_images: int | None = 16000  # None: every image of a real dataset
+    val_images: int | None = 256
+    data_scale: float = 1.0  # real images are resized by this first (e.g. 0.5: half resolution)
+    scale_range: tuple[float, float] = (0.5, 2.0)  # random scale of real training crops
     steps: int = 3000
     batch_size: int = 16  # per process
     lr: float = 8e-4
@@ -57,10 +62,15 @@ class TrainConfig:
     workers: int = 0
     threads: int = 0  # torch CPU threads per process; 0 = leave torch's default
     progress: bool = True
+    # retrofit: train only the pausing heads of a frozen model (encoder and decoder untouched)
+    retrofit: bool = False
+    retrofit_targets: str = "model"  # "model": the frozen model's own predictions; "labels": the ground truth
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise UserError("steps and batch size must be positive")
+        if self.retrofit_targets not in RETROFIT_TARGETS:
+            raise UserError(f"retrofit targets '{self.retrofit_targets}' must be one of {', '.join(RETROFIT_TARGETS)}")
         if not (0 < self.budget_min <= self.budget_max <= 1):
             raise UserError(f"budget range [{self.budget_min}, {self.budget_max}] must lie in (0, 1]")
         if self.lr <= 0:
@@ -111,6 +121,17 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def trainable_parameters(model: PausingSegmenter, retrofit: bool) -> list[tuple[str, torch.nn.Parameter]]:
+    """The (name, parameter) pairs to optimise: all, or for a retrofit only the pausing heads'.
+
+    A retrofit freezes the rest (requires_grad False), so encoder and decoder stay bit for bit.
+    """
+    if retrofit:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("pause_heads."))
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
 def train(tc: TrainConfig, model_cfg: ModelConfig | None = None, resume: str | None = None,
           init: str | None = None) -> dict[str, Any]:
     """Train (or resume) a pausing model; returns the final evaluation. Checkpoints go to `tc.out`."""
@@ -144,20 +165,25 @@ def train(tc: TrainConfig, model_cfg: ModelConfig | None = None, resume: str | N
         torch.manual_seed(tc.seed)
         model = PausingSegmenter(model_cfg)
     cfg = model.cfg
+    check_classes(cfg.num_classes, tc.data, f"model '{cfg.name}'")
     model.to(device)
+
+    def datasets(progress: bool) -> tuple[Any, Any]:
+        return (build_dataset(tc.data, "train", cfg.image_size, tc.train_images, progress=progress, train=True,
+                              seed=tc.seed, scale=tc.data_scale, scale_range=tc.scale_range),
+                build_dataset(tc.data, "val", cfg.image_size, tc.val_images, progress=progress, scale=tc.data_scale))
 
     # data: rank 0 renders the cache, the others wait and then read it
     if main:
-        train_set = build_dataset(tc.data, "train", cfg.image_size, tc.train_images, progress=tc.progress)
-        val_set = build_dataset(tc.data, "val", cfg.image_size, tc.val_images, progress=tc.progress)
+        train_set, val_set = datasets(tc.progress)
     if distributed:
         dist.barrier()
     if not main:
-        train_set = build_dataset(tc.data, "train", cfg.image_size, tc.train_images, progress=False)
-        val_set = build_dataset(tc.data, "val", cfg.image_size, tc.val_images, progress=False)
+        train_set, val_set = datasets(False)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_embed" not in n and "cls" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n and "cls" not in n)]
+    params = trainable_parameters(model, tc.retrofit)
+    decay = [p for n, p in params if p.ndim >= 2 and "pos_embed" not in n and "cls" not in n]
+    no_decay = [p for n, p in params if not (p.ndim >= 2 and "pos_embed" not in n and "cls" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -171,7 +197,9 @@ def train(tc: TrainConfig, model_cfg: ModelConfig | None = None, resume: str | N
 
     n_train = len(train_set)  # type: ignore[arg-type]
     sampler = ResumableBatches(n_train, tc.batch_size, tc.seed, start, tc.steps, rank, world)
-    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=tc.workers)
+    keyed = getattr(train_set, "keyed", False)  # random crops of real data: keys say which draw
+    loader = DataLoader(train_set, batch_sampler=DrawKeys(sampler, start) if keyed else sampler,
+                        num_workers=tc.workers)
     points = [OperatingPoint(b) for b in tc.eval_budgets]
     history: list[dict[str, Any]] = list(ckpt.get("history", [])) if ckpt else []
 
@@ -195,11 +223,16 @@ def train(tc: TrainConfig, model_cfg: ModelConfig | None = None, resume: str | N
             images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
             labels = torch.where(flip.view(-1, 1, 1), labels.flip(-1), labels)
         budget = 1.0 if rng.random() < tc.full_budget_prob else float(rng.uniform(tc.budget_min, tc.budget_max))
+        if tc.retrofit:  # frozen network, unpaused: every head sees every token's own features
+            budget = 1.0
         output = net(normalise(images, cfg.mean, cfg.std), budget=budget, with_aux=True)
-        targets, mass = patch_targets(labels, cfg.patch_size, cfg.num_classes)
+        if tc.retrofit and tc.retrofit_targets == "model":
+            targets, mass = prediction_targets(output.logits, cfg.patch_size)
+        else:
+            targets, mass = patch_targets(labels, cfg.patch_size, cfg.num_classes)
         main_loss = segmentation_loss(output.logits, labels)
         head_loss = aux_loss(output.aux, targets, mass)
-        loss = main_loss + tc.aux_weight * head_loss
+        loss = head_loss if tc.retrofit else main_loss + tc.aux_weight * head_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip:

@@ -1,0 +1,43 @@
+"""`paumer-edge eval --plot/--json`: the accuracy/speed curve, one point per budget and threshold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from paumer_edge.cli import main
+
+
+def test_curve_with_measured_fps(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    png, js = tmp_path / "curve.png", tmp_path / "curve.json"
+    code = main(["eval", "--model", str(tiny_ckpt), "--images", "8", "--budgets", "1,0.5,0.3", "--thresholds",
+                 "0.3", "--batch-size", "4", "--timing-frames", "3", "--plot", str(png), "--json", str(js),
+                 "--quiet", "--device", "cpu"])
+    assert code == 0
+    assert "FPS" in capsys.readouterr().out
+    data = json.loads(js.read_text())
+    assert data["speed"] == "measured" and data["timing_frames"] == 3
+    curve = data["curve"]
+    assert [p["setting"] for p in curve] == ["budget 1", "budget 0.5", "budget 0.3", "threshold 0.3"]
+    for point, result in zip(curve, data["results"]):
+        assert point["miou"] == result["miou"] and 0 <= point["miou"] <= 1
+        assert point["compute"] == result["cost_fraction"]
+        assert point["ms_p50"] > 0 and point["fps"] == pytest.approx(1000 / point["ms_p50"])
+    assert curve[0]["compute"] == 1.0 and curve[2]["compute"] < curve[1]["compute"] < 1.0
+    img = cv2.imread(str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and img is not None and img.shape[0] > 200
+
+
+def test_curve_with_modelled_compute(tiny_ckpt: Path, tmp_path: Path) -> None:
+    png, js = tmp_path / "curve.png", tmp_path / "curve.json"
+    code = main(["eval", "--model", str(tiny_ckpt), "--images", "4", "--budgets", "1,0.5", "--speed", "modelled",
+                 "--plot", str(png), "--json", str(js), "--quiet", "--device", "cpu"])
+    assert code == 0
+    data = json.loads(js.read_text())
+    assert data["speed"] == "modelled" and len(data["curve"]) == 2
+    assert all(p["fps"] is None and p["ms_p50"] is None for p in data["curve"])
+    assert data["curve"][1]["compute"] < 1.0
+    assert cv2.imread(str(png)) is not None
