@@ -313,6 +313,19 @@ def test_timm_encoder_lands_and_matches(tmp_path: Path, capsys: pytest.CaptureFi
         assert torch.allclose(model.encoder(x), vit(x), atol=TOL, rtol=0)
 
 
+def test_timm_safetensors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    safetensors = pytest.importorskip("safetensors.torch", reason="safetensors is an optional reader")
+    vit = timm_vit(seed=10)
+    safetensors.save_file({k: v.float().contiguous() for k, v in vit.state_dict().items()}, tmp_path / "m.safetensors")
+    assert run_cli(tmp_path / "m.safetensors", "--num-classes", "2") == 0  # default output: beside the source
+    model = load_model(tmp_path / "m-paumer-edge.pt").double()
+    with torch.no_grad():
+        assert torch.allclose(model.encoder(images(32, 32)), vit(images(32, 32)), atol=TOL, rtol=0)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
+    assert run_cli(tmp_path / "bad.safetensors", "--num-classes", "2") == 2
+    assert "not a readable safetensors file" in one_line_error(capsys)
+
+
 def test_timm_without_qkv_bias_or_class_position(tmp_path: Path) -> None:
     vit = timm_vit(seed=5)
     with torch.no_grad():
@@ -322,8 +335,11 @@ def test_timm_without_qkv_bias_or_class_position(tmp_path: Path) -> None:
     state = {k: v.float() for k, v in vit.state_dict().items() if not k.endswith("attn.qkv.bias")}
     state["pos_embed"] = state["pos_embed"][:, 1:]  # timm no_embed_class
     torch.save({"state_dict": state, "epoch": 9}, tmp_path / "vit.pth")
-    out = tmp_path / "o.pt"
-    assert run_cli(tmp_path / "vit.pth", "-o", out, "--num-classes", "3", "--format", "timm") == 0
+    out, report = tmp_path / "o.pt", tmp_path / "r.json"
+    assert run_cli(tmp_path / "vit.pth", "-o", out, "--num-classes", "3", "--format", "timm", "--report", report) == 0
+    r = json.loads(report.read_text())
+    assert {"key": "encoder.blocks.1.attn.qkv.bias", "why": "zeros: the source has no qkv bias"} in r["initialised"]
+    assert not any(m["target"].endswith("qkv.bias") for m in r["mapped"]) and r["ignored"][0]["key"] == "epoch"
     model = load_model(out).double()
     x = images(32, 32, seed=6)
     with torch.no_grad():

@@ -245,7 +245,10 @@ def build_model(conv: Converted, opts: ImportOptions, report: ImportReport) -> P
         if not have.is_floating_point():
             raise UserError(f"{conv.source_keys.get(key, key)} holds {have.dtype} values, not weights")
         state[key] = have.to(want.dtype)
-        report.mapped.append((conv.source_keys.get(key, key), key))
+        if key in conv.filled:
+            report.initialised.append((key, conv.filled[key]))
+        else:
+            report.mapped.append((conv.source_keys.get(key, key), key))
     model.load_state_dict(state)
     report.ignored += conv.ignored
     report.config = cfg.to_dict()

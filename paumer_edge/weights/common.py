@@ -78,6 +78,7 @@ class Converted:
     facts: SourceFacts
     decoder: str | None  # linear | mask_transformer | None when the checkpoint has no usable decoder
     fresh: list[tuple[str, str]] = field(default_factory=list)  # (key prefix, why) that may start new
+    filled: dict[str, str] = field(default_factory=dict)  # keys whose tensors the converter made up -> why
 
 
 @dataclass

@@ -58,7 +58,7 @@ def read_variant(path: Path) -> dict[str, Any]:
     return data
 
 
-def _facts(variant: dict[str, Any] | None, path: Path | None, opts: ImportOptions) -> SourceFacts:
+def _facts(variant: dict[str, Any] | None, path: Path) -> SourceFacts:
     facts = SourceFacts(norm_eps=LAYER_NORM_EPS, pos_embed_interp="bilinear")
     if variant is None:
         facts.notes.append("no variant.yml beside the checkpoint: shape from the weights alone, 'vit' "
@@ -105,7 +105,7 @@ def convert(state: dict[str, torch.Tensor], rest: dict[str, Any], src: Path, opt
     variant = read_variant(variant_path) if variant_path.is_file() else None
     if variant is not None:
         _check_variant(variant, state, variant_path)
-    facts = _facts(variant, variant_path, opts)
+    facts = _facts(variant, variant_path)
 
     weights: dict[str, torch.Tensor] = {}
     sources: dict[str, str] = {}

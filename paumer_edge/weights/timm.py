@@ -51,6 +51,7 @@ def convert(state: dict[str, torch.Tensor], rest: dict[str, Any], src: Path, opt
         else:  # anything this ViT has no place for is refused when loading
             weights[f"encoder.{key}"], sources[f"encoder.{key}"] = value, key
 
+    filled: dict[str, str] = {}
     extra = int("cls_token" in state) + int("dist_token" in state)
     pos = state.get("pos_embed")
     patch = state["patch_embed.proj.weight"].shape[-1]
@@ -63,7 +64,7 @@ def convert(state: dict[str, torch.Tensor], rest: dict[str, Any], src: Path, opt
         qkv = state.get(f"blocks.{i}.attn.qkv.weight")
         if qkv is not None and f"blocks.{i}.attn.qkv.bias" not in state:
             weights[f"encoder.blocks.{i}.attn.qkv.bias"] = torch.zeros(qkv.shape[0], dtype=qkv.dtype)
-            sources[f"encoder.blocks.{i}.attn.qkv.bias"] = "(zeros: the source has no qkv bias)"
+            filled[f"encoder.blocks.{i}.attn.qkv.bias"] = "zeros: the source has no qkv bias"
     fresh = [] if "norm.weight" in state else [("encoder.norm.", "the source has no final norm")]
     facts.notes.append("LayerNorm eps 1e-6 (timm's ViT); pass --norm-eps if the source used another")
-    return Converted(NAME, weights, sources, ignored, facts, None, fresh)
+    return Converted(NAME, weights, sources, ignored, facts, None, fresh, filled)
