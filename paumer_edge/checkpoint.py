@@ -5,7 +5,6 @@ Saves are atomic (temporary file + rename), so an interrupted save leaves the pr
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 from pathlib import Path
@@ -14,7 +13,9 @@ from typing import Any
 import torch
 
 from . import UserError
+from .atomic import atomic_path
 from .config import ModelConfig
+from .errors import OutputError
 from .model import PausingSegmenter
 
 FORMAT = "paumer-edge-checkpoint"
@@ -23,15 +24,15 @@ SAMPLE_CHECKPOINT = Path(__file__).parent / "assets" / "sample.pt"
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """torch.save to a temporary file, flushed, then renamed over `path`: a failed or interrupted save
+    leaves the previous file intact and no partial file (an `OutputError` says why it failed)."""
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch reports failed writes (a full disk) as RuntimeError
+            detail = (str(e).strip().splitlines() or ["write failed"])[0]
+            raise OutputError(f"cannot write '{path}': {detail} (is the disk full?); the previous file, if any, "
+                              "is unchanged") from None
 
 
 def save_checkpoint(path: str | Path, model: PausingSegmenter, **extra: Any) -> None:

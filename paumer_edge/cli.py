@@ -41,6 +41,11 @@ def parse_floats(text: str) -> list[float]:
 DATA_HELP = "dataset: synthetic, cityscapes:DIR or ade20k:DIR"
 
 
+def one_line(text: str) -> str:
+    """Errors are one line: fold any line breaks a library put into a message."""
+    return " ".join(text.split())
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line and exit 2, like every other user mistake
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -243,7 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         verb = importlib.import_module(f"paumer_edge.verbs.{args.func}")
         return int(verb.run(args))
     except UserError as e:
-        print(f"paumer-edge {args.verb}: error: {e}", file=sys.stderr)
+        print(f"paumer-edge {args.verb}: error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the system refused a file outside the checked paths: still one line, not a traceback
+        where = f": '{e.filename}'" if e.filename else ""
+        print(f"paumer-edge {args.verb}: error: {one_line(e.strerror or str(e))}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"paumer-edge {args.verb}: interrupted", file=sys.stderr)

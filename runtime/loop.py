@@ -2,7 +2,8 @@
 
 A reader thread decodes frames into a small queue, the calling thread runs the pipeline, and a writer
 thread composes the views and writes them. Bounded queues keep memory flat; an error in any thread
-stops the others and is raised in the caller.
+stops the others and is raised in the caller. Frames the source cannot decode or the pipeline refuses
+(`FrameError`: e.g. an empty or oversized frame) are skipped and counted; the run goes on.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from paumer_edge.errors import FrameError
+
 from .pipeline import Pipeline, Result
 from .sources import Frame, Source
 
@@ -26,7 +29,8 @@ _END = object()
 class RunSummary:
     frames: int = 0
     seconds: float = 0.0
-    skipped: int = 0
+    skipped: int = 0  # frames that could not be decoded or were refused
+    reconnections: int = 0  # times a live source dropped and came back
     stage_ms: list[float] = field(default_factory=list)  # mean per stage
     decoder_ms: float = 0.0
     inference_ms: float = 0.0  # mean per frame, pre/post-processing included
@@ -43,7 +47,8 @@ class RunSummary:
         return (f"{self.frames} frames in {self.seconds:.1f} s: {self.fps:.1f} FPS; "
                 f"{self.inference_ms:.1f} ms per frame (stages {stages}, decoder {self.decoder_ms:.1f} ms); "
                 f"active tokens per stage {tokens}; mean budget {self.budget:.2f}"
-                + (f"; {self.skipped} unreadable frames skipped" if self.skipped else ""))
+                + (f"; {self.skipped} unreadable frames skipped" if self.skipped else "")
+                + (f"; reconnected {self.reconnections} times" if self.reconnections else ""))
 
 
 def run_stream(pipeline: Pipeline, source: Source, consume: Callable[[Frame, Result], None] | None = None,
@@ -98,13 +103,18 @@ def run_stream(pipeline: Pipeline, source: Source, consume: Callable[[Frame, Res
     stage_sum: np.ndarray | None = None
     count_sum: np.ndarray | None = None
     budget_sum = 0.0
+    refused = 0
     t0 = time.perf_counter()
     try:
         while not stop.is_set():
             item = frames_in.get()
             if item is _END:
                 break
-            result = pipeline(item.image)
+            try:
+                result = pipeline(item.image)
+            except FrameError:
+                refused += 1
+                continue
             st = result.stats
             stage_sum = np.asarray(st.stage_ms) if stage_sum is None else stage_sum + st.stage_ms
             count_sum = np.asarray(st.counts, float) if count_sum is None else count_sum + st.counts
@@ -130,7 +140,8 @@ def run_stream(pipeline: Pipeline, source: Source, consume: Callable[[Frame, Res
     if errors:
         raise errors[0]
     n = max(summary.frames, 1)
-    summary.skipped = source.skipped
+    summary.skipped = source.skipped + refused
+    summary.reconnections = source.reconnections
     summary.budget = budget_sum / n if summary.frames else pipeline.budget
     summary.stage_ms = [] if stage_sum is None else (stage_sum / n).tolist()
     summary.counts = [] if count_sum is None else (count_sum / n).tolist()

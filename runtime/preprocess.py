@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from paumer_edge import UserError
+from paumer_edge.errors import FrameError
 
 
 @dataclass(frozen=True)
@@ -25,26 +25,42 @@ class Placement:
     content: tuple[int, int, int, int]  # y0, x0, y1, x1 of the frame's pixels inside the model input
 
 
+MAX_FRAME_PIXELS = 1 << 28  # 16384 x 16384: beyond this a frame is refused, not resized at any memory cost
+
+
 def to_rgb_uint8(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
-    """Grayscale, RGB/BGR, RGBA/BGRA, uint8/uint16/float frames -> contiguous RGB uint8 [H, W, 3]."""
-    f = np.asarray(frame)
+    """Grayscale, RGB/BGR, RGBA/BGRA frames of any real dtype -> contiguous RGB uint8 [H, W, 3].
+
+    uint8 is taken as is, uint16 by its top 8 bits, other integers clipped to [0, 255], bools as 0/255,
+    floats as [0, 1] (clipped; NaN -> 0). Anything else (complex, object, text, empty, too large) is a
+    `FrameError` saying what was wrong. A contiguous uint8 RGB frame is returned without a copy.
+    """
+    try:
+        f = np.asarray(frame)
+    except (ValueError, TypeError) as e:
+        raise FrameError(f"a frame must be an image array (HxW or HxWxC); got {type(frame).__name__} ({e})") from None
     if f.ndim == 2:
         f = f[..., None]
     if f.ndim != 3 or f.shape[2] not in (1, 3, 4):
-        raise UserError(f"a frame must be HxW, HxWx1, HxWx3 or HxWx4; got shape {f.shape}")
+        raise FrameError(f"a frame must be HxW, HxWx1, HxWx3 or HxWx4; got shape {f.shape}")
     if f.shape[0] < 1 or f.shape[1] < 1:
-        raise UserError(f"empty frame of shape {f.shape}")
+        raise FrameError(f"empty frame of shape {f.shape}")
+    if f.shape[0] * f.shape[1] > MAX_FRAME_PIXELS:
+        raise FrameError(f"a frame of {f.shape[1]}x{f.shape[0]} pixels is larger than the {MAX_FRAME_PIXELS >> 20} "
+                         "megapixels this runtime takes; downscale it first")
+    kind = f.dtype.kind
     if f.dtype == np.uint16:
         f = (f >> 8).astype(np.uint8)
-    elif f.dtype == np.bool_:
-        f = f.astype(np.uint8) * 255
+    elif kind == "b":
+        f = f.astype(np.uint8) * np.uint8(255)
+    elif kind in "iu" and f.dtype != np.uint8:
+        info = np.iinfo(f.dtype)
+        f = np.clip(f, max(0, int(info.min)), min(255, int(info.max))).astype(np.uint8)
+    elif kind == "f":  # [0, 1]; clip first, so inf and huge values never overflow a cast
+        f = (np.nan_to_num(np.clip(f, 0.0, 1.0), nan=0.0).astype(np.float32) * 255.0 + 0.5).astype(np.uint8)
     elif f.dtype != np.uint8:
-        if not np.issubdtype(f.dtype, np.number):
-            raise UserError(f"frames must be numeric images; got dtype {f.dtype}")
-        if np.issubdtype(f.dtype, np.integer):
-            f = np.clip(f, 0, 255).astype(np.uint8)
-        else:  # floats: [0, 1]
-            f = np.clip(np.nan_to_num(f.astype(np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        raise FrameError(f"frames must be numeric images (uint8, uint16, other integers, bool, or float in "
+                         f"[0, 1]); got dtype {f.dtype}")
     if f.shape[2] == 1:
         f = np.repeat(f, 3, axis=2)
     elif f.shape[2] == 4:
@@ -52,6 +68,16 @@ def to_rgb_uint8(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
     if bgr:
         f = f[..., ::-1]
     return np.ascontiguousarray(f)
+
+
+def check_model_input(images: np.ndarray, input_hw: tuple[int, int]) -> None:
+    """A batch handed straight to the graphs must be float32 [B, 3, H, W] at the size they were exported for."""
+    shape, dtype = getattr(images, "shape", None), getattr(images, "dtype", None)
+    h, w = input_hw
+    if shape is None or len(shape) != 4 or shape[0] < 1 or tuple(shape[1:]) != (3, h, w) or dtype != np.float32:
+        raise FrameError(f"model input of shape {shape} and dtype {dtype} does not fit this bundle: it takes "
+                         f"float32 [B, 3, {h}, {w}] (exported at {h}x{w}); pass frames of any size to Pipeline, "
+                         f"which resizes them, or re-export with `paumer-edge export --image-size HxW`")
 
 
 def place(frame_hw: tuple[int, int], input_hw: tuple[int, int], letterbox: bool) -> Placement:

@@ -1,12 +1,18 @@
 """Where frames come from: a video file, a camera index, an RTSP/HTTP stream, an image folder or glob.
 
-Every source yields `Frame`s with RGB pixels, a running index and a name (for label files), and
-says what it is. Sources that cannot be opened fail at once with a clear message.
+Every source yields `Frame`s with pixels (RGB, any depth), the frame's position in the source and a
+name (for label files), and says what it is. Sources that cannot be opened fail at once with a
+`SourceError`. While running:
+- a frame that cannot be decoded (a corrupt packet, an unreadable image) is skipped and counted in
+  `skipped`; the run goes on;
+- a live source (camera, stream) that drops is reopened with exponential back-off, a bounded number of
+  times; if it does not come back, a `SourceError` says so (with `after_frames`, the good frames before).
 """
 
 from __future__ import annotations
 
 import glob as globlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from paumer_edge import UserError
+from paumer_edge.errors import SourceError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -23,9 +29,10 @@ STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp
 
 @dataclass
 class Frame:
-    image: np.ndarray  # RGB uint8 [H, W, 3]
-    index: int
-    name: str
+    image: np.ndarray  # [H, W, 3] RGB (or gray / RGBA, uint8 / uint16 / float, as decoded)
+    index: int  # position in the source (skipped frames keep their numbers)
+    name: str  # unique within the source: label files are named after it
+    source: str = ""  # the image file it came from, if any
 
 
 class Source:
@@ -33,13 +40,33 @@ class Source:
     fps: float | None = None
     length: int | None = None
     description = ""
-    skipped = 0  # unreadable frames passed over
+    skipped = 0  # undecodable frames passed over
+    reconnections = 0  # times a live source dropped and was reopened
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
 
     def close(self) -> None:
         pass
+
+
+def _to_rgb(img: np.ndarray) -> np.ndarray:
+    """OpenCV's BGR / BGRA -> RGB / RGBA; gray stays gray."""
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+    return img
+
+
+def unique_names(files: list[Path]) -> list[str]:
+    """File stems, made unique (a/x.png and b/x.png -> x, x_2) so label files never overwrite each other."""
+    seen: dict[str, int] = {}
+    names = []
+    for f in files:
+        n = seen[f.stem] = seen.get(f.stem, 0) + 1
+        names.append(f.stem if n == 1 else f"{f.stem}_{n}")
+    return names
 
 
 class ImageSource(Source):
@@ -49,27 +76,31 @@ class ImageSource(Source):
 
     def __init__(self, files: list[Path], description: str):
         if not files:
-            raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {description}")
+            raise SourceError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {description}")
         self.files = files
+        self.names = unique_names(files)
         self.length = len(files)
         self.description = f"{len(files)} images from {description}"
 
     def __iter__(self) -> Iterator[Frame]:
-        for i, path in enumerate(self.files):
-            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if img is None:
+        for i, (path, name) in enumerate(zip(self.files, self.names)):
+            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # None for unreadable / corrupt files
+            if img is None or img.size == 0:
                 self.skipped += 1
                 continue
-            if img.ndim == 3 and img.shape[2] >= 3:
-                img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-            yield Frame(img, i, path.stem)
+            yield Frame(_to_rgb(img), i, name, str(path))
 
 
 class VideoSource(Source):
     """A video file, a camera, or a network stream through OpenCV; live sources reconnect (bounded)."""
 
-    def __init__(self, target: str | int, kind: str, reconnects: int = 5):
-        self.target, self.kind, self.reconnects = target, kind, reconnects
+    open_timeout_ms = 10_000  # network streams: how long opening and each read may block
+    read_timeout_ms = 10_000
+
+    def __init__(self, target: str | int, kind: str, reconnects: int = 5, backoff_s: float = 0.5,
+                 max_backoff_s: float = 8.0):
+        self.target, self.kind = target, kind
+        self.reconnects, self.backoff_s, self.max_backoff_s = reconnects, backoff_s, max_backoff_s
         self.cap = self._open()
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else None
@@ -79,58 +110,107 @@ class VideoSource(Source):
         self.description = f"{kind} {target} ({w}x{h}" + (f", {self.fps:g} fps" if self.fps else "") + \
             (f", {self.length} frames)" if self.length else ")")
 
+    @property
+    def live(self) -> bool:
+        """Cameras and endless streams: a failed read means a drop (reconnect), not the end."""
+        return self.kind != "video" and self.length is None
+
+    def _capture(self) -> cv2.VideoCapture:
+        if self.kind == "stream":
+            return cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG,
+                                    [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.open_timeout_ms,
+                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.read_timeout_ms])
+        return cv2.VideoCapture(self.target)
+
     def _open(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(self.target)
+        cap = self._capture()
         if not cap.isOpened():
+            cap.release()
             what = {"camera": f"camera {self.target} is not available (is it connected, and not in use?)",
                     "stream": f"cannot open the stream {self.target} (check the URL and the network)",
-                    "video": f"'{self.target}' is not a video OpenCV can read"}[self.kind]
-            raise UserError(what)
+                    "video": f"'{self.target}' cannot be decoded: it is not a video OpenCV can read, it is "
+                             "corrupt, or it has no frames"}[self.kind]
+            raise SourceError(what)
         return cap
 
+    def _reconnect(self, attempts: int, frames: int) -> int:
+        """Reopen a dropped live source with exponential back-off; the attempts used so far carry over
+        until a good frame arrives. Returns the attempts used; raises when they run out."""
+        self.cap.release()
+        t0 = time.monotonic()
+        while attempts < self.reconnects:
+            time.sleep(min(self.backoff_s * 2 ** attempts, self.max_backoff_s))
+            attempts += 1
+            try:
+                self.cap = self._open()
+            except SourceError:
+                continue
+            self.reconnections += 1
+            return attempts
+        self.cap = cv2.VideoCapture()  # closed: close() and further reads stay harmless
+        raise SourceError(f"{self.kind} {self.target} dropped after {frames} frames and did not come back "
+                          f"({self.reconnects} reconnection attempts over {time.monotonic() - t0:.0f} s); "
+                          "check the connection and run again", after_frames=frames)
+
     def __iter__(self) -> Iterator[Frame]:
-        index, failures, last_reconnect = 0, 0, 0
+        # A failed read is first taken as one bad frame (decoders skip a corrupt packet and go on); only a
+        # run of them means the end (files, finite URLs) or a drop (live sources: reconnect).
+        max_bad = 5 if self.live else 25
+        position = bad = frames = attempts = 0
         while True:
             ok, img = self.cap.read()
-            if not ok or img is None:
-                if self.kind == "video" or self.length is not None or failures >= self.reconnects:
-                    if index == 0 and self.kind == "video":
-                        raise UserError(f"'{self.target}' has no frames that can be decoded")
-                    return
-                failures += 1  # a live source dropped: reopen with back-off
-                last_reconnect = index
-                time.sleep(min(0.5 * 2 ** (failures - 1), 8.0))
-                self.cap.release()
-                try:
-                    self.cap = self._open()
-                except UserError:
-                    continue
+            if ok and img is not None and img.size:
+                self.skipped += bad
+                position += bad
+                bad, attempts = 0, 0
+                yield Frame(_to_rgb(img), position, f"frame_{position:06d}")
+                position += 1
+                frames += 1
                 continue
-            if index - last_reconnect > 100:  # a good stretch since the last drop: the budget refills
-                failures = 0
-            yield Frame(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), index, f"frame_{index:06d}")
-            index += 1
+            bad += 1
+            if bad < max_bad:
+                continue
+            bad = 0  # those reads were the end or a drop, not frames
+            if not self.live:
+                if frames == 0:
+                    raise SourceError(f"'{self.target}' has no frames that can be decoded")
+                return
+            attempts = self._reconnect(attempts, frames)
 
     def close(self) -> None:
         self.cap.release()
 
 
+def _readable(path: Path, what: str) -> None:
+    if not os.access(path, os.R_OK):
+        raise SourceError(f"cannot read {what} '{path}' (permission denied)")
+
+
 def open_source(spec: str) -> Source:
-    """Pick the source kind from the text: camera index, URL, folder, glob, image file or video file."""
+    """Pick the source kind from the text: camera index, URL, folder, image file, glob or video file."""
+    if not spec.strip():
+        raise SourceError("no source given: give a video file, an image folder or glob, a camera index or a URL")
     if spec.isdigit():
         return VideoSource(int(spec), "camera")
     if spec.lower().startswith(STREAM_PREFIXES):
         return VideoSource(spec, "stream")
     path = Path(spec)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        return ImageSource(files, f"folder {path}")
-    if any(c in spec for c in "*?["):
-        files = sorted(Path(p) for p in globlib.glob(spec) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
-        return ImageSource(files, f"pattern {spec}")
+    try:
+        if path.is_dir():
+            _readable(path, "folder")
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            return ImageSource(files, f"folder {path}")
+        if not path.exists() and any(c in spec for c in "*?["):
+            files = sorted(Path(p) for p in globlib.glob(spec) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            return ImageSource(files, f"pattern {spec}")
+    except OSError as e:
+        raise SourceError(f"cannot list '{spec}' ({e.strerror or e})") from None
     if not path.exists():
-        raise UserError(f"source '{spec}' does not exist: give a video file, an image folder or glob, "
-                        "a camera index or a stream URL")
+        raise SourceError(f"source '{spec}' does not exist: give a video file, an image folder or glob, "
+                          "a camera index or a stream URL")
+    if not path.is_file():
+        raise SourceError(f"source '{spec}' is not a regular file, folder, camera index or URL")
+    _readable(path, "file")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageSource([path], f"file {path}")
     return VideoSource(str(path), "video")

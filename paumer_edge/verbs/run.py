@@ -12,7 +12,8 @@ import numpy as np
 from .. import UserError
 from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from ..data.dataset import cache_root
-from ..runtime.bundle import MANIFEST
+from ..errors import SourceError
+from ..runtime.bundle import MANIFEST, BundleError, load_bundle
 from ..runtime.loop import run_stream
 from ..runtime.pipeline import Pipeline, Result
 from ..runtime.preprocess import grid_to_frame, to_rgb_uint8
@@ -34,7 +35,7 @@ def bundle_for(model: str | None, quiet: bool = False, scores: bool = False) -> 
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
     name = "sample" if ckpt == SAMPLE_CHECKPOINT else ckpt.stem
     out = cache_root() / "bundles" / f"{name}-{digest}{'-scores' if scores else ''}.paumer"
-    if not (out / MANIFEST).exists():
+    if not _usable(out):
         from ..export.exporter import ExportOptions, export_bundle
 
         if not quiet:
@@ -44,7 +45,23 @@ def bundle_for(model: str | None, quiet: bool = False, scores: bool = False) -> 
     return out
 
 
+def _usable(cached: Path) -> bool:
+    """Whether a cached export is there and intact; a damaged one (an edited file, a crash of an older
+    version mid-export) is exported again rather than refused: the cache holds only what it can remake."""
+    if not (cached / MANIFEST).exists():
+        return False
+    try:
+        load_bundle(cached)
+        return True
+    except BundleError:
+        return False
+
+
 def run(a: argparse.Namespace) -> int:
+    if a.max_frames is not None and a.max_frames < 1:
+        raise UserError(f"--max-frames {a.max_frames}: give a positive number of frames")
+    if a.threads < 0:
+        raise UserError(f"--threads {a.threads}: give 0 (the backend's default) or a positive number")
     if a.target_ms is not None and (a.budget is not None or a.threshold is not None):
         raise UserError("--target-ms sets the budget itself: give it alone, or --budget / --threshold")
     source = open_source(a.source)
@@ -77,7 +94,7 @@ def run(a: argparse.Namespace) -> int:
 
     def consume(frame: Frame, result: Result) -> None:
         if labels is not None:
-            labels.write(frame.name, result.labels)
+            labels.write(frame.name, result.labels, frame.index, frame.source)
         if video is not None:
             video.write(view(frame, result))
 
@@ -85,15 +102,26 @@ def run(a: argparse.Namespace) -> int:
         return window.write(view(frame, result)) if window is not None else True
 
     ok = False
+    lost: SourceError | None = None
     try:
         pipe.warmup()
         summary = run_stream(pipe, source, consume, show if window else None, a.max_frames, progress=not a.quiet)
         ok = True
+    except SourceError as e:  # a stream that dropped for good: the frames before it are good results, keep them
+        if not e.after_frames:
+            raise
+        lost, ok = e, True
     finally:
         if video is not None:
             video.close(keep=ok)
+        if labels is not None:
+            labels.close(strict=ok)
         if window is not None:
             window.close()
-    where = ", ".join(x for x in (f"video {out}" if out else "", f"labels in {a.save_labels}" if labels else "") if x)
+    wrote = [f"video {out}" if video is not None and video.frames else "",
+             f"labels in {a.save_labels}" if labels is not None and labels.rows else ""]
+    where = ", ".join(x for x in wrote if x)
+    if lost is not None:
+        raise SourceError(f"{lost}" + (f"; kept the results until then ({where})" if where else ""))
     print(summary.line() + (f"; wrote {where}" if where else ""))
     return 0

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from paumer_edge import UserError
+from paumer_edge.errors import BundleError
 
 from ..bundle import Bundle
 from ..profiles import profile_shapes
@@ -151,6 +152,13 @@ class OrtBackend:
                     opts.intra_op_num_threads = self.threads
                 # sessions run in turn: idle pools must not spin on the cores the next one needs
                 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = self._ort.InferenceSession(str(bundle.graph_path(graph)), opts,
-                                             providers=self._providers(bundle, graph))
+        try:
+            session = self._ort.InferenceSession(str(bundle.graph_path(graph)), opts,
+                                                 providers=self._providers(bundle, graph))
+        except Exception as e:  # ONNX Runtime's own exception types derive from Exception only
+            if not type(e).__module__.startswith("onnxruntime"):
+                raise
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise BundleError(f"ONNX Runtime cannot open graph '{graph}' ({bundle.graphs[graph].file}): {detail}; "
+                              "if the bundle was edited or comes from another version, re-export it") from None
         return OrtSession(self._ort, session, self.device, self.device_id)

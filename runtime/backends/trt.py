@@ -16,7 +16,7 @@ import numpy as np
 
 from paumer_edge import UserError
 
-from ..bundle import Bundle, sha256_file
+from ..bundle import Bundle, confined, sha256_file
 from ..gpu import GpuInfo, check, cuda_runtime, gpu_info, tensorrt_module
 
 
@@ -139,7 +139,7 @@ class TrtBackend:
 
     def open(self, bundle: Bundle, graph: str) -> TrtSession:
         entry = find_engine(bundle, graph, self.precision, self.trt.__version__, self.gpu)
-        path = Path(bundle.path) / entry["file"]
+        path = confined(Path(bundle.path), entry["file"], "engine file")
         if not path.is_file() or sha256_file(path) != entry["sha256"]:
             raise UserError(f"engine file {entry['file']} is missing or does not match its sha256; "
                             f"rebuild with `paumer-edge build {bundle.path}`")
