@@ -9,7 +9,6 @@ the ratios between them are what to read.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from paumer_edge.atomic import save_figure_atomic, write_json_atomic
 from paumer_edge.checkpoint import load_model
 from paumer_edge.cli import parse_floats
 
@@ -74,7 +74,7 @@ def main() -> None:
     }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "forward_time.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(out / "forward_time.json", result)
     print(f"{'setting':<14}{'p50 ms':>9}{'p90 ms':>9}{'speed-up':>10}{'ideal':>8}  tokens per stage")
     for r in rows:
         ideal = f"{r['ideal_speedup']:.2f}x" if "ideal_speedup" in r else "-"
@@ -101,7 +101,7 @@ def _plot(rows: list[dict], path: Path, name: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path)
     plt.close(fig)
 
 

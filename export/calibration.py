@@ -19,6 +19,7 @@ from paumer_edge.runtime.preprocess import resize_normalise, to_rgb_uint8
 from paumer_edge.runtime.staged import StagedRunner
 
 from paumer_edge import UserError
+from paumer_edge.atomic import write_bytes_atomic
 from paumer_edge.pausing import PausingPolicy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -83,8 +84,7 @@ def make_calibrator(trt_mod: Any, batches: list[dict[str, np.ndarray]], cache: P
             return cache.read_bytes() if cache.exists() else None
 
         def write_calibration_cache(self, data: Any) -> None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_bytes(bytes(data))
+            write_bytes_atomic(cache, bytes(data))
 
         def __del__(self) -> None:
             for ptr, _ in self.device.values():

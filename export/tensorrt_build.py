@@ -25,7 +25,7 @@ from paumer_edge.runtime.profiles import profile_shapes
 from tqdm import tqdm
 
 from paumer_edge import UserError
-from paumer_edge.atomic import write_json_atomic
+from paumer_edge.atomic import write_bytes_atomic, write_json_atomic
 
 from .fp16 import convert_to_fp16
 
@@ -140,13 +140,8 @@ def build_engines(bundle_path: str | Path, opts: EngineOptions, progress: bool =
             if plan is None:
                 raise UserError(f"TensorRT failed to build an engine for {spec.file} (see its log above)")
             out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(out.name + ".partial")
-            tmp.write_bytes(bytes(plan))
-            tmp.replace(out)
-            timing = config.get_timing_cache().serialize()
-            tmp_cache = cache_path.with_name(cache_path.name + ".partial")
-            tmp_cache.write_bytes(bytes(timing))
-            tmp_cache.replace(cache_path)
+            write_bytes_atomic(out, bytes(plan))
+            write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
         entries.append({
             "graph": name, "key": key, "file": str(out.relative_to(root)), "sha256": sha256_file(out),
             "graph_sha256": spec.sha256, "tensorrt": trt_mod.__version__, "gpu": asdict(gpu),

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .errors import OutputError
 
@@ -114,3 +115,9 @@ def write_text_atomic(path: str | Path, text: str, durable: bool = True) -> None
 def write_json_atomic(path: str | Path, payload: object) -> None:
     text = json.dumps(payload, indent=2)  # before touching the disk: an unserialisable payload changes nothing
     write_text_atomic(path, text)
+
+
+def save_figure_atomic(fig: Any, path: str | Path, dpi: int = 120) -> None:
+    """A matplotlib figure saved atomically (the format follows the suffix, which the temporary keeps)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)

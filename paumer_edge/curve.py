@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from .atomic import save_figure_atomic
 from .evaluate import OperatingPoint, PointResult, normalise, predict
 from .model import PausingSegmenter
 
@@ -122,5 +123,5 @@ def plot_curve(points: list[CurvePoint], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path)
     plt.close(fig)

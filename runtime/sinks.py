@@ -35,6 +35,20 @@ def check_free_space(folder: Path, path: Path) -> None:
         raise output_error(OSError(errno.ENOSPC, "No space left on device"), path)
 
 
+def write_image_atomic(path: str | Path, image: np.ndarray, durable: bool = True) -> None:
+    """cv2.imwrite (format from the suffix) to a temporary file renamed into place; `OutputError` on failure."""
+    path = Path(path)
+    with atomic_path(path, durable) as tmp:
+        try:
+            ok = cv2.imwrite(str(tmp), image)
+        except cv2.error:
+            ok = False
+        if not ok:
+            check_free_space(path.parent, path)
+            raise OutputError(f"cannot write '{path}': OpenCV could not write the image (disk full or not "
+                              "writable?)")
+
+
 class VideoSink:
     """Frames -> a video file (mp4v codec) that appears only once it is complete.
 
@@ -126,15 +140,7 @@ class LabelSink:
         image = labels.astype(np.uint8) if labels.max(initial=0) < 256 else labels.astype(np.uint16)
         if len(self.rows) % FREE_CHECK_EVERY == 0:
             check_free_space(self.folder, path)
-        with atomic_path(path, durable=False) as tmp:
-            try:
-                ok = cv2.imwrite(str(tmp), image)
-            except cv2.error:
-                ok = False
-            if not ok:
-                check_free_space(self.folder, path)
-                raise OutputError(f"cannot write '{path}': OpenCV could not write the PNG (disk full or not "
-                                  "writable?)")
+        write_image_atomic(path, image, durable=False)
         self.rows.append((index, source, path.name))
         if len(self.rows) >= self._next_flush:
             self.write_index()

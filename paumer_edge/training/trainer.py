@@ -152,6 +152,10 @@ def train(tc: TrainConfig, model_cfg: ModelConfig | None = None, resume: str | N
     # model: fresh, from --init, or from a checkpoint being resumed
     ckpt = load_checkpoint(resume) if resume else None
     if ckpt is not None:
+        lacking = [k for k in ("optimizer", "scheduler", "step") if k not in ckpt]
+        if lacking:
+            raise UserError(f"'{resume}' holds no training state ({', '.join(lacking)} missing): it is a released "
+                            f"model, not a run's last.pt; fine-tune from it with --init {resume}")
         model = model_from_checkpoint(ckpt)
         saved = ckpt.get("train_config", {})
         if saved.get("steps") and saved["steps"] != tc.steps:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..atomic import write_json_atomic
+from ..atomic import save_figure_atomic, write_json_atomic
 from ..cost import CostModel
 from ..data.streets import derive_seed, street_scene
 from ..runtime.bench import bench, full_graph_reference
@@ -95,7 +95,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path)
     plt.close(fig)
 
 

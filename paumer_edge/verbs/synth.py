@@ -13,6 +13,7 @@ from tqdm import tqdm
 from .. import UserError
 from ..data.classes import STREET_PALETTE
 from ..data.streets import check_video_path, derive_seed, street_frames, street_scene, write_video
+from ..runtime.sinks import write_image_atomic
 
 
 def run(a: argparse.Namespace) -> int:
@@ -40,9 +41,10 @@ def run(a: argparse.Namespace) -> int:
     palette = np.array(STREET_PALETTE, np.uint8)
     for i in tqdm(range(a.count), desc="rendering", unit="img", disable=a.quiet):
         img, lab = street_scene(derive_seed(a.seed, i), a.size)
-        cv2.imwrite(str(out / f"street_{i:05d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        write_image_atomic(out / f"street_{i:05d}.png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), durable=False)
         if a.labels:
-            cv2.imwrite(str(out / f"street_{i:05d}_labels.png"), lab)
-            cv2.imwrite(str(out / f"street_{i:05d}_color.png"), cv2.cvtColor(palette[lab], cv2.COLOR_RGB2BGR))
+            write_image_atomic(out / f"street_{i:05d}_labels.png", lab, durable=False)
+            write_image_atomic(out / f"street_{i:05d}_color.png", cv2.cvtColor(palette[lab], cv2.COLOR_RGB2BGR),
+                               durable=False)
     print(f"wrote {a.count} images to {out} in {time.perf_counter() - t0:.1f} s")
     return 0
