@@ -106,7 +106,7 @@ def test_splits_are_disjoint() -> None:
 
 
 def test_unknown_dataset_is_a_clear_error() -> None:
-    with pytest.raises(UserError, match="unknown dataset 'kitti:/data'; available: synthetic"):
+    with pytest.raises(UserError, match="unknown dataset 'kitti:/data'; use synthetic, cityscapes:DIR or ade20k:DIR"):
         build_dataset("kitti:/data", "train", (32, 64), 4)
     with pytest.raises(UserError, match="unknown split"):
         StreetScenes((32, 64), 2, "holdout")
