@@ -67,6 +67,10 @@ def load_torch_data(path: str | Path, map_location: str | torch.device = "cpu", 
         if found:
             raise UserError(f"refusing to load '{path}': it holds code ({found.group(1)}), not only weights and "
                             f"data, and loading it could run that code{code_hint}") from None
+        refused = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+        if refused:  # the safe loader met something other than weights and data (e.g. a raw pickle's opcodes)
+            raise UserError(f"refusing to load '{path}': it is not plain weights and data ({refused.group(1).strip()}),"
+                            f" and loading it any other way could run code{code_hint}") from None
         raise UserError(f"'{path}' is not a readable PyTorch checkpoint (corrupt or truncated?)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

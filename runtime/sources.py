@@ -96,11 +96,16 @@ class VideoSource(Source):
 
     open_timeout_ms = 10_000  # network streams: how long opening and each read may block
     read_timeout_ms = 10_000
+    reconnects = 5  # live sources: reopen attempts after a drop (0.5 + 1 + 2 + 4 + 8 s of waiting)
+    backoff_s = 0.5  # first wait; doubles with every attempt
+    max_backoff_s = 8.0
 
-    def __init__(self, target: str | int, kind: str, reconnects: int = 5, backoff_s: float = 0.5,
-                 max_backoff_s: float = 8.0):
+    def __init__(self, target: str | int, kind: str, reconnects: int | None = None, backoff_s: float | None = None):
         self.target, self.kind = target, kind
-        self.reconnects, self.backoff_s, self.max_backoff_s = reconnects, backoff_s, max_backoff_s
+        if reconnects is not None:
+            self.reconnects = reconnects
+        if backoff_s is not None:
+            self.backoff_s = backoff_s
         self.cap = self._open()
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else None

@@ -26,7 +26,8 @@ def find_engine(bundle: Bundle, graph: str, precision: str | None, trt_version: 
     if precision:
         entries = [e for e in entries if e["precision"] == precision]
     if not entries:
-        raise UserError(f"bundle '{bundle.path}' has no {precision or ''} TensorRT engine for {graph}; build them "
+        raise UserError(f"bundle '{bundle.path}' has no {f'{precision} ' if precision else ''}TensorRT engine for "
+                        f"{graph}; build them "
                         f"with `paumer-edge build {bundle.path}" + (f" --precision {precision}`" if precision else "`"))
     sha = bundle.graphs[graph].sha256
     fits = [e for e in entries if e["tensorrt"] == trt_version and e["gpu"]["name"] == gpu.name
