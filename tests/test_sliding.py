@@ -163,3 +163,18 @@ def test_run_cli_with_sliding_windows(scores_bundle: Path, tiny_bundle: Path, tm
     assert len(pngs) == 2 and cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED).shape == (90, 200)
     proc = _cli("run", str(frames), "--model", str(tiny_bundle), "--sliding", "--no-save", "--quiet")
     assert proc.returncode == 2 and "--scores" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_runtime_sliding_runs_with_torch_blocked(scores_bundle: Path) -> None:
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any import of torch now fails
+        "import numpy as np\n"
+        "from paumer_edge.runtime.sliding import SlidingPipeline\n"
+        f"p = SlidingPipeline({str(scores_bundle)!r}, budget=0.5)\n"
+        "r = p(np.zeros((70, 150, 3), np.uint8))\n"
+        "assert r.labels.shape == (70, 150), r.labels.shape\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("ok")
