@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from paumer_edge import UserError
-from paumer_edge.pausing import PausingPolicy, check_budget, check_threshold
+from paumer_edge.pausing import CostModel, PausingPolicy, check_budget, check_threshold
 
 from .bundle import Bundle
 from .pipeline import Pipeline, Result
@@ -124,8 +124,11 @@ def require_scores(bundle: Bundle) -> None:
 
 
 def sliding_segment(runner: StagedRunner, rgb: np.ndarray, policy: PausingPolicy, stride: float = DEFAULT_STRIDE,
-                    stage_map: bool = False, batch: int = 1) -> SlidingOutput:
-    """Segment an RGB uint8 frame [h, w, 3] window by window with a bundle whose decoder outputs scores."""
+                    stage_map: bool = False, batch: int = 1, cost: CostModel | None = None) -> SlidingOutput:
+    """Segment an RGB uint8 frame [h, w, 3] window by window with a bundle whose decoder outputs scores.
+
+    `cost` is what the budget is a fraction of (default: the bundle's MAC model), as in `StagedRunner`.
+    """
     require_scores(runner.bundle)
     m = runner.bundle.model
     size = covering_size(rgb.shape[:2], m.input_size)
@@ -138,7 +141,7 @@ def sliding_segment(runner: StagedRunner, rgb: np.ndarray, policy: PausingPolicy
     for i in range(0, len(corners), max(1, batch)):
         group = corners[i : i + max(1, batch)]
         crops = np.stack([x[:, y : y + wh, c : c + ww] for y, c in group])
-        out = runner.forward(crops, policy, stage_map=stage_map)
+        out = runner.forward(crops, policy, stage_map=stage_map, cost=cost)
         assert out.scores is not None  # the decoder declares them (checked above)
         for j, corner in enumerate(group):
             acc.add(out.scores[j], corner)
@@ -183,7 +186,8 @@ class SlidingPipeline(Pipeline):
         with self._lock:
             b = check_budget(budget) if budget is not None else self.budget
             thr = check_threshold(threshold) if threshold is not None else self.threshold
-            out = sliding_segment(self.runner, rgb, PausingPolicy(b, thr), self.stride, self.stage_map, self.batch)
+            out = sliding_segment(self.runner, rgb, PausingPolicy(b, thr), self.stride, self.stage_map, self.batch,
+                                  self.cost)
             t1 = time.perf_counter()
             if self.controller is not None and budget is None:
                 self.controller.update((t1 - t0) * 1000)

@@ -119,7 +119,7 @@ def test_runtime_sliding_agrees_with_pytorch(tiny_ckpt: Path, scores_bundle: Pat
     rgb, image = _image((80, 150), seed=11)  # 3 x 3 windows of 32x64 at the default stride
     x = normalise(image[None], model.cfg.mean, model.cfg.std)[0]
     ref = sliding_probs(model, x, budget, threshold, batch=1)
-    pipe = SlidingPipeline(scores_bundle, budget=budget, threshold=threshold)
+    pipe = SlidingPipeline(scores_bundle, budget=budget, threshold=threshold, cost="macs")  # budgets as in PyTorch
     out = pipe(rgb)
     assert out.labels.shape == (80, 150) and out.scores is not None and out.scores.shape == ref.probs.shape
     assert np.abs(out.scores - ref.probs.numpy()).max() < 1e-3
