@@ -1,0 +1,75 @@
+"""Does `paumer-edge run` on a video keep up with the pipeline alone? `run` FPS against `bench` FPS, JSON out.
+
+    python benchmarks/run_vs_bench.py [--bundle B] [--budgets 1,0.5] [--seconds 30] [--out benchmarks/results]
+
+`bench` times the embedding API on frames in memory; `run` decodes a video, segments it and writes the
+overlay video in three threads, which on a small CPU compete with inference for the cores. Both use the
+same bundle, backend and latency profile (bench measures it, run reads it), each in its own process
+(as a user runs them). Run and bench alternate per budget, so a change of machine load hits both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from paumer_edge.atomic import write_json_atomic
+from paumer_edge.cli import parse_floats
+
+SUMMARY = re.compile(r"(\d+) frames in ([\d.]+) s: ([\d.]+) FPS")
+
+
+def cli(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "paumer_edge.cli", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"paumer-edge {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", help="bundle or checkpoint (default: the bundled sample)")
+    ap.add_argument("--budgets", type=parse_floats, default=[1.0, 0.5])
+    ap.add_argument("--seconds", type=float, default=30.0, help="length of the generated street video")
+    ap.add_argument("--size", default="360x640")
+    ap.add_argument("--rounds", type=int, default=100, help="bench rounds per budget")
+    ap.add_argument("--run-args", default="", help="extra `run` options, e.g. '--pause-map'")
+    ap.add_argument("--out", default="benchmarks/results")
+    a = ap.parse_args()
+    model = ["--model", a.bundle] if a.bundle else []
+    with tempfile.TemporaryDirectory() as tmp:
+        video = Path(tmp) / "drive.mp4"
+        cli("synth", "video", str(video), "--seconds", str(a.seconds), "--size", a.size, "--quiet")
+        rows = []
+        for budget in a.budgets:
+            bench_json = Path(tmp) / "bench.json"
+            cli("bench", *([a.bundle] if a.bundle else []), "--budgets", f"{budget:g}", "--rounds", str(a.rounds),
+                "--frame-size", a.size, "--no-torch", "--quiet", "--json", str(bench_json))
+            bench_fps = json.loads(bench_json.read_text())["results"][0]["fps"]
+            out = cli("run", str(video), *model, "--budget", f"{budget:g}", "--out", str(Path(tmp) / "o.mp4"),
+                      "--quiet", *a.run_args.split())
+            found = SUMMARY.search(out)
+            if not found:
+                raise SystemExit(f"no summary line in the output of run: {out!r}")
+            frames, seconds, run_fps = int(found[1]), float(found[2]), float(found[3])
+            rows.append({"budget": budget, "bench_fps": bench_fps, "run_fps": run_fps, "run_frames": frames,
+                         "run_seconds": seconds, "run_over_bench": run_fps / bench_fps,
+                         "run_summary": out.strip().splitlines()[-1]})
+            print(f"budget {budget:g}: bench {bench_fps:.1f} FPS, run {run_fps:.1f} FPS "
+                  f"({100 * run_fps / bench_fps:.0f}% of bench) on {frames} frames")
+    result = {"video_seconds": a.seconds, "size": a.size, "run_args": a.run_args, "bench_rounds": a.rounds,
+              "machine": f"{platform.machine()} {platform.processor()}".strip(), "results": rows}
+    suffix = "_".join(a.run_args.replace("-", "").split())
+    path = Path(a.out) / f"run_vs_bench{'_' + suffix if suffix else ''}.json"
+    write_json_atomic(path, result)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
