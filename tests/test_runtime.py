@@ -149,24 +149,32 @@ def test_controller_converges_on_a_linear_plant() -> None:
 
 
 def test_several_threads_get_the_same_labels_as_serial_calls(tiny_bundle: Path) -> None:
+    """Threads sharing one Pipeline, each with its own per-call knobs and frame layouts, get exactly what
+    serial calls get: no knob or buffer leaks from one caller into another."""
     pipe = Pipeline(tiny_bundle, budget=0.5)
-    inputs = frames(8, (48, 96))
-    serial = [pipe(f).labels for f in inputs]
-    results: dict[tuple[int, int], np.ndarray] = {}
+    inputs = frames(8, (48, 96)) + [frames(1, (30, 40))[0].mean(axis=2).astype(np.uint8),  # gray
+                                    np.dstack([frames(1, (50, 20))[0], np.full((50, 20), 255, np.uint8)])]  # RGBA
+    knobs = [{}, {"budget": 1.0}, {"budget": 0.25}, {"threshold": 0.3}]
+    serial = {(k, i): pipe(f, **kw) for k, kw in enumerate(knobs) for i, f in enumerate(inputs)}
+    results: dict[tuple[int, int, int], tuple[np.ndarray, list[int]]] = {}
 
     def worker(t: int) -> None:
         for rep in range(3):
             for i, f in enumerate(inputs):
-                results[(t, rep * 100 + i)] = pipe(f).labels
+                k = (t + rep + i) % len(knobs)  # every thread mixes every setting
+                r = pipe(f, **knobs[k])  # type: ignore[arg-type]
+                results[(t, rep * 100 + i, k)] = (r.labels, r.stats.counts)
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 4 * 3 * 8
-    for (t, k), labels in results.items():
-        assert np.array_equal(labels, serial[k % 100]), (t, k)
+    assert len(results) == 4 * 3 * len(inputs)
+    for (t, i, k), (labels, counts) in results.items():
+        want = serial[(k, i % 100)]
+        assert np.array_equal(labels, want.labels) and counts == want.stats.counts, (t, i, k)
+    assert pipe.budget == 0.5  # per-call overrides never touched the pipeline's own knob
 
 
 def test_missing_bundle_and_unknown_backend_are_clear(tiny_bundle: Path, tmp_path: Path) -> None:
