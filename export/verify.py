@@ -17,6 +17,7 @@ from paumer_edge.runtime.backends import GraphSession, OrtBackend
 from paumer_edge.runtime.bundle import Bundle, load_bundle
 from paumer_edge.runtime.staged import StagedRunner
 
+from paumer_edge import UserError
 from paumer_edge.data.streets import derive_seed, street_scene
 from paumer_edge.evaluate import normalise
 from paumer_edge.model import PausingSegmenter
@@ -95,6 +96,14 @@ def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: 
                   budgets: tuple[float, ...] = (1.0, 0.5, 0.25), threads: int = 0) -> VerifyReport:
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     info = bundle.model
+    cfg = model.cfg
+    pairs = {"embed dim": (cfg.embed_dim, info.embed_dim), "patch size": (cfg.patch_size, info.patch_size),
+             "classes": (cfg.num_classes, info.num_classes), "extra tokens": (cfg.num_extra_tokens, info.extra_tokens),
+             "pausing points": (tuple(cfg.pause_after), info.pause_after)}
+    differ = [f"{k} {mine} vs {theirs}" for k, (mine, theirs) in pairs.items() if mine != theirs]
+    if differ:
+        raise UserError(f"the checkpoint does not fit bundle '{bundle.path}' (checkpoint vs bundle: "
+                        f"{'; '.join(differ)}); give the checkpoint it was exported from with --ckpt")
     model = at_image_size(model.eval().float(), info.input_size)
     backend = OrtBackend(threads=threads)
     report = VerifyReport()

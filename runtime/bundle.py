@@ -151,6 +151,11 @@ def load_bundle(path: str | Path, check_hashes: bool = True) -> Bundle:
     """Read and check a bundle directory (see the module docstring for what is checked)."""
     root = Path(path)
     if not root.exists():
+        # the exporter swaps bundles with two renames; between them a crash leaves the old one here
+        old = sorted(root.parent.glob(f".{root.name}.old-*")) if root.name else []
+        if old:
+            raise BundleError(f"bundle '{root}' is missing but an interrupted export left the previous one at "
+                              f"'{old[-1]}': rename it back to '{root}', or export again")
         raise BundleError(f"bundle '{root}' does not exist; create one with `paumer-edge export CKPT -o {root}`")
     if not root.is_dir():
         raise BundleError(f"'{root}' is a file, not a bundle directory (a bundle is a folder with manifest.json)")

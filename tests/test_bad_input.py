@@ -183,6 +183,28 @@ def test_budgets_and_thresholds_out_of_range(tiny_bundle: Path, video: Path, tmp
         one_clear_line(cli("run", str(video), "--model", str(tiny_bundle), "--quiet", *args, cwd=tmp_path), message)
 
 
+def test_a_checkpoint_that_does_not_fit_the_bundle_and_bad_bench_rounds(tiny_bundle: Path, tmp_path: Path) -> None:
+    from paumer_edge.checkpoint import save_checkpoint
+    from paumer_edge.config import preset
+    from paumer_edge.model import PausingSegmenter
+
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, PausingSegmenter(preset("tiny").replace(pause_after=(1, 3))))
+    one_clear_line(cli("verify", str(tiny_bundle), "--ckpt", str(other), "--frames", "1"),
+                   "does not fit bundle")
+    one_clear_line(cli("bench", str(tiny_bundle), "--rounds", "0"), "give at least one round")
+
+
+def test_an_interrupted_bundle_swap_says_where_the_old_bundle_is(tiny_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from paumer_edge.runtime import BundleError, load_bundle
+
+    shutil.copytree(tiny_bundle, tmp_path / ".robot.paumer.old-1234")  # as left between the exporter's renames
+    with pytest.raises(BundleError, match=r"interrupted export left the previous one at '.*\.robot\.paumer\.old-1234'"):
+        load_bundle(tmp_path / "robot.paumer")
+
+
 # ---- a stream that drops ---------------------------------------------------------------------------------
 class FlakyCamera:
     """An MJPEG-over-HTTP camera on 127.0.0.1: connection i sends plan[i] frames (frame `corrupt` of the first

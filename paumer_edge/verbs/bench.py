@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .. import UserError, __version__
 from ..atomic import save_figure_atomic, write_json_atomic
 from ..cost import CostModel
 from ..data.streets import derive_seed, street_scene
@@ -100,6 +100,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    if a.rounds < 1 or a.warmup < 0 or a.threads < 0:
+        raise UserError(f"--rounds {a.rounds} / --warmup {a.warmup} / --threads {a.threads}: give at least one round, "
+                        "and no negative warm-up or thread count")
     bundle = bundle_for(a.bundle, a.quiet)
     pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs")
     if a.cost == "device":  # a benchmark measures the device afresh (and leaves the profile for `run`)
