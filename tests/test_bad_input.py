@@ -50,16 +50,17 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def mjpeg_with_a_corrupt_frame(path: Path, frames: int = 10, bad: int = 4) -> None:
-    """An MJPEG AVI whose frame `bad` has its JPEG data overwritten: the decoder cannot read it."""
+def mjpeg_with_a_corrupt_frame(path: Path, frames: int = 10, bad: tuple[int, ...] = (4,)) -> None:
+    """An MJPEG AVI whose frames `bad` have their JPEG data overwritten: the decoder cannot read them."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (64, 48))
     for i in range(frames):
         writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
     writer.release()
     data = bytearray(path.read_bytes())
-    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
-    assert len(starts) == frames
-    data[starts[bad]:starts[bad + 1] - 40] = b"A" * (starts[bad + 1] - 40 - starts[bad])
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8] + [len(data) - 40]
+    assert len(starts) == frames + 1
+    for b in bad:
+        data[starts[b]:starts[b + 1] - 40] = b"A" * (starts[b + 1] - 40 - starts[b])
     path.write_bytes(bytes(data))
 
 
@@ -78,6 +79,25 @@ def test_sources_that_cannot_be_used(tiny_bundle: Path, tmp_path: Path) -> None:
             open_source(str(tmp_path / source) if "/" not in source and not source.isdigit() else source)
     for source in ("notes.mp4", "no_images", "9"):
         one_clear_line(cli("run", source, "--model", str(tiny_bundle), "--quiet", cwd=tmp_path), cases[source])
+
+
+def test_a_video_that_opens_but_has_no_decodable_frame(tmp_path: Path) -> None:
+    clip = tmp_path / "all_bad.avi"
+    mjpeg_with_a_corrupt_frame(clip, frames=4, bad=(0, 1, 2, 3))
+    source = open_source(str(clip))  # the container is fine; no frame in it is
+    with pytest.raises(SourceError, match="has no frames that can be decoded"):
+        list(source)
+
+
+def test_files_the_system_will_not_let_us_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import paumer_edge.runtime.sources as sources
+
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    (tmp_path / "frames").mkdir()
+    monkeypatch.setattr(sources.os, "access", lambda *args, **kwargs: False)  # as for another user's files
+    for name, what in (("clip.mp4", "file"), ("frames", "folder")):
+        with pytest.raises(SourceError, match=f"cannot read {what} '.*{name}' \\(permission denied\\)"):
+            open_source(str(tmp_path / name))
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
