@@ -66,6 +66,38 @@ def pct(a: float, b: float) -> float:
     return 100.0 * (b - a) / a if a else 0.0
 
 
+def window_stats(wall: np.ndarray, cpu: np.ndarray) -> dict[str, float]:
+    return {"p50_ms": float(np.percentile(wall, 50)), "p99_ms": float(np.percentile(wall, 99)),
+            "mean_ms": float(wall.mean()), "cpu_p50_ms": float(np.percentile(cpu, 50)),
+            "cpu_p99_ms": float(np.percentile(cpu, 99))}
+
+
+def aged_vs_fresh(aged: Any, bundle: Path, frames: list[np.ndarray], count: int, period: int,
+                  threads: int) -> dict[str, Any]:
+    """The long-running pipeline against a fresh one on alternating frames: both see the same machine load,
+    so what differs is what the long run left behind (and the labels must agree)."""
+    from paumer_edge.runtime import Pipeline
+
+    fresh = Pipeline(bundle, threads=threads)
+    fresh.warmup()
+    times: dict[str, list[float]] = {"aged": [], "fresh": []}
+    disagree = 0
+    for i in range(count):
+        budget, frame = budget_wave(i, period), frames[i % len(frames)]
+        labels = []
+        for name, pipe in (("aged", aged), ("fresh", fresh)) if i % 2 else (("fresh", fresh), ("aged", aged)):
+            t0 = time.perf_counter()
+            labels.append(pipe(frame, budget=budget).labels)
+            times[name].append((time.perf_counter() - t0) * 1000)
+        disagree += not np.array_equal(labels[0], labels[1])
+    out: dict[str, Any] = {k: {"p50": round(float(np.percentile(v, 50)), 3),
+                               "p99": round(float(np.percentile(v, 99)), 3)} for k, v in times.items()}
+    out.update(frames=count, label_disagreements=disagree,
+               p50_pct=round(pct(out["fresh"]["p50"], out["aged"]["p50"]), 2),
+               p99_pct=round(pct(out["fresh"]["p99"], out["aged"]["p99"]), 2))
+    return out
+
+
 def soak(a: argparse.Namespace) -> dict[str, Any]:
     from paumer_edge.runtime import Pipeline
 
@@ -75,9 +107,10 @@ def soak(a: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--frames must cover the warm-up and at least two windows")
     bundle = ensure_bundle(Path(a.bundle))
     frames = street_frames(a.distinct, (a.height, a.width))
+    load_start = os.getloadavg()[0]
     pipe = Pipeline(bundle, threads=a.threads)
     pipe.warmup()
-    latency = np.zeros(a.frames)
+    wall, cpu = np.zeros(a.frames), np.zeros(a.frames)
     rss: list[tuple[int, int]] = []
     first_labels: dict[tuple[int, float], str] = {}
     mismatches = 0
@@ -85,9 +118,9 @@ def soak(a: argparse.Namespace) -> dict[str, Any]:
     for i in range(a.frames):
         pipe.budget = budget_wave(i, a.period)
         frame = frames[i % len(frames)]
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         labels = pipe(frame).labels
-        latency[i] = (time.perf_counter() - t0) * 1000
+        wall[i], cpu[i] = (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
         if i % a.check_every == 0:  # the same frame at the same budget must always give the same labels
             key = (i % len(frames), pipe.budget)
             digest = hashlib.sha1(labels.tobytes()).hexdigest()
@@ -95,39 +128,45 @@ def soak(a: argparse.Namespace) -> dict[str, Any]:
         if i % a.rss_every == 0 or i == a.frames - 1:
             rss.append((i, rss_bytes()))
         if a.progress and (i + 1) % 1000 == 0:
-            print(f"{i + 1} frames, {latency[max(0, i - 999):i + 1].mean():.1f} ms/frame, "
+            print(f"{i + 1} frames, {wall[max(0, i - 999):i + 1].mean():.1f} ms/frame, "
                   f"RSS {rss[-1][1] / 2**20:.1f} MiB", flush=True)
     seconds = time.perf_counter() - t_start
+    load_end = os.getloadavg()[0]
 
     windows = []
     for start in range(a.warmup, a.frames - a.window + 1, a.window):
-        lat = latency[start:start + a.window]
         inside = [r for f, r in rss if start <= f < start + a.window]
-        windows.append({"start_frame": start, "p50_ms": float(np.percentile(lat, 50)),
-                        "p99_ms": float(np.percentile(lat, 99)), "mean_ms": float(lat.mean()),
+        windows.append({"start_frame": start, **window_stats(wall[start:start + a.window], cpu[start:start + a.window]),
                         "rss_mib": (inside[-1] if inside else rss[-1][1]) / 2**20})
     first, last = windows[0], windows[-1]
     rss_start = next(r for f, r in rss if f >= a.warmup)
     rss_end = rss[-1][1]
     growth, p50_drift, p99_drift = pct(rss_start, rss_end), pct(first["p50_ms"], last["p50_ms"]), \
         pct(first["p99_ms"], last["p99_ms"])
+    ab = aged_vs_fresh(pipe, bundle, frames, a.window, a.period, a.threads) if a.ab else None
     import onnxruntime
 
     from paumer_edge import __version__
 
     return {
         "what": "embedding API soak: one Pipeline, street frames cycling, budget sweeping periodically",
-        "bundle": str(bundle), "backend": pipe.backend.describe(), "frames": a.frames, "warmup_frames": a.warmup,
+        "bundle": str(bundle), "backend": pipe.backend.describe(), "cost": str(getattr(pipe, "cost_source", "")),
+        "frames": a.frames, "warmup_frames": a.warmup,
         "window_frames": a.window, "budget_period_frames": a.period, "frame_size": [a.height, a.width],
         "distinct_frames": a.distinct, "seconds": round(seconds, 1), "fps": round(a.frames / seconds, 2),
+        "load_average": {"start": round(load_start, 2), "end": round(load_end, 2)},
         "rss_mib": {"after_warmup": round(rss_start / 2**20, 2), "end": round(rss_end / 2**20, 2),
                     "max": round(max(r for _, r in rss) / 2**20, 2), "growth_pct": round(growth, 3)},
         "latency_ms": {"first_window": {"p50": round(first["p50_ms"], 3), "p99": round(first["p99_ms"], 3)},
                        "last_window": {"p50": round(last["p50_ms"], 3), "p99": round(last["p99_ms"], 3)},
-                       "p50_drift_pct": round(p50_drift, 2), "p99_drift_pct": round(p99_drift, 2)},
+                       "p50_drift_pct": round(p50_drift, 2), "p99_drift_pct": round(p99_drift, 2),
+                       "cpu_p50_drift_pct": round(pct(first["cpu_p50_ms"], last["cpu_p50_ms"]), 2),
+                       "cpu_p99_drift_pct": round(pct(first["cpu_p99_ms"], last["cpu_p99_ms"]), 2)},
+        "aged_vs_fresh": ab,
         "label_checks": len(range(0, a.frames, a.check_every)), "label_mismatches": int(mismatches),
         "targets": {"rss_growth_pct": RSS_TARGET_PCT, "p99_drift_pct": P99_TARGET_PCT},
-        "pass": bool(growth < RSS_TARGET_PCT and p99_drift < P99_TARGET_PCT and mismatches == 0),
+        "pass": bool(growth < RSS_TARGET_PCT and p99_drift < P99_TARGET_PCT and mismatches == 0
+                     and (ab is None or ab["label_disagreements"] == 0)),
         "windows": [{k: round(v, 3) if isinstance(v, float) else v for k, v in w.items()} for w in windows],
         "rss_trace_mib": [[f, round(r / 2**20, 2)] for f, r in rss[:: max(1, len(rss) // 400)]],
         "machine": f"{platform.machine()} {platform.processor()}".strip(), "cpus": os.cpu_count(),
@@ -158,6 +197,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     x = [v["start_frame"] + result["window_frames"] / 2 for v in w]
     ax2.plot(x, [v["p50_ms"] for v in w], "o-", label="p50")
     ax2.plot(x, [v["p99_ms"] for v in w], "s-", label="p99")
+    ax2.plot(x, [v["cpu_p99_ms"] for v in w], "^:", label="p99 CPU time (all threads)")
     ax2.set_xlabel("frame")
     ax2.set_ylabel("latency per window (ms)")
     ax2.set_ylim(bottom=0)
@@ -181,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--rss-every", type=int, default=20, help="frames between RSS samples")
     p.add_argument("--check-every", type=int, default=7, help="frames between label checks")
+    p.add_argument("--no-ab", dest="ab", action="store_false",
+                   help="skip the final aged-vs-fresh pipeline comparison (one window, frames alternating)")
     p.add_argument("--json", default=str(RESULTS / "soak.json"))
     p.add_argument("--plot", default=str(RESULTS / "soak.png"))
     p.add_argument("--quiet", dest="progress", action="store_false")
@@ -196,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{mem['after_warmup']:.1f} -> {mem['end']:.1f} MiB ({mem['growth_pct']:+.2f}%, target < {RSS_TARGET_PCT}%); "
           f"p50 {lat['first_window']['p50']:.1f} -> {lat['last_window']['p50']:.1f} ms ({lat['p50_drift_pct']:+.1f}%), "
           f"p99 {lat['first_window']['p99']:.1f} -> {lat['last_window']['p99']:.1f} ms ({lat['p99_drift_pct']:+.1f}%, "
-          f"target < {P99_TARGET_PCT}%); label mismatches {result['label_mismatches']}; "
+          f"target < {P99_TARGET_PCT}%); CPU-time p99 {lat['cpu_p99_drift_pct']:+.1f}%; "
+          + (f"aged vs fresh pipeline p99 {result['aged_vs_fresh']['p99_pct']:+.1f}%; "
+             if result["aged_vs_fresh"] else "")
+          + f"label mismatches {result['label_mismatches']}; "
           f"{'PASS' if result['pass'] else 'FAIL'}; wrote {a.json}")
     return 0 if result["pass"] else 1
 

@@ -27,4 +27,7 @@ def test_soak_reports_memory_and_latency_drift(tiny_bundle: Path, tmp_path: Path
     assert 0 < first["p50"] <= first["p99"] and 0 < last["p50"] <= last["p99"]
     assert r["pass"] == (r["rss_mib"]["growth_pct"] < 2 and r["latency_ms"]["p99_drift_pct"] < 10)
     assert ("PASS" if r["pass"] else "FAIL") in proc.stdout and (proc.returncode == 0) == r["pass"]
+    ab = r["aged_vs_fresh"]  # the long-run pipeline against a fresh one, frames alternating
+    assert ab["frames"] == 200 and ab["label_disagreements"] == 0 and 0 < ab["fresh"]["p50"] <= ab["fresh"]["p99"]
+    assert r["latency_ms"]["cpu_p99_drift_pct"] is not None and r["windows"][0]["cpu_p50_ms"] > 0
     assert png.stat().st_size > 1000
