@@ -68,9 +68,10 @@ def load_torch_data(path: str | Path, map_location: str | torch.device = "cpu", 
             raise UserError(f"refusing to load '{path}': it holds code ({found.group(1)}), not only weights and "
                             f"data, and loading it could run that code{code_hint}") from None
         refused = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
-        if refused:  # the safe loader met something other than weights and data (e.g. a raw pickle's opcodes)
-            raise UserError(f"refusing to load '{path}': it is not plain weights and data ({refused.group(1).strip()}),"
-                            f" and loading it any other way could run code{code_hint}") from None
+        if refused:  # the safe loader stopped at something other than weights and data: junk, or a raw pickle
+            raise UserError(f"'{path}' is not a readable PyTorch checkpoint: the safe loader stops at "
+                            f"'{refused.group(1).strip()}'; the file is corrupt, or it holds more than weights and "
+                            f"data, which is refused because loading that could run code{code_hint}") from None
         raise UserError(f"'{path}' is not a readable PyTorch checkpoint (corrupt or truncated?)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
