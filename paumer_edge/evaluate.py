@@ -135,10 +135,14 @@ def evaluate(model: PausingSegmenter, dataset: Dataset, points: list[OperatingPo
             images = normalise(torch.stack([im for im, _ in items]).to(device), cfg.mean, cfg.std)
             labels = torch.stack([lab for _, lab in items]).to(device)
             for p, point in enumerate(points):
-                pred = predict(model, images, point, sliding, batch_size)
-                conf[p] += confusion(pred.labels, labels, k)
-                cost[p] += torch.tensor([pred.cost_fraction, 1.0], dtype=torch.float64, device=device)
-                counts[p] += torch.tensor(pred.counts, dtype=torch.float64, device=device)
+                # a threshold's token count depends on the image: score it one image (and window) at a time,
+                # as it runs when deployed, not with the count the most uncertain image of a batch needs
+                step = 1 if point.threshold is not None else len(images)
+                for i in range(0, len(images), step):
+                    pred = predict(model, images[i : i + step], point, sliding, batch_size if step > 1 else 1)
+                    conf[p] += confusion(pred.labels, labels[i : i + step], k)
+                    cost[p] += torch.tensor([pred.cost_fraction, 1.0], dtype=torch.float64, device=device)
+                    counts[p] += torch.tensor(pred.counts, dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
         for t in (conf, cost, counts):
             dist.all_reduce(t)

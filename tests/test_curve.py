@@ -41,3 +41,20 @@ def test_curve_with_modelled_compute(tiny_ckpt: Path, tmp_path: Path) -> None:
     assert all(p["fps"] is None and p["ms_p50"] is None for p in data["curve"])
     assert data["curve"][1]["compute"] < 1.0
     assert cv2.imread(str(png)) is not None
+
+
+def test_thresholds_are_scored_image_by_image_as_deployed(tiny_ckpt: Path) -> None:
+    """A threshold keeps what each image needs: the batch size of the evaluation must not change its score."""
+    from paumer_edge.checkpoint import load_model
+    from paumer_edge.data.dataset import StreetScenes
+    from paumer_edge.evaluate import OperatingPoint, evaluate
+
+    model = load_model(tiny_ckpt)
+    data = StreetScenes(model.cfg.image_size, 8, "test", progress=False)
+    points = [OperatingPoint(1.0, 0.9), OperatingPoint(0.5)]  # the tiny model's heads are unsure: 0.9 pauses
+    batched = evaluate(model, data, points, batch_size=8, progress=False)
+    single = evaluate(model, data, points, batch_size=1, progress=False)
+    assert batched[0].cost_fraction < 0.9  # tokens paused, each image as far as it may
+    for a, b in zip(batched, single):
+        assert a.miou == pytest.approx(b.miou, abs=1e-9) and a.cost_fraction == pytest.approx(b.cost_fraction)
+        assert a.counts == pytest.approx(b.counts)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import time
 from pathlib import Path
 
@@ -49,10 +51,13 @@ def run(a: argparse.Namespace) -> int:
                    "sliding": sliding, "seconds": round(dt, 2), "results": results_json(results),
                    "speed": "measured" if measured else "modelled", "device": str(device),
                    "torch_threads": torch.get_num_threads(), "timing_frames": a.timing_frames if measured else 0,
+                   "machine": f"{platform.machine()} {platform.processor()}".strip(),
+                   "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews FPS
                    "curve": curve_json(curve)}
         write_json_atomic(Path(a.json), payload)
     if a.plot:
-        where = f"PyTorch on {device.type}, {torch.get_num_threads()} threads" if measured else "cost model"
+        threads = torch.get_num_threads()
+        where = f"PyTorch on {device.type}, {threads} thread{'s' if threads > 1 else ''}" if measured else "cost model"
         plot_curve(curve, Path(a.plot), f"{model.cfg.name}: mIoU vs speed ({where})")
     print(f"evaluated {n} images at {len(points)} settings in {dt:.1f} s"
           + (f"; results in {a.json}" if a.json else "") + (f"; curve in {a.plot}" if a.plot else ""))
