@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sliding windows of the model's input size at the image's resolution; STRIDE is a "
                         "fraction of the window (default 0.667); without it, images are resized to the model")
     e.add_argument("--budgets", type=parse_floats, default=[1.0, 0.75, 0.5, 0.25])
+    e.add_argument("--cost", metavar="PROFILE",
+                   help="budgets as fractions of a device's measured latency, as `run` spends them there: a "
+                        "`bench --json` report or a cached profile (default: MACs)")
     e.add_argument("--thresholds", type=parse_floats, help="also evaluate these entropy thresholds")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--device", default="auto")
@@ -155,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threshold", type=float, help="pause tokens whose normalised entropy is below this")
     r.add_argument("--target-ms", type=float, help="adjust the budget frame by frame to hit this latency")
     r.add_argument("--backend", default="auto", choices=list(BACKENDS))
+    r.add_argument("--cost", default="device", choices=["device", "macs"],
+                   help="budgets as fractions of this device's measured latency (default; measured once and "
+                        "cached) or of the multiply-accumulates, as in training and eval")
     r.add_argument("--out", help="overlay video (default: runs/run/<source>_overlay.mp4)")
     r.add_argument("--save-labels", metavar="DIR", help="write one label PNG per frame here")
     r.add_argument("--show", action="store_true", help="show the overlay in a window (q or Esc stops)")
@@ -179,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--frame-size", type=parse_size, default=(360, 640), help="HxW of the test frames")
     n.add_argument("--threads", type=int, default=0)
     n.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    n.add_argument("--cost", default="device", choices=["device", "macs"],
+                   help="budgets as fractions of this device's measured latency (default; measured afresh "
+                        "and cached for `run`) or of the multiply-accumulates")
     n.add_argument("--json", help="write the results here")
     n.add_argument("--plot", help="write a PNG of FPS and compute against budget here")
     n.add_argument("--quiet", action="store_true")

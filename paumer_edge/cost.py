@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from . import UserError
 
 Poly = tuple[float, float, float]  # milliseconds = p[0] + p[1] * n + p[2] * n^2
 
@@ -192,3 +196,29 @@ def fit_latency(ns: Sequence[float], ms: Sequence[float]) -> Poly:
     if best is None:  # only possible when every timing is negative
         return (0.0, 0.0, 0.0)
     return best[1]
+
+
+def load_cost(path: str | Path, base: CostModel) -> CostModel:
+    """A latency profile from a file, for the model `base` describes.
+
+    Takes what paumer-edge writes: a `bench --json` report (its `cost_model`) or a cached profile
+    (`~/.cache/paumer-edge/latency/*.json`: `stage_ms`, `decoder_ms`, `device`).
+    """
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read the latency profile '{path}' ({type(e).__name__}); give a `bench --json` "
+                        "report or a profile from ~/.cache/paumer-edge/latency") from None
+    try:
+        if isinstance(d, dict) and isinstance(d.get("cost_model"), dict):
+            d = d["cost_model"]
+        cost = base.with_latency([tuple(p) for p in d["stage_ms"]], float(d.get("decoder_ms", 0.0)),
+                                 str(d.get("device", "")))
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"'{path}' holds no latency profile of {base.num_stages} stages; give a `bench --json` "
+                        "report or a profile from ~/.cache/paumer-edge/latency of this model's bundle") from None
+    if isinstance(d, dict) and d.get("num_patches", base.num_patches) != base.num_patches:
+        raise UserError(f"the latency profile '{path}' is of a model with {d['num_patches']} patches, this one has "
+                        f"{base.num_patches}: profile this model's bundle")
+    return cost

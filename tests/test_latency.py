@@ -73,3 +73,31 @@ def test_bgr_frames_are_swapped_after_shrinking() -> None:
     assert np.allclose(x[2], 1.0) and np.allclose(x[:2], 0.0)
     y, _ = preprocess(frame, (32, 32), (0, 0, 0), (1, 1, 1))
     assert np.allclose(y[0], 1.0)
+
+
+def test_eval_takes_a_devices_profile(tiny_bundle: Path, tiny_ckpt: Path, tmp_path: Path) -> None:
+    from paumer_edge.checkpoint import load_model
+    from paumer_edge.cli import main
+    from paumer_edge.cost import load_cost
+
+    pipe = Pipeline(tiny_bundle, cost="macs")
+    device_profile(pipe.runner, "eval test", seconds=0.1)
+    cached = profile_path(pipe.runner, "eval test", 0)
+    base = load_model(tiny_ckpt).cost_model()
+    profile = load_cost(cached, base)
+    assert profile.measured and profile.macs == base
+    report = tmp_path / "bench.json"  # a bench report carries the profile too
+    report.write_text(json.dumps({"results": [], "cost_model": profile.to_dict()}))
+    assert load_cost(report, base) == profile
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(tiny_ckpt), "--images", "4", "--budgets", "0.5", "--cost", str(cached),
+                 "--json", str(out), "--speed", "modelled", "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["cost_model"]["stage_ms"] == [list(p) for p in profile.stage_ms or ()]
+    assert result["results"][0]["counts"] == list(plan_budget(profile, 0.5).counts)
+    (tmp_path / "bad.json").write_text('{"stage_ms": [[1, 0, 0]]}')
+    with pytest.raises(UserError, match="no latency profile of 4 stages"):
+        load_cost(tmp_path / "bad.json", base)
+    with pytest.raises(UserError, match="cannot read the latency profile"):
+        load_cost(tmp_path / "missing.json", base)
+    assert main(["eval", "--model", str(tiny_ckpt), "--cost", str(tmp_path / "bad.json"), "--quiet"]) == 2

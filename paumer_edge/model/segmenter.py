@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import UserError
 from ..config import ModelConfig
 from ..pausing import CostModel, Pauser, PausingPolicy
 from .decoders import DecoderLinear, MaskTransformer
@@ -72,6 +73,17 @@ class PausingSegmenter(nn.Module):
         if key not in self._costs:
             self._costs[key] = CostModel.from_config(self.cfg, key)
         return self._costs[key]
+
+    def set_cost_model(self, cost: CostModel | None) -> None:
+        """What budgets are fractions of at the model's own grid: e.g. a device's latency profile, or None
+        for the MAC model. Every forward without a `cost` of its own follows it."""
+        self._costs.pop(self.cfg.grid, None)
+        if cost is not None:
+            if cost.num_patches != self.cfg.num_patches or cost.num_stages != self.cfg.num_stages:
+                raise UserError(f"a cost model of {cost.num_stages} stages on {cost.num_patches} patches does not "
+                                f"fit model '{self.cfg.name}' ({self.cfg.num_stages} stages, "
+                                f"{self.cfg.num_patches} patches)")
+            self._costs[self.cfg.grid] = cost
 
     def decode(self, tokens: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
         """Normed tokens incl. extra tokens [B, E+N, C] -> logits [B, K, H, W]."""

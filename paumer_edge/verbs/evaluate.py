@@ -13,6 +13,7 @@ import torch
 from .. import UserError
 from ..atomic import write_json_atomic
 from ..checkpoint import load_model
+from ..cost import load_cost
 from ..curve import curve_json, curve_points, curve_table, plot_curve, time_points
 from ..data.registry import build_dataset, check_classes, parse_data_spec
 from ..evaluate import OperatingPoint, evaluate, results_json, results_table
@@ -34,6 +35,8 @@ def run(a: argparse.Namespace) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     model = load_model(a.model, device)
+    if a.cost:  # budgets as fractions of a device's latency (what `run` uses there) instead of MACs
+        model.set_cost_model(load_cost(a.cost, model.cost_model()))
     check_classes(model.cfg.num_classes, spec, f"model '{a.model or 'sample'}'")
     data = build_dataset(spec, split, model.cfg.image_size, a.images, progress=not a.quiet, scale=a.data_scale)
     n = len(data)  # type: ignore[arg-type]
@@ -48,6 +51,7 @@ def run(a: argparse.Namespace) -> int:
         print(curve_table(curve))
     if a.json:
         payload = {"model": str(a.model or "sample"), "data": str(spec), "split": split, "images": n,
+                   "cost_model": model.cost_model().to_dict(),
                    "sliding": sliding, "seconds": round(dt, 2), "results": results_json(results),
                    "speed": "measured" if measured else "modelled", "device": str(device),
                    "torch_threads": torch.get_num_threads(), "timing_frames": a.timing_frames if measured else 0,

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import UserError
+from ..cache import cache_root
 from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from ..data.dataset import cache_root
 from ..errors import SourceError
 from ..runtime.bundle import MANIFEST, BundleError, load_bundle
 from ..runtime.loop import run_stream
@@ -72,7 +72,7 @@ def run(a: argparse.Namespace) -> int:
     pipe_class = partial(SlidingPipeline, stride=a.sliding) if a.sliding is not None else Pipeline
     pipe = pipe_class(bundle, backend=a.backend, budget=a.budget if a.budget is not None else 1.0,
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
-                    stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True)
+                    stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost)
     info = pipe.info
     out = a.out
     if out is None and not (a.save_labels or a.show or a.no_save):
@@ -83,7 +83,7 @@ def run(a: argparse.Namespace) -> int:
     labels = LabelSink(a.save_labels) if a.save_labels else None
     window = WindowSink() if a.show else None
     if not a.quiet:
-        print(f"{source.description} -> {pipe.describe()}")
+        print(f"{source.description} -> {pipe.describe()} ({pipe.cost_source})")
 
     def view(frame: Frame, result: Result) -> np.ndarray:
         smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None else None
