@@ -99,7 +99,10 @@ def plan_budget(cost: CostModel, budget: float) -> BudgetPlan:
     # For r < 1 the cost is non-decreasing in r (counts are), so bisect for the supremum.
     lo, hi = 0.0, 1.0
     if frac(lo) > budget:
-        return BudgetPlan(budget, 0.0, counts_for_ratio(p, s, 0.0), frac(0.0))
+        cheapest = frac(0.0)
+        if cheapest >= 1.0:  # the pausing heads cost more than pausing can save: the unpaused network is cheapest
+            return BudgetPlan(budget, 1.0, (p,) * s, 1.0)
+        return BudgetPlan(budget, 0.0, counts_for_ratio(p, s, 0.0), cheapest)
     for _ in range(60):
         mid = 0.5 * (lo + hi)
         if frac(mid) <= budget:
@@ -125,7 +128,10 @@ def select_tokens(entropy: np.ndarray, count: int) -> np.ndarray:
     Ties go to the lower position (stable sort), so the choice is deterministic; NaN counts as
     maximally uncertain, so a broken entropy never pauses a token.
     """
-    ent = np.asarray(entropy, dtype=np.float32)
+    ent = np.asarray(entropy)
+    if ent.dtype != np.float32:  # float64 beyond float32's range becomes inf, quietly: still maximally uncertain
+        with np.errstate(over="ignore", invalid="ignore"):
+            ent = ent.astype(np.float32)
     if ent.ndim != 2:
         raise PolicyError(f"entropy must be [batch, tokens], got shape {ent.shape}")
     nan = np.isnan(ent)

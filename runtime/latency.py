@@ -108,7 +108,7 @@ def _read(path: Path, cost: CostModel) -> CostModel | None:
         if d.get("version") != PROFILE_VERSION:
             return None
         return cost.with_latency([tuple(p) for p in d["stage_ms"]], float(d["decoder_ms"]), str(d["device"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
 

@@ -148,3 +148,12 @@ def test_pauser_combines_budget_and_threshold() -> None:
 def test_policy_module_does_not_import_torch() -> None:
     code = "import sys, paumer_edge.pausing; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_when_the_heads_cost_more_than_pausing_saves_nothing_pauses() -> None:
+    # 1000 classes on 4 patches of width 8: a pausing head costs more than the blocks it would skip
+    cost = CostModel(embed_dim=8, mlp_ratio=4.0, num_patches=4, extra_tokens=0, stage_blocks=(1, 1),
+                     num_classes=1000, patch_size=2)
+    assert cost.encoder_cost([4, 1], pausing=True) > cost.full_cost
+    plan = plan_budget(cost, 0.5)
+    assert plan.counts == (4, 4) and not plan.pauses and plan.cost_fraction == 1.0 and plan.clamped
