@@ -34,7 +34,8 @@ class Stage0(nn.Module):
             x = blk(x)
         if self.head is None:
             return (x,)
-        return x, normalised_entropy(self.head(x[:, self.model.encoder.num_extra_tokens :]))
+        # the head scores every row and the (small) entropies are sliced, not the (large) tokens
+        return x, normalised_entropy(self.head(x))[:, self.model.encoder.num_extra_tokens :]
 
 
 class StageK(nn.Module):
@@ -50,19 +51,24 @@ class StageK(nn.Module):
     def forward(self, tokens: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, ...]:
         e = self.extra
         b, length, c = tokens.shape
-        n_all = length - e
-        # whole rows: Gather / ScatterND on [B*N, C] move each token as one block (GatherElements and
-        # ScatterElements would index every element)
-        flat = (active + torch.arange(b, device=active.device).unsqueeze(1) * n_all).reshape(-1)
-        rows = tokens[:, e:].reshape(b * n_all, c)
-        x = torch.cat([tokens[:, :e], rows.index_select(0, flat).reshape(b, -1, c)], dim=1)
+        # Rows of the buffer this stage runs on: the extra tokens (always active), then the active patches.
+        # Built as indices, so the tokens move once each way: Gather and ScatterND of whole rows on
+        # [B*L, C] (no split, slice or concat of the token buffer; GatherElements / ScatterElements would
+        # index every element).
+        if e:
+            extra = torch.arange(e, device=active.device).unsqueeze(0).expand(b, e)
+            idx = torch.cat([extra, active + e], dim=1)
+        else:
+            idx = active
+        flat = (idx + torch.arange(b, device=active.device).unsqueeze(1) * length).reshape(-1)
+        rows = tokens.reshape(b * length, c)
+        x = rows.index_select(0, flat).reshape(b, -1, c)
         for blk in self.blocks:
             x = blk(x)
-        rows = rows.index_put((flat,), x[:, e:].reshape(-1, c))
-        out = torch.cat([x[:, :e], rows.reshape(b, n_all, c)], dim=1)
+        out = rows.index_put((flat,), x.reshape(-1, c)).reshape(b, length, c)
         if self.head is None:
             return (out,)
-        return out, normalised_entropy(self.head(x[:, e:]))
+        return out, normalised_entropy(self.head(x))[:, e:]
 
 
 class Decoder(nn.Module):
