@@ -1,7 +1,9 @@
 """Latency of a bundle at a list of budgets, measured in one interleaved run (torch-free).
 
 Every round runs each setting once, so noise on a shared machine hits all settings alike and the
-ratios between them hold. End to end = pre-processing + staged inference + labels back to the frame.
+ratios between them hold; `speedup_paired` (the median of per-round ratios) is the figure to read
+where the machine's speed drifts, `speedup_vs_budget1` the plain ratio of mean FPS.
+End to end = pre-processing + staged inference + labels back to the frame.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds
                 run(t, frames[r % len(frames)])
             bar.update()
     bar.close()
+    same_phase = {id(t) for t, _ in phases[0]}
     refs = refs + others
     base = next((t for t in timings if t.budget == 1.0), None)
     rows = []
@@ -93,6 +96,14 @@ def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds
         row = t.summary()
         if base is not None:
             row["speedup_vs_budget1"] = float(np.mean(base.total_ms) / np.mean(t.total_ms))
+            # Paired: the median over rounds of budget 1's time / this setting's time in the same round, so
+            # a slow stretch of the machine hits both sides of each ratio (settings of the second phase, run
+            # at other times, get the ratio of medians instead).
+            if id(t) in same_phase:
+                paired = np.median(np.asarray(base.total_ms) / np.asarray(t.total_ms))
+            else:
+                paired = np.median(base.total_ms) / np.median(t.total_ms)
+            row["speedup_paired"] = float(paired)
             if t.budget is not None:
                 row["ideal_speedup"] = pipe.cost.ideal_speedup(t.cost_fraction)
         rows.append(row)

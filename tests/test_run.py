@@ -163,6 +163,9 @@ def test_bench_writes_table_json_and_plot(tiny_bundle: Path, tmp_path: Path) -> 
     assert b05["ideal_speedup"] > 1 and b1["ideal_speedup"] == pytest.approx(1.0)
     for r in rows:
         assert r["ms_p50"] > 0 and r["ms_p99"] >= r["ms_p50"] and r["runs"] == 4
+        assert r["speedup_paired"] > 0 and r["speedup_vs_budget1"] > 0
+    assert b1["speedup_paired"] == 1.0  # budget 1 against itself, round by round
+    assert json.loads(js.read_text())["cost_model"]["stage_ms"]  # budgets were fractions of measured latency
     assert png.stat().st_size > 1000
     out = proc.stdout
     assert "budget 0.5" in out and "full.onnx" in out and "benchmarked 2 budgets" in out

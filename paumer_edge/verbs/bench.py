@@ -54,15 +54,16 @@ def profile_line(cost: CostModel) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'setting':<16}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'FPS':>8}{'speed-up':>10}{'ideal':>8}"
-             f"  {'stage ms (p50, + decoder)':<32}tokens"]
+    lines = [f"{'setting':<16}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'FPS':>8}{'FPS ratio':>10}{'paired':>8}"
+             f"{'ideal':>8}  {'stage ms (p50, + decoder)':<32}tokens"]
     for r in rows:
         ideal = f"{r['ideal_speedup']:.2f}x" if "ideal_speedup" in r else "-"
         speed = f"{r['speedup_vs_budget1']:.2f}x" if "speedup_vs_budget1" in r else "-"
+        paired = f"{r['speedup_paired']:.2f}x" if "speedup_paired" in r else "-"
         stages = " ".join(f"{v:.1f}" for v in r.get("stage_ms_p50", []))
         tokens = "/".join(str(c) for c in r.get("counts", []))
         lines.append(f"{r['name']:<16}{r['ms_p50']:>8.2f}{r['ms_p90']:>8.2f}{r['ms_p99']:>8.2f}{r['fps']:>8.1f}"
-                     f"{speed:>10}{ideal:>8}  {stages:<32}{tokens}")
+                     f"{speed:>10}{paired:>8}{ideal:>8}  {stages:<32}{tokens}")
     return "\n".join(lines)
 
 
