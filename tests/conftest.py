@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,16 @@ def tiny_bundle(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = tmp_path_factory.mktemp("bundles") / "tiny.paumer"
     export_bundle(load_model(tiny_ckpt), out, ExportOptions(), source=str(tiny_ckpt), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def without_torch() -> Callable[[str], str]:
+    """Run Python code in a fresh process in which any import of torch fails; returns its output."""
+
+    def run(code: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None\n" + code],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    return run
