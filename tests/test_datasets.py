@@ -182,16 +182,21 @@ def test_image_without_label_and_unreadable_files(tmp_path: Path) -> None:
 
 
 # ---- train and evaluate through the CLI --------------------------------------------------------
+def train_tiny(spec: str, out: Path, steps: int, capsys: pytest.CaptureFixture) -> Path:
+    """Train the tiny preset on a dataset spec for a few steps through the CLI; the released model."""
+    code = main(["train", "--preset", "tiny", "--data", spec, "--steps", str(steps), "--batch-size", "2",
+                 "--eval-every", str(steps), "--val-images", "2", "--out", str(out), "--quiet", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    return out / "model.pt"
+
+
 def test_train_and_eval_on_cityscapes_through_the_cli(city: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
-    out = tmp_path / "run"
-    code = main(["train", "--preset", "tiny", "--data", f"cityscapes:{city}", "--steps", "3", "--batch-size", "2",
-                 "--eval-every", "3", "--val-images", "2", "--out", str(out), "--quiet", "--device", "cpu"])
-    assert code == 0, capsys.readouterr().err
-    ckpt = torch.load(out / "model.pt", weights_only=True)
+    model = train_tiny(f"cityscapes:{city}", tmp_path / "run", 3, capsys)
+    ckpt = torch.load(model, weights_only=True)
     assert tuple(ckpt["config"]["class_names"]) == CITYSCAPES_CLASSES  # the preset took the dataset's classes
     report = tmp_path / "eval.json"
-    code = main(["eval", "--model", str(out / "model.pt"), "--data", f"cityscapes:{city}", "--budgets", "1,0.5",
+    code = main(["eval", "--model", str(model), "--data", f"cityscapes:{city}", "--budgets", "1,0.5",
                  "--json", str(report), "--quiet"])
     assert code == 0, capsys.readouterr().err
     data = json.loads(report.read_text())
@@ -199,23 +204,20 @@ def test_train_and_eval_on_cityscapes_through_the_cli(city: Path, tmp_path: Path
     assert set(data["results"][0]["iou"]) == set(CITYSCAPES_CLASSES)
     assert 0 <= data["results"][0]["miou"] <= 1
     # the same model on synthetic streets: 19 classes against 10 is a clear error, exit 2
-    code = main(["eval", "--model", str(out / "model.pt"), "--images", "2", "--quiet"])
+    code = main(["eval", "--model", str(model), "--images", "2", "--quiet"])
     assert code == 2 and "predicts 19 classes but synthetic streets has 10" in capsys.readouterr().err
 
 
 def test_train_and_eval_on_ade20k_with_sliding_windows(ade: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
-    out = tmp_path / "run"
-    code = main(["train", "--preset", "tiny", "--data", f"ade20k:{ade}", "--steps", "2", "--batch-size", "2",
-                 "--eval-every", "2", "--val-images", "2", "--out", str(out), "--quiet", "--device", "cpu"])
-    assert code == 0, capsys.readouterr().err
+    model = train_tiny(f"ade20k:{ade}", tmp_path / "run", 2, capsys)
     report = tmp_path / "eval.json"
-    code = main(["eval", "--model", str(out / "model.pt"), "--data", f"ade20k:{ade}", "--budgets", "1",
+    code = main(["eval", "--model", str(model), "--data", f"ade20k:{ade}", "--budgets", "1",
                  "--sliding", "--json", str(report), "--quiet"])
     assert code == 0, capsys.readouterr().err
     data = json.loads(report.read_text())
     assert data["sliding"] == pytest.approx(2 / 3) and len(data["results"][0]["iou"]) == 150
     # a checkpoint with other classes cannot start a fine-tune on this data
-    code = main(["train", "--init", str(out / "model.pt"), "--data", "synthetic", "--steps", "1",
+    code = main(["train", "--init", str(model), "--data", "synthetic", "--steps", "1",
                  "--out", str(tmp_path / "bad"), "--quiet"])
     assert code == 2 and "predicts 150 classes but synthetic streets has 10" in capsys.readouterr().err
