@@ -115,9 +115,18 @@ def plan_budget(cost: CostModel, budget: float) -> BudgetPlan:
 # ---------------------------------------------------------------------------------------------
 # Entropies -> indices
 # ---------------------------------------------------------------------------------------------
+def _float32(entropy: np.ndarray) -> np.ndarray:
+    """Entropies as float32 (what both frameworks compute); beyond float32's range -> inf, quietly."""
+    ent = np.asarray(entropy)
+    if ent.dtype != np.float32:
+        with np.errstate(over="ignore", invalid="ignore"):
+            ent = ent.astype(np.float32)
+    return ent
+
+
 def threshold_count(entropy: np.ndarray, threshold: float) -> int:
     """Tokens to keep so that every image keeps all its tokens with entropy >= threshold (at least 1)."""
-    ent = np.nan_to_num(np.asarray(entropy, dtype=np.float32), nan=1.0)
+    ent = np.nan_to_num(_float32(entropy), nan=1.0)
     per_image = (ent >= threshold).sum(axis=-1)
     return max(1, int(per_image.max(initial=0)))
 
@@ -128,10 +137,7 @@ def select_tokens(entropy: np.ndarray, count: int) -> np.ndarray:
     Ties go to the lower position (stable sort), so the choice is deterministic; NaN counts as
     maximally uncertain, so a broken entropy never pauses a token.
     """
-    ent = np.asarray(entropy)
-    if ent.dtype != np.float32:  # float64 beyond float32's range becomes inf, quietly: still maximally uncertain
-        with np.errstate(over="ignore", invalid="ignore"):
-            ent = ent.astype(np.float32)
+    ent = _float32(entropy)
     if ent.ndim != 2:
         raise PolicyError(f"entropy must be [batch, tokens], got shape {ent.shape}")
     nan = np.isnan(ent)

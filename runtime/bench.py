@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .pipeline import Pipeline
-from .preprocess import labels_to_frame, preprocess, to_rgb_uint8
+from .preprocess import labels_to_frame, preprocess
 
 
 @dataclass
@@ -116,7 +116,7 @@ def full_graph_reference(pipe: Pipeline) -> Callable[[np.ndarray], np.ndarray]:
     m = pipe.info
 
     def run(frame: np.ndarray) -> np.ndarray:
-        x, placement = preprocess(to_rgb_uint8(frame), m.input_size, m.mean, m.std, pipe.letterbox, pipe.bgr)
+        x, placement = preprocess(frame, m.input_size, m.mean, m.std, pipe.letterbox, pipe.bgr)
         labels = session.run({"image": x[None]})[0]
         return labels_to_frame(labels[0], placement)
 

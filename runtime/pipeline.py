@@ -37,7 +37,7 @@ from .backends.select import open_backend
 from .bundle import Bundle, ModelInfo, load_bundle
 from .controller import LatencyController
 from .latency import device_profile
-from .preprocess import Placement, labels_to_frame, preprocess, to_rgb_uint8
+from .preprocess import Placement, labels_to_frame, preprocess
 from .staged import StagedRunner, StageStats
 
 
@@ -124,7 +124,7 @@ class Pipeline:
         """Segment one frame. `budget` / `threshold` override the pipeline's knobs for this call."""
         t0 = time.perf_counter()
         m = self.info
-        x, placement = preprocess(to_rgb_uint8(frame), m.input_size, m.mean, m.std, self.letterbox, self.bgr)
+        x, placement = preprocess(frame, m.input_size, m.mean, m.std, self.letterbox, self.bgr)
         t1 = time.perf_counter()
         with self._lock:
             b = check_budget(budget) if budget is not None else self.budget

@@ -15,7 +15,7 @@ from ..cost import CostModel
 from ..data.streets import derive_seed, street_scene
 from ..runtime.bench import bench, full_graph_reference
 from ..runtime.pipeline import Pipeline
-from ..runtime.preprocess import labels_to_frame, preprocess, to_rgb_uint8
+from ..runtime.preprocess import labels_to_frame, preprocess
 from .run import bundle_for
 
 
@@ -34,7 +34,7 @@ def torch_references(pipe: Pipeline, budgets: list[float]) -> dict[str, Callable
     refs: dict[str, Callable[[np.ndarray], object]] = {}
     for b in budgets:
         def run(frame: np.ndarray, b: float = b) -> np.ndarray:
-            x, placement = preprocess(to_rgb_uint8(frame), m.input_size, m.mean, m.std, pipe.letterbox, pipe.bgr)
+            x, placement = preprocess(frame, m.input_size, m.mean, m.std, pipe.letterbox, pipe.bgr)
             with torch.inference_mode():
                 out = model(torch.from_numpy(x[None]), budget=b, cost=pipe.cost)
                 labels = out.logits.argmax(1)[0].to(torch.uint8).numpy()
