@@ -1,1 +1,5 @@
 """PyTorch -> deployment bundle (staged ONNX graphs, manifest, TensorRT engines)."""
+
+# Raised whenever the exported graphs change for the same checkpoint, so cached exports are remade.
+# Here (not in graphs.py) so the torch-free runtime can read it.
+GRAPHS_REVISION = 2

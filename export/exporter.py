@@ -21,8 +21,10 @@ from tqdm import tqdm
 from paumer_edge import UserError, __version__
 from paumer_edge.atomic import write_json_atomic
 from paumer_edge.model import PausingSegmenter
+from paumer_edge.model.vit import unfused_attention
 from paumer_edge.pausing import CostModel
 
+from . import GRAPHS_REVISION
 from .graphs import Decoder, Full, Stage0, StageK, at_image_size
 from .onnx_graph import DIM_BATCH, DIM_TOKENS, export_module, tensor_specs
 
@@ -92,7 +94,7 @@ def build_manifest(model: PausingSegmenter, graphs: dict[str, dict[str, Any]], o
         "graphs": graphs,
         "batch": {"min": opts.batch[0], "opt": opts.batch[1], "max": opts.batch[2]},
         "exporter": {"paumer_edge": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "opset": opts.opset, "exporter": "torch.onnx dynamo"},
+                     "opset": opts.opset, "exporter": "torch.onnx dynamo", "graphs_revision": GRAPHS_REVISION},
         "engines": [],
     }
 
@@ -138,8 +140,9 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
             bar.set_postfix_str(name)
             path = tmp / f"{name}.onnx"
             t0 = time.perf_counter()
-            export_module(module.eval(), args, path, inputs, outputs, dynamic, opts.opset, opts.batch[2],
-                          cfg.num_patches)
+            with unfused_attention(module):
+                export_module(module.eval(), args, path, inputs, outputs, dynamic, opts.opset, opts.batch[2],
+                              cfg.num_patches)
             proto = onnx.load(str(path))
             graphs[name] = {"file": path.name, "sha256": sha256_file(path), "inputs": tensor_specs(proto, "inputs"),
                             "outputs": tensor_specs(proto, "outputs"), "bytes": path.stat().st_size,

@@ -7,6 +7,7 @@ import torch
 
 from paumer_edge.config import preset
 from paumer_edge.model import PausingSegmenter
+from paumer_edge.model.vit import Attention, unfused_attention
 from paumer_edge.pausing import PolicyError, plan_budget
 
 MASK = preset("tiny").replace(name="tiny-mask", decoder="mask_transformer", decoder_depth=1)
@@ -172,3 +173,17 @@ def test_training_mode_returns_aux_for_every_head() -> None:
     out = m(images(m.cfg), budget=0.4)
     (out.logits.sum() + sum(a.logits.sum() for a in out.aux)).backward()
     assert all(p.grad is not None for p in m.parameters())
+
+
+@torch.no_grad()
+def test_written_out_attention_matches_the_fused_kernel(model: PausingSegmenter) -> None:
+    x = images(model.cfg)
+    fused = model(x, budget=0.5).logits
+    with unfused_attention(model):
+        assert not any(m.fused for m in model.modules() if isinstance(m, Attention))
+        written = model(x, budget=0.5).logits
+    assert all(m.fused for m in model.modules() if isinstance(m, Attention))  # restored
+    torch.testing.assert_close(written, fused, rtol=1e-4, atol=1e-4)
+    with pytest.raises(RuntimeError), unfused_attention(model):
+        raise RuntimeError("export failed")
+    assert all(m.fused for m in model.modules() if isinstance(m, Attention))  # restored on errors too

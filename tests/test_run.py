@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from paumer_edge.export import GRAPHS_REVISION
 from paumer_edge.runtime import Pipeline
 from paumer_edge.runtime.loop import run_stream
 from paumer_edge.runtime.sources import open_source
@@ -147,6 +148,14 @@ def test_checkpoint_is_exported_once_to_the_cache(tiny_ckpt: Path, video: Path, 
     assert len(bundles) == 1
     second = cli("run", str(video), "--model", str(ckpt), "--no-save", "--max-frames", "2")
     assert second.returncode == 0 and "exporting" not in second.stdout
+    # an export by an older exporter (other graphs for the same checkpoint) is remade, not reused
+    manifest = bundles[0] / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["exporter"]["graphs_revision"] = 1
+    manifest.write_text(json.dumps(data))
+    third = cli("run", str(video), "--model", str(ckpt), "--no-save", "--max-frames", "2")
+    assert third.returncode == 0 and "exporting" in third.stdout, third.stderr
+    assert json.loads(manifest.read_text())["exporter"]["graphs_revision"] == GRAPHS_REVISION
 
 
 def test_bench_writes_table_json_and_plot(tiny_bundle: Path, tmp_path: Path) -> None:

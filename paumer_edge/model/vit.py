@@ -7,6 +7,8 @@ which is what lets later stages run on the active tokens only.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -26,19 +28,46 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention.
+
+    `fused` (timm's `fused_attn`): PyTorch's scaled_dot_product_attention, the fast kernel in eager mode.
+    Off, the same sums are written out, which is what export wants: the ONNX exporter decomposes the
+    fused op into shape arithmetic that runs on every call when the token count is dynamic, and
+    ONNX Runtime and TensorRT fuse the written-out form themselves.
+    """
+
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.fused = True
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v)
+        # [B, N, 3*heads, head_dim] -> [B, 3*heads, N, head_dim], split into q, k, v of [B, heads, N, head_dim]
+        q, k, v = self.qkv(x).reshape(b, n, 3 * self.num_heads, self.head_dim).transpose(1, 2).chunk(3, dim=1)
+        if self.fused:
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:
+            x = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+@contextmanager
+def unfused_attention(model: nn.Module) -> Iterator[None]:
+    """Within the block, every Attention of `model` uses the written-out form (for export)."""
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    before = [m.fused for m in layers]
+    for m in layers:
+        m.fused = False
+    try:
+        yield
+    finally:
+        for m, fused in zip(layers, before):
+            m.fused = fused
 
 
 class Mlp(nn.Module):

@@ -13,6 +13,7 @@ from .. import UserError
 from ..cache import cache_root
 from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from ..errors import SourceError
+from ..export import GRAPHS_REVISION
 from ..runtime.bundle import MANIFEST, BundleError, load_bundle
 from ..runtime.loop import run_stream
 from ..runtime.pipeline import Pipeline, Result
@@ -46,15 +47,16 @@ def bundle_for(model: str | None, quiet: bool = False, scores: bool = False) -> 
 
 
 def _usable(cached: Path) -> bool:
-    """Whether a cached export is there and intact; a damaged one (an edited file, a crash of an older
+    """Whether a cached export is there, intact and current; a damaged one (an edited file, a crash of an older
     version mid-export) is exported again rather than refused: the cache holds only what it can remake."""
     if not (cached / MANIFEST).exists():
         return False
     try:
-        load_bundle(cached)
-        return True
+        bundle = load_bundle(cached)
     except BundleError:
         return False
+    # an export by an older exporter is remade: the cache should give what exporting now gives
+    return bundle.manifest.get("exporter", {}).get("graphs_revision") == GRAPHS_REVISION
 
 
 def run(a: argparse.Namespace) -> int:
