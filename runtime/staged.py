@@ -56,6 +56,7 @@ class StagedRunner:
         self.stages: list[GraphSession] = [backend.open(bundle, name) for name in bundle.stage_names]
         self.decoder = backend.open(bundle, "decoder")
         self._all = np.arange(bundle.model.num_patches, dtype=np.int64)[None]
+        self._all.flags.writeable = False  # fed to every stage while nothing pauses
 
     def forward(self, images: np.ndarray, policy: PausingPolicy, stage_map: bool = False,
                 observe: Callable[[str, dict[str, Any]], None] | None = None,
@@ -79,17 +80,19 @@ class StagedRunner:
         outs = self.stages[0].run({"image": images}, keep)
         stats.stage_ms.append((time.perf_counter() - t0) * 1000)
         tokens, entropy = outs[0], (outs[1] if len(outs) > 1 else None)
-        active = np.broadcast_to(self._all, (b, self._all.shape[1]))
+        # the host work between stages runs on caches the stage just flushed: keep it to a few calls
+        active = self._all if b == 1 else np.ascontiguousarray(np.broadcast_to(self._all, (b, self._all.shape[1])))
         stats.counts.append(active.shape[1])
+        pausing = pauser.needs_entropy
         for k, session in enumerate(self.stages[1:], start=1):
             t0 = time.perf_counter()
-            if pauser.needs_entropy and entropy is not None:
+            if pausing and entropy is not None:
                 chosen = pauser.select(k - 1, entropy)
                 if chosen is not None:
                     active = np.take_along_axis(active, chosen, axis=1)
             if smap is not None:
                 np.put_along_axis(smap, active, k, axis=1)
-            feeds = {"tokens": tokens, "active": np.ascontiguousarray(active)}
+            feeds = {"tokens": tokens, "active": active}
             if observe is not None:
                 observe(self.bundle.stage_names[k], feeds)
             t1 = time.perf_counter()
@@ -104,7 +107,7 @@ class StagedRunner:
         t0 = time.perf_counter()
         result = self.decoder.run({"tokens": tokens})
         stats.decoder_ms = (time.perf_counter() - t0) * 1000
-        stats.cost_fraction = cost.encoder_cost(stats.counts, pausing=pauser.needs_entropy) / cost.full_cost
+        stats.cost_fraction = cost.encoder_cost(stats.counts, pausing=pausing) / cost.full_cost
         return StagedOutput(result[0], result[1] if len(result) > 1 else None,
                             None if smap is None else smap.reshape(b, rows, cols), stats)
 
