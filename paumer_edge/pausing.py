@@ -184,6 +184,11 @@ class Pauser:
             keep = min(keep, threshold_count(entropy, self.policy.threshold))
         return max(1, keep)
 
+    def spent(self, counts: list[int] | tuple[int, ...]) -> float:
+        """Fraction of the full encoder's cost that a forward pass with these per-stage counts spent
+        (the pausing heads are charged whenever they ran)."""
+        return self.cost.encoder_cost(counts, pausing=self.needs_entropy) / self.cost.full_cost
+
     def select(self, point: int, entropy: np.ndarray) -> np.ndarray | None:
         """Positions (within the active set) of the tokens that stay active; None if all stay."""
         keep = self.count(point, entropy)

@@ -97,14 +97,13 @@ def _read_manifest(root: Path) -> Any:
         raise BundleError(f"{mpath} nests too deeply to be a bundle manifest; {REEXPORT}") from None
 
 
-def _file_bytes(path: Path) -> tuple[str, Any]:
-    """sha256 and a read-only buffer of the whole file (memory-mapped: graphs can be large)."""
+def _file_bytes(path: Path) -> Any:
+    """A read-only buffer of the whole file (memory-mapped: graphs can be large)."""
     with open(path, "rb") as f:
         try:
-            data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except ValueError:  # empty file
-            data = b""
-    return hashlib.sha256(data).hexdigest(), data
+            return b""
 
 
 def _spec_text(specs: list[IoSpec] | tuple[TensorSpec, ...]) -> str:
@@ -116,11 +115,11 @@ def _check_graph(root: Path, name: str, g: GraphSpec, check_hash: bool) -> None:
     if not file.is_file():
         raise BundleError(f"bundle file '{g.file}' ({name}) is missing from '{root}'; {REEXPORT}")
     try:
-        digest, data = _file_bytes(file)
+        data = _file_bytes(file)
     except OSError as e:
         raise BundleError(f"cannot read bundle file '{file}' ({e.strerror or e})") from None
     try:
-        if check_hash and digest != g.sha256:
+        if check_hash and hashlib.sha256(data).hexdigest() != g.sha256:
             raise BundleError(f"bundle file '{g.file}' does not match its sha256 in the manifest: it was changed or "
                               f"corrupted; {REEXPORT}")
         try:

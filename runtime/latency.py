@@ -9,6 +9,7 @@ to `a + b*n + c*n^2`. A profile is measured once per bundle, backend and machine
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ class Profile:
     source: str  # "measured in 1.9 s" or "cached <path>"
 
 
+@functools.cache
 def machine() -> str:
     """This machine as a profile is keyed: architecture, processor model and cores."""
     model = platform.processor() or ""

@@ -125,11 +125,11 @@ def require_scores(bundle: Bundle) -> None:
 
 def sliding_segment(runner: StagedRunner, rgb: np.ndarray, policy: PausingPolicy, stride: float = DEFAULT_STRIDE,
                     stage_map: bool = False, batch: int = 1, cost: CostModel | None = None) -> SlidingOutput:
-    """Segment an RGB uint8 frame [h, w, 3] window by window with a bundle whose decoder outputs scores.
+    """Segment an RGB uint8 frame [h, w, 3] window by window with a bundle whose decoder outputs scores
+    (`require_scores` checks that, once per bundle: `SlidingPipeline` does on construction).
 
     `cost` is what the budget is a fraction of (default: the bundle's MAC model), as in `StagedRunner`.
     """
-    require_scores(runner.bundle)
     m = runner.bundle.model
     size = covering_size(rgb.shape[:2], m.input_size)
     x, _ = preprocess(rgb, size, m.mean, m.std, letterbox=False)  # scale (if needed) and normalise once

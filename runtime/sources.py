@@ -61,11 +61,15 @@ def _to_rgb(img: np.ndarray) -> np.ndarray:
 
 def unique_names(files: list[Path]) -> list[str]:
     """File stems, made unique (a/x.png and b/x.png -> x, x_2) so label files never overwrite each other."""
-    seen: dict[str, int] = {}
+    taken: set[str] = set()
     names = []
     for f in files:
-        n = seen[f.stem] = seen.get(f.stem, 0) + 1
-        names.append(f.stem if n == 1 else f"{f.stem}_{n}")
+        name, n = f.stem, 1
+        while name in taken:  # a/x, b/x and b/x_2 -> x, x_2, x_2_2
+            n += 1
+            name = f"{f.stem}_{n}"
+        taken.add(name)
+        names.append(name)
     return names
 
 

@@ -107,7 +107,7 @@ class StagedRunner:
         t0 = time.perf_counter()
         result = self.decoder.run({"tokens": tokens})
         stats.decoder_ms = (time.perf_counter() - t0) * 1000
-        stats.cost_fraction = cost.encoder_cost(stats.counts, pausing=pausing) / cost.full_cost
+        stats.cost_fraction = pauser.spent(stats.counts)
         return StagedOutput(result[0], result[1] if len(result) > 1 else None,
                             None if smap is None else smap.reshape(b, rows, cols), stats)
 

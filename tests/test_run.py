@@ -193,3 +193,12 @@ def test_samples_robot_loop_and_ros2_guard(tiny_bundle: Path, video: Path) -> No
         import rclpy  # noqa: F401
     except ImportError:
         assert ros.returncode == 2 and "rclpy is not available" in ros.stderr
+
+
+def test_label_names_from_several_folders_never_collide() -> None:
+    from paumer_edge.runtime.sources import unique_names
+
+    files = [Path("a/x.png"), Path("b/x.png"), Path("b/x_2.png"), Path("c/y.jpg")]
+    names = unique_names(files)
+    assert len(set(names)) == len(files)
+    assert names[0] == "x" and names[3] == "y"

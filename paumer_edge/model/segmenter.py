@@ -147,5 +147,4 @@ class PausingSegmenter(nn.Module):
         if buf is not None and active is not None:
             x = torch.cat([x[:, :extra], _put(buf, active, x[:, extra:])], dim=1)
         logits = self.decode(self.encoder.norm(x), (h, w))
-        spent = pauser.cost.encoder_cost(counts, pausing=pauser.needs_entropy) / pauser.cost.full_cost
-        return SegmenterOutput(logits, stage_map.reshape(bsz, *grid), tuple(counts), spent, aux)
+        return SegmenterOutput(logits, stage_map.reshape(bsz, *grid), tuple(counts), pauser.spent(counts), aux)
