@@ -182,7 +182,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from paumer_edge.atomic import save_figure_atomic
+    from paumer_edge.core.atomic import save_figure_atomic
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True)
     trace = np.array(result["rss_trace_mib"])
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", default=str(RESULTS / "soak.png"))
     p.add_argument("--quiet", dest="progress", action="store_false")
     a = p.parse_args(argv)
-    from paumer_edge.atomic import write_json_atomic
+    from paumer_edge.core.atomic import write_json_atomic
 
     result = soak(a)
     write_json_atomic(a.json, result)

@@ -12,15 +12,15 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from paumer_edge import UserError
+from paumer_edge.core.atomic import write_bytes_atomic
+from paumer_edge.core.pausing import PausingPolicy
 from paumer_edge.runtime.backends import OrtBackend
 from paumer_edge.runtime.bundle import Bundle
 from paumer_edge.runtime.gpu import check, cuda_runtime
 from paumer_edge.runtime.preprocess import resize_normalise, to_rgb_uint8
 from paumer_edge.runtime.staged import StagedRunner
-
-from paumer_edge import UserError
-from paumer_edge.atomic import write_bytes_atomic
-from paumer_edge.pausing import PausingPolicy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 

@@ -15,14 +15,14 @@ from typing import Any
 
 import onnx
 import torch
-from paumer_edge.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
 from tqdm import tqdm
 
 from paumer_edge import UserError, __version__
-from paumer_edge.atomic import write_json_atomic
+from paumer_edge.core.atomic import write_json_atomic
+from paumer_edge.core.pausing import CostModel
 from paumer_edge.model import PausingSegmenter
 from paumer_edge.model.vit import unfused_attention
-from paumer_edge.pausing import CostModel
+from paumer_edge.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
 
 from . import GRAPHS_REVISION
 from .graphs import Decoder, Full, Stage0, StageK, at_image_size

@@ -19,13 +19,13 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import onnx
-from paumer_edge.runtime.bundle import MANIFEST, load_bundle, sha256_file
-from paumer_edge.runtime.gpu import GpuInfo, cuda_runtime, gpu_info, tensorrt_module
-from paumer_edge.runtime.profiles import profile_shapes
 from tqdm import tqdm
 
 from paumer_edge import UserError
-from paumer_edge.atomic import write_bytes_atomic, write_json_atomic
+from paumer_edge.core.atomic import write_bytes_atomic, write_json_atomic
+from paumer_edge.runtime.bundle import MANIFEST, load_bundle, sha256_file
+from paumer_edge.runtime.gpu import GpuInfo, cuda_runtime, gpu_info, tensorrt_module
+from paumer_edge.runtime.profiles import profile_shapes
 
 from .fp16 import convert_to_fp16
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from paumer_edge.runtime.backends import GraphSession, OrtBackend
-from paumer_edge.runtime.bundle import Bundle, load_bundle
-from paumer_edge.runtime.staged import StagedRunner
 
 from paumer_edge import UserError
+from paumer_edge.core.pausing import PausingPolicy
 from paumer_edge.data.streets import derive_seed, street_scene
 from paumer_edge.evaluate import normalise
 from paumer_edge.model import PausingSegmenter
-from paumer_edge.pausing import PausingPolicy
+from paumer_edge.runtime.backends import GraphSession, OrtBackend
+from paumer_edge.runtime.bundle import Bundle, load_bundle
+from paumer_edge.runtime.staged import StagedRunner
 
 from .graphs import Decoder, Full, Stage0, StageK, at_image_size
 

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from . import UserError
-from .atomic import atomic_path
 from .config import ModelConfig
-from .errors import OutputError
+from .core.atomic import atomic_path
+from .core.errors import OutputError
 from .model import PausingSegmenter
 
 FORMAT = "paumer-edge-checkpoint"

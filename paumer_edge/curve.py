@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .atomic import save_figure_atomic
+from .core.atomic import save_figure_atomic
 from .evaluate import OperatingPoint, PointResult, normalise, predict
 from .model import PausingSegmenter
 

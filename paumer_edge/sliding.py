@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .core.windows import DEFAULT_STRIDE, covering_size, window_layout
 from .model import PausingSegmenter
-from .runtime.sliding import DEFAULT_STRIDE, covering_size, window_layout
 
 
 @dataclass

@@ -10,8 +10,8 @@ tampered with), `FrameError` (a frame or tensor it cannot use), `SourceError` (v
 """
 
 from paumer_edge import UserError
-from paumer_edge.errors import BundleError, FrameError, OutputError, SourceError
-from paumer_edge.pausing import PolicyError
+from paumer_edge.core.errors import BundleError, FrameError, OutputError, SourceError
+from paumer_edge.core.pausing import PolicyError
 
 from . import _quiet  # noqa: F401  (before OpenCV loads)
 from .bundle import Bundle, ModelInfo, load_bundle

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paumer_edge.errors import BundleError
-from paumer_edge.pausing import CostModel
+from paumer_edge.core.errors import BundleError
+from paumer_edge.core.pausing import CostModel
 
 from .manifest import (
     FORMAT,

@@ -2,7 +2,7 @@
 
 With it, a budget is a fraction of this device's encoder time rather than of its multiply-accumulates:
 on a CPU where attention costs less than its MACs suggest (or a GPU where small token counts leave it
-idle) budget 0.5 still runs the encoder in half the time. `paumer_edge.cost` holds the model; this module
+idle) budget 0.5 still runs the encoder in half the time. `paumer_edge.core.cost` holds the model; this module
 measures it: every stage at a spread of token counts, interleaved the way frames run them, fitted
 to `a + b*n + c*n^2`. A profile is measured once per bundle, backend and machine and cached.
 """
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from paumer_edge.atomic import write_json_atomic
-from paumer_edge.cache import cache_root
-from paumer_edge.cost import CostModel, fit_latency
+from paumer_edge.core.atomic import write_json_atomic
+from paumer_edge.core.cache import cache_root
+from paumer_edge.core.cost import CostModel, fit_latency
 
 from .bundle import MANIFEST
 from .staged import StagedRunner

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from paumer_edge.errors import FrameError
+from paumer_edge.core.errors import FrameError
 
 from .pipeline import Pipeline, Result
 from .sources import Frame, Source

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from paumer_edge.errors import BundleError
-from paumer_edge.pausing import CostModel
+from paumer_edge.core.errors import BundleError
+from paumer_edge.core.pausing import CostModel
 
 FORMAT = "paumer-edge-bundle"
 FORMAT_VERSION = 1

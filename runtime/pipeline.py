@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from paumer_edge import UserError
-from paumer_edge.pausing import CostModel, PausingPolicy, check_budget, check_threshold
+from paumer_edge.core.pausing import CostModel, PausingPolicy, check_budget, check_threshold
 
 from .backends.select import open_backend
 from .bundle import Bundle, ModelInfo, load_bundle

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from paumer_edge.errors import FrameError
+from paumer_edge.core.errors import FrameError
 
 
 @dataclass(frozen=True)

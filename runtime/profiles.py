@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from paumer_edge import UserError
-from paumer_edge.pausing import plan_budget
+from paumer_edge.core.pausing import plan_budget
 
 from .bundle import Bundle
 

@@ -12,7 +12,6 @@ cover a frame the same way. Scores are class probabilities: the decoder of a bun
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,57 +20,13 @@ import cv2
 import numpy as np
 
 from paumer_edge import UserError
-from paumer_edge.pausing import CostModel, PausingPolicy, check_budget, check_threshold
+from paumer_edge.core.pausing import CostModel, PausingPolicy, check_budget, check_threshold
+from paumer_edge.core.windows import DEFAULT_STRIDE, check_stride, covering_size, window_layout
 
 from .bundle import Bundle
 from .pipeline import Pipeline, Result
 from .preprocess import Placement, labels_to_frame, preprocess, to_rgb_uint8
 from .staged import StagedRunner, StageStats
-
-DEFAULT_STRIDE = 2 / 3  # of the window, as Segmenter's 512-px stride for 768-px windows
-
-
-def check_stride(stride: float) -> float:
-    """A stride is a fraction of the window in (0, 1]: 1 tiles without overlap, smaller overlaps more."""
-    s = float(stride)
-    if not (0.0 < s <= 1.0) or math.isnan(s):
-        raise UserError(f"sliding stride {stride} is out of range: give a fraction of the window in (0, 1], "
-                        "e.g. 0.667")
-    return s
-
-
-def window_starts(length: int, window: int, step: int) -> list[int]:
-    """Start offsets along one side: 0, step, 2*step, ... below length - window, then one flush with the end."""
-    if window <= 0 or step <= 0:
-        raise ValueError(f"window {window} and step {step} must be positive")
-    if length <= window:
-        return [0]
-    return list(range(0, length - window, step)) + [length - window]
-
-
-def stride_pixels(window_hw: tuple[int, int], stride: float) -> tuple[int, int]:
-    """The stride in pixels (rows, cols) for a fraction of the window, at least one pixel."""
-    s = check_stride(stride)
-    return max(1, round(window_hw[0] * s)), max(1, round(window_hw[1] * s))
-
-
-def window_layout(image_hw: tuple[int, int], window_hw: tuple[int, int], stride: float = DEFAULT_STRIDE
-                  ) -> list[tuple[int, int]]:
-    """Top-left corners (y, x) of every window over an image at least as large as the window, row-major."""
-    (h, w), (wh, ww) = image_hw, window_hw
-    if h < wh or w < ww:
-        raise ValueError(f"image {h}x{w} is smaller than the window {wh}x{ww}; scale it up first")
-    sy, sx = stride_pixels(window_hw, stride)
-    return [(y, x) for y in window_starts(h, wh, sy) for x in window_starts(w, ww, sx)]
-
-
-def covering_size(image_hw: tuple[int, int], window_hw: tuple[int, int]) -> tuple[int, int]:
-    """The image's size, scaled up (aspect ratio kept) just enough for the window to fit; never scaled down."""
-    h, w = image_hw
-    scale = max(window_hw[0] / h, window_hw[1] / w, 1.0)
-    if scale == 1.0:
-        return h, w
-    return max(window_hw[0], math.ceil(h * scale - 1e-6)), max(window_hw[1], math.ceil(w * scale - 1e-6))
 
 
 class ScoreAccumulator:

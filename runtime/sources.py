@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from paumer_edge.errors import SourceError
+from paumer_edge.core.errors import SourceError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from paumer_edge.pausing import CostModel, Pauser, PausingPolicy
+from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy
 
 from .backends.base import Backend, GraphSession
 from .bundle import Bundle

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from paumer_edge.runtime import Pipeline
 from paumer_edge.runtime.sources import open_source
 

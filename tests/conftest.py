@@ -44,9 +44,8 @@ def tiny_ckpt(tiny_run: dict) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model exported to a bundle (no verification: test_export checks that)."""
-    from paumer_edge.export.exporter import ExportOptions, export_bundle
-
     from paumer_edge.checkpoint import load_model
+    from paumer_edge.export.exporter import ExportOptions, export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny.paumer"
     export_bundle(load_model(tiny_ckpt), out, ExportOptions(), source=str(tiny_ckpt), progress=False)

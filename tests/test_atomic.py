@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from paumer_edge import UserError
-from paumer_edge.atomic import atomic_path, write_json_atomic
 from paumer_edge.config import preset
-from paumer_edge.errors import OutputError
+from paumer_edge.core.atomic import atomic_path, write_json_atomic
+from paumer_edge.core.errors import OutputError
 from paumer_edge.training import TrainConfig, train
 
 

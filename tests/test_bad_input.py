@@ -16,12 +16,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from paumer_edge.runtime import FrameError, OutputError, Pipeline, PolicyError, SourceError
-from paumer_edge.runtime.sinks import LabelSink, VideoSink
-from paumer_edge.runtime.sources import VideoSource, open_source
 
+from paumer_edge.core.pausing import PausingPolicy
+from paumer_edge.core.video import VideoSink
 from paumer_edge.data.streets import street_frames, write_video
-from paumer_edge.pausing import PausingPolicy
+from paumer_edge.runtime import FrameError, OutputError, Pipeline, PolicyError, SourceError
+from paumer_edge.runtime.sinks import LabelSink
+from paumer_edge.runtime.sources import VideoSource, open_source
 
 
 def cli(*args: str, cwd: Path | None = None, code: str = "") -> subprocess.CompletedProcess:
@@ -303,8 +304,8 @@ def test_the_cli_keeps_what_it_had_when_a_stream_is_lost(tiny_bundle: Path, tmp_
 # ---- a disk that fills -----------------------------------------------------------------------------------
 FULL_DISK = """
 import errno
-import paumer_edge.runtime.sinks as sinks
-real = sinks.cv2.VideoWriter
+import paumer_edge.core.video as video
+real = video.cv2.VideoWriter
 class FillsUp:
     fourcc = staticmethod(real.fourcc)
     def __init__(self, *args, **kwargs):
@@ -318,7 +319,7 @@ class FillsUp:
         self.writer.write(frame)
     def release(self):
         self.writer.release()
-sinks.cv2.VideoWriter = FillsUp
+video.cv2.VideoWriter = FillsUp
 """
 
 
@@ -337,7 +338,7 @@ def test_a_full_disk_removes_the_partial_video_and_keeps_the_previous_one(tiny_b
 def test_sinks_stop_before_the_disk_is_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    import paumer_edge.runtime.sinks as sinks
+    import paumer_edge.core.video as sinks
 
     video, labels = VideoSink(tmp_path / "v.mp4", 10), LabelSink(tmp_path / "labels", first_flush=2)
     frame = np.zeros((32, 48, 3), np.uint8)
@@ -346,7 +347,7 @@ def test_sinks_stop_before_the_disk_is_full(tmp_path: Path, monkeypatch: pytest.
         labels.write(f"f{i}", np.zeros((32, 48), np.uint8), i)
     assert (tmp_path / "labels" / "index.csv").exists()  # written as the folder grew
     real = shutil.disk_usage
-    monkeypatch.setattr(sinks.shutil, "disk_usage", lambda p: real(p)._replace(free=1 << 20))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1 << 20))
     with pytest.raises(OutputError, match="the disk is full"):
         for _ in range(sinks.FREE_CHECK_EVERY):
             video.write(frame)

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from paumer_edge.config import preset
-from paumer_edge.cost import CostModel, fit_latency
-from paumer_edge.pausing import counts_for_ratio, plan_budget
+from paumer_edge.core.cost import CostModel, fit_latency
+from paumer_edge.core.pausing import counts_for_ratio, plan_budget
 
 SAMPLE = CostModel.from_config(preset("sample"))
 # shaped like a real CPU profile: stage 0 fixed, later stages with a per-call offset, linear and quadratic parts

@@ -11,7 +11,8 @@ import torch
 
 from paumer_edge import UserError
 from paumer_edge.data.classes import STREET_CLASSES
-from paumer_edge.data.dataset import StreetScenes, build_dataset
+from paumer_edge.data.dataset import StreetScenes
+from paumer_edge.data.registry import build_dataset
 from paumer_edge.data.streets import derive_seed, street_frames, street_scene, write_video
 
 

@@ -13,6 +13,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+
+from paumer_edge import UserError
+from paumer_edge.checkpoint import load_model
+from paumer_edge.core.pausing import CostModel, plan_budget
 from paumer_edge.export.exporter import ExportOptions, export_bundle
 from paumer_edge.export.fp16 import convert_to_fp16
 from paumer_edge.export.graphs import StageK
@@ -21,10 +25,6 @@ from paumer_edge.export.verify import verify_bundle
 from paumer_edge.runtime.bundle import BundleError, load_bundle
 from paumer_edge.runtime.gpu import GpuInfo
 from paumer_edge.runtime.profiles import profile_shapes
-
-from paumer_edge import UserError
-from paumer_edge.checkpoint import load_model
-from paumer_edge.pausing import CostModel, plan_budget
 
 
 def test_manifest_schema(tiny_bundle: Path, tiny_ckpt: Path) -> None:
@@ -244,12 +244,11 @@ def test_cli_without_tensorrt_says_what_to_install(tiny_bundle: Path, tiny_ckpt:
 def test_tensorrt_engines_build_and_match_onnxruntime(tiny_bundle: Path, tmp_path: Path) -> None:
     if not _has_tensorrt_gpu():
         pytest.skip("needs TensorRT and an NVIDIA GPU")
+    from paumer_edge.core.pausing import PausingPolicy
     from paumer_edge.export.tensorrt_build import build_engines
     from paumer_edge.runtime.backends import OrtBackend
     from paumer_edge.runtime.backends.trt import TrtBackend
     from paumer_edge.runtime.staged import StagedRunner
-
-    from paumer_edge.pausing import PausingPolicy
 
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)
@@ -294,9 +293,9 @@ def test_cli_export_and_verify(tiny_ckpt: Path, tmp_path: Path) -> None:
 
 def test_int8_calibration_data_is_what_each_stage_sees(tiny_bundle: Path, tmp_path: Path) -> None:
     import cv2
-    from paumer_edge.export.calibration import CalibrationData
 
     from paumer_edge.data.streets import street_scene
+    from paumer_edge.export.calibration import CalibrationData
 
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"f{i}.png"), street_scene(i, (60, 100))[0][..., ::-1])

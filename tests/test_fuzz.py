@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
+
+from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, PolicyError, plan_budget, select_tokens
 from paumer_edge.runtime import BundleError, FrameError, load_bundle
 from paumer_edge.runtime.manifest import parse_manifest
 from paumer_edge.runtime.onnx_scan import OnnxFormatError, scan_onnx
 from paumer_edge.runtime.preprocess import labels_to_frame, preprocess, to_rgb_uint8
-
-from paumer_edge.pausing import CostModel, Pauser, PausingPolicy, PolicyError, plan_budget, select_tokens
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SOME = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

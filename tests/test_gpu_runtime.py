@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from paumer_edge.runtime import Pipeline
 
 from paumer_edge import UserError
-from paumer_edge.pausing import plan_budget
+from paumer_edge.core.pausing import plan_budget
+from paumer_edge.runtime import Pipeline
 
 pytestmark = pytest.mark.gpu
 

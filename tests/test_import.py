@@ -109,7 +109,7 @@ def test_segmenter_imported_at_another_size_matches_segmenter_there(tmp_path: Pa
     x = images(48, 64, seed=2).float()  # float32 throughout: the resized embedding is stored in float32
     with torch.no_grad():
         ours, theirs = model(x).logits, ref(x)  # Segmenter resizes its 4x6 position grid the same way (bilinear)
-    assert torch.allclose(ours, theirs, atol=1e-4, rtol=0) and torch.equal(ours.argmax(1), theirs.argmax(1))
+    assert torch.allclose(ours, theirs, atol=5e-4, rtol=0) and torch.equal(ours.argmax(1), theirs.argmax(1))
 
 
 def test_segmenter_without_variant_and_with_a_fresh_decoder(tmp_path: Path) -> None:

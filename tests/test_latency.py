@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from paumer_edge import UserError
+from paumer_edge.core.pausing import plan_budget
 from paumer_edge.runtime import Pipeline
 from paumer_edge.runtime.latency import device_profile, measure, profile_path
 from paumer_edge.runtime.preprocess import preprocess, shrink
-
-from paumer_edge import UserError
-from paumer_edge.pausing import plan_budget
 
 
 def test_measure_fits_every_stage(tiny_bundle: Path) -> None:
@@ -78,7 +78,7 @@ def test_bgr_frames_are_swapped_after_shrinking() -> None:
 def test_eval_takes_a_devices_profile(tiny_bundle: Path, tiny_ckpt: Path, tmp_path: Path) -> None:
     from paumer_edge.checkpoint import load_model
     from paumer_edge.cli import main
-    from paumer_edge.cost import load_cost
+    from paumer_edge.core.cost import load_cost
 
     pipe = Pipeline(tiny_bundle, cost="macs")
     device_profile(pipe.runner, "eval test", seconds=0.1)

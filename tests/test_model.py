@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from paumer_edge.config import preset
+from paumer_edge.core.pausing import PolicyError, plan_budget
 from paumer_edge.model import PausingSegmenter
 from paumer_edge.model.vit import Attention, unfused_attention
-from paumer_edge.pausing import PolicyError, plan_budget
 
 MASK = preset("tiny").replace(name="tiny-mask", decoder="mask_transformer", decoder_depth=1)
 

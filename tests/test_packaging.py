@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,10 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_namespace_maps_the_three_rooms() -> None:
+    import paumer_edge
     import paumer_edge.export
     import paumer_edge.runtime
-
-    import paumer_edge
 
     assert Path(paumer_edge.export.__file__).parent.name == "export"
     assert Path(paumer_edge.runtime.__file__).parent.name == "runtime"
@@ -28,6 +29,29 @@ def test_runtime_import_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+CORE_AND_RUNTIME = """
+import importlib, json, pkgutil, sys
+import paumer_edge.core, paumer_edge.runtime
+names = []
+for pkg in (paumer_edge.core, paumer_edge.runtime):
+    names += [pkg.__name__] + [m.name for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
+for name in names:
+    importlib.import_module(name)
+ours = sorted(m for m in sys.modules if m.startswith("paumer_edge.")
+              and not m.startswith(("paumer_edge.core", "paumer_edge.runtime")))
+print(json.dumps({"modules": len(names), "ours": ours, "torch": sys.modules.get("torch") is not None}))
+"""
+
+
+def test_core_and_runtime_import_nothing_torch_side(without_torch: Callable[[str], str]) -> None:
+    """Every module of the torch-free core and of the runtime imports with torch blocked, and pulls in no
+    module of ours outside those two (the model, data, training, export and CLI are torch-side)."""
+    found = json.loads(without_torch(CORE_AND_RUNTIME))
+    assert found["modules"] >= 20
+    assert found["ours"] == [], f"core/runtime import torch-side modules of ours: {found['ours']}"
+    assert not found["torch"]
+
+
 @pytest.mark.slow
 def test_wheel_contains_every_package_and_the_sample_model(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
@@ -35,7 +59,7 @@ def test_wheel_contains_every_package_and_the_sample_model(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("paumer_edge-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for required in ["paumer_edge/__init__.py", "paumer_edge/pausing.py", "paumer_edge/model/segmenter.py",
+    for required in ["paumer_edge/__init__.py", "paumer_edge/core/pausing.py", "paumer_edge/model/segmenter.py",
                      "paumer_edge/data/render.py", "paumer_edge/training/trainer.py", "paumer_edge/export/__init__.py",
                      "paumer_edge/runtime/__init__.py", "paumer_edge/assets/sample.pt"]:
         assert required in names, required

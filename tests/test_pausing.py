@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from paumer_edge.config import PRESETS, preset
-from paumer_edge.pausing import (
+from paumer_edge.core.pausing import (
     CostModel,
     Pauser,
     PausingPolicy,
@@ -146,7 +146,7 @@ def test_pauser_combines_budget_and_threshold() -> None:
 
 
 def test_policy_module_does_not_import_torch() -> None:
-    code = "import sys, paumer_edge.pausing; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, paumer_edge.core.pausing; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

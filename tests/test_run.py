@@ -14,13 +14,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+from paumer_edge import UserError
+from paumer_edge.data.streets import street_frames, write_video
 from paumer_edge.export import GRAPHS_REVISION
 from paumer_edge.runtime import Pipeline
 from paumer_edge.runtime.loop import run_stream
 from paumer_edge.runtime.sources import open_source
-
-from paumer_edge import UserError
-from paumer_edge.data.streets import street_frames, write_video
 
 
 @pytest.fixture(scope="module")

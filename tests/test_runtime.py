@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from paumer_edge.runtime import Pipeline
-from paumer_edge.runtime.controller import LatencyController
-from paumer_edge.runtime.preprocess import labels_to_frame, place, preprocess, to_rgb_uint8
 
 from paumer_edge import UserError
 from paumer_edge.checkpoint import load_model
+from paumer_edge.core.pausing import PolicyError, plan_budget
 from paumer_edge.data.streets import derive_seed, street_scene
-from paumer_edge.pausing import PolicyError, plan_budget
+from paumer_edge.runtime import Pipeline
+from paumer_edge.runtime.controller import LatencyController
+from paumer_edge.runtime.preprocess import labels_to_frame, place, preprocess, to_rgb_uint8
 
 
 def frames(n: int, size: tuple[int, int] = (64, 128), seed: int = 5) -> list[np.ndarray]:

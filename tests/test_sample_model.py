@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from paumer_edge.runtime import Pipeline
-from paumer_edge.runtime.preprocess import labels_to_frame, preprocess
 
 from paumer_edge.checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, load_model
 from paumer_edge.data.dataset import StreetScenes
 from paumer_edge.data.streets import street_frames
 from paumer_edge.evaluate import OperatingPoint, evaluate
+from paumer_edge.runtime import Pipeline
+from paumer_edge.runtime.preprocess import labels_to_frame, preprocess
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,13 @@ import onnx
 import pytest
 import torch
 from onnx.external_data_helper import set_external_data
+
+from paumer_edge import UserError
+from paumer_edge.checkpoint import load_checkpoint
 from paumer_edge.runtime import BundleError, Pipeline, load_bundle
 from paumer_edge.runtime.backends.trt import find_engine
 from paumer_edge.runtime.bundle import sha256_file
 from paumer_edge.runtime.gpu import GpuInfo
-
-from paumer_edge import UserError
-from paumer_edge.checkpoint import load_checkpoint
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -11,19 +11,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from paumer_edge.runtime.sliding import (
-    ScoreAccumulator,
-    SlidingPipeline,
-    covering_size,
-    stride_pixels,
-    window_layout,
-    window_starts,
-)
 
 from paumer_edge import UserError
 from paumer_edge.checkpoint import load_model
+from paumer_edge.core.windows import covering_size, stride_pixels, window_layout, window_starts
 from paumer_edge.data.streets import derive_seed, street_scene
 from paumer_edge.evaluate import normalise
+from paumer_edge.runtime.sliding import ScoreAccumulator, SlidingPipeline
 from paumer_edge.sliding import sliding_probs
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from paumer_edge.runtime.visualize import colorize, compose, pause_map, stage_palette
 
 

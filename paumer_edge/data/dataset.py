@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .. import UserError
-from ..cache import cache_root
+from ..core.cache import cache_root
 from .streets import derive_seed, street_scene
 
 GENERATOR_VERSION = 1  # bump whenever rendering changes: old caches are then ignored
@@ -96,11 +96,3 @@ class StreetScenes(Dataset):
         img, lab = self.numpy_item(i)
         image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
         return image, torch.from_numpy(lab.astype(np.int64))
-
-
-def build_dataset(spec: str, split: str, size: tuple[int, int], length: int | None, progress: bool = True,
-                  cache: bool = True) -> Dataset:
-    """A dataset from a `--data` spec: see `paumer_edge.data.registry`, the one parser of specs."""
-    from .registry import build_dataset as build
-
-    return build(spec, split, size, length, progress=progress, cache=cache)

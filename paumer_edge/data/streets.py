@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import UserError
-from ..runtime.sinks import VIDEO_SUFFIXES, VideoSink
+from ..core.video import VIDEO_SUFFIXES, VideoSink
 from .camera import Camera
 from .render import render
 from .world import World, lane_centres, sample_world

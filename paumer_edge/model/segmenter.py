@@ -1,7 +1,7 @@
 """PausingSegmenter: a Segmenter-style ViT whose confident patch tokens pause at chosen blocks.
 
 At each pausing point an auxiliary head scores the active patch tokens; the shared policy
-(`paumer_edge.pausing`) keeps the most uncertain ones. Paused tokens keep their features and take no
+(`paumer_edge.core.pausing`) keeps the most uncertain ones. Paused tokens keep their features and take no
 further part in the encoder; later blocks really run on the gathered active tokens only. Before the
 decoder every token is scattered back to its place in the grid.
 """
@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import UserError
 from ..config import ModelConfig
-from ..pausing import CostModel, Pauser, PausingPolicy
+from ..core.pausing import CostModel, Pauser, PausingPolicy
 from .decoders import DecoderLinear, MaskTransformer
 from .pause_head import PauseHead, normalised_entropy
 from .vit import VisionTransformer

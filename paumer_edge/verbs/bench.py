@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import UserError, __version__
-from ..atomic import save_figure_atomic, write_json_atomic
-from ..cost import CostModel
+from ..core.atomic import save_figure_atomic, write_json_atomic
+from ..core.cost import CostModel
 from ..data.streets import derive_seed, street_scene
 from ..runtime.bench import bench, full_graph_reference
 from ..runtime.pipeline import Pipeline

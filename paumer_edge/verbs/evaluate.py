@@ -11,14 +11,14 @@ from pathlib import Path
 import torch
 
 from .. import UserError
-from ..atomic import write_json_atomic
 from ..checkpoint import load_model
-from ..cost import load_cost
+from ..core.atomic import write_json_atomic
+from ..core.cost import load_cost
+from ..core.pausing import check_budget, check_threshold
+from ..core.windows import check_stride
 from ..curve import curve_json, curve_points, curve_table, plot_curve, time_points
 from ..data.registry import build_dataset, check_classes, parse_data_spec
 from ..evaluate import OperatingPoint, evaluate, results_json, results_table
-from ..pausing import check_budget, check_threshold
-from ..runtime.sliding import check_stride
 from ..training.trainer import pick_device
 
 

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from .. import UserError
-from ..atomic import write_json_atomic
 from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from ..core.atomic import write_json_atomic
 from ..export.exporter import ExportOptions, export_bundle
 from ..export.verify import verify_bundle
 from ..runtime.gpu import cuda_runtime, gpu_info, tensorrt_module

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from .. import UserError
-from ..atomic import write_json_atomic
+from ..core.atomic import write_json_atomic
 from ..weights import ImportOptions, ImportReport, group_keys, import_weights
 
 

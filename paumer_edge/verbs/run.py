@@ -10,15 +10,16 @@ from pathlib import Path
 import numpy as np
 
 from .. import UserError
-from ..cache import cache_root
 from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from ..errors import SourceError
+from ..core.cache import cache_root
+from ..core.errors import SourceError
+from ..core.video import VideoSink
 from ..export import GRAPHS_REVISION
 from ..runtime.bundle import MANIFEST, BundleError, load_bundle
 from ..runtime.loop import run_stream
 from ..runtime.pipeline import Pipeline, Result
 from ..runtime.preprocess import grid_to_frame, to_rgb_uint8
-from ..runtime.sinks import LabelSink, VideoSink, WindowSink
+from ..runtime.sinks import LabelSink, WindowSink
 from ..runtime.sliding import SlidingPipeline
 from ..runtime.sources import Frame, open_source
 from ..runtime.visualize import annotate, compose

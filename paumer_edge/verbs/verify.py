@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from .. import UserError
-from ..atomic import write_json_atomic
 from ..checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from ..core.atomic import write_json_atomic
 from ..export.verify import verify_bundle
 from ..runtime.bundle import load_bundle
 

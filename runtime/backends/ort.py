@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from paumer_edge import UserError
-from paumer_edge.errors import BundleError
+from paumer_edge.core.errors import BundleError
 
 from ..bundle import Bundle
 from ..profiles import profile_shapes

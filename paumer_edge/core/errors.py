@@ -6,7 +6,9 @@ it as is, so a robot's code can catch exactly the kind it can handle.
 
 from __future__ import annotations
 
-from . import UserError
+
+class UserError(Exception):
+    """A mistake in what the user asked for (bad path, bad value): shown as one line, never a traceback."""
 
 
 class BundleError(UserError):
@@ -39,4 +41,8 @@ class OutputError(UserError, OSError):
         return str(self.args[0]) if self.args else ""
 
 
-__all__ = ["BundleError", "FrameError", "OutputError", "SourceError", "UserError"]
+class PolicyError(UserError):
+    """A budget, threshold or other run-time knob outside its range."""
+
+
+__all__ = ["BundleError", "FrameError", "OutputError", "PolicyError", "SourceError", "UserError"]

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import UserError
+from .errors import UserError
 
 Poly = tuple[float, float, float]  # milliseconds = p[0] + p[1] * n + p[2] * n^2
 

@@ -18,15 +18,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import UserError
 from .cost import CostModel
+from .errors import PolicyError
 
 __all__ = ["BudgetPlan", "CostModel", "Pauser", "PausingPolicy", "PolicyError", "check_budget", "check_threshold",
            "counts_for_ratio", "plan_budget", "select_tokens", "threshold_count"]
-
-
-class PolicyError(UserError):
-    """A budget or threshold outside its range."""
 
 
 # ---------------------------------------------------------------------------------------------

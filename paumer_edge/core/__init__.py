@@ -1,0 +1,12 @@
+"""The torch-free core: what the PyTorch side and the runtime share, with numpy (and OpenCV for video) only.
+
+- `errors`: the typed user errors (`UserError` and its kinds) every room raises;
+- `pausing`: the pausing policy, the one place where a budget or threshold becomes tokens to keep;
+- `cost`: the cost model a budget is a fraction of (MACs, or a device's measured latency);
+- `contract`: the deployment bundle's manifest as typed dataclasses, and the graphs' tensor names;
+- `windows`: the sliding-window layout; `atomic`: atomic writes; `cache`: where remade things live;
+- `video`: the overlay / synthetic video writer.
+
+`paumer_edge.runtime` may import this package; nothing here imports the model, data, training, export
+or CLI code (a test holds that).
+"""
