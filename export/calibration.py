@@ -15,7 +15,8 @@ import numpy as np
 
 from paumer_edge import UserError
 from paumer_edge.core.atomic import write_bytes_atomic
-from paumer_edge.core.pausing import PausingPolicy
+from paumer_edge.core.names import FULL, IMAGE
+from paumer_edge.core.pausing import Pauser, PausingPolicy
 from paumer_edge.runtime.backends import OrtBackend
 from paumer_edge.runtime.bundle import Bundle
 from paumer_edge.runtime.gpu import check, cuda_runtime
@@ -38,10 +39,10 @@ class CalibrationData:
             if frame is None:
                 raise UserError(f"calibration image '{f}' cannot be read")
             x = resize_normalise(to_rgb_uint8(frame, bgr=frame.ndim == 3), m.input_size, m.mean, m.std)[None]
-            self._add("full", {"image": x})
-            runner.forward(x, PausingPolicy(budget), observe=self._add)
+            self._add(FULL, {IMAGE: x}, [])
+            runner.forward(x, Pauser(bundle.cost, PausingPolicy(budget)), observe=self._add)
 
-    def _add(self, graph: str, feeds: dict[str, np.ndarray]) -> None:
+    def _add(self, graph: str, feeds: dict[str, np.ndarray], outputs: list) -> None:
         self.inputs.setdefault(graph, []).append({k: np.ascontiguousarray(v) for k, v in feeds.items()})
 
     def calibrator(self, trt_mod: Any, graph: str, cache: Path) -> Any:

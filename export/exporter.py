@@ -11,22 +11,37 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import onnx
 import torch
 from tqdm import tqdm
 
 from paumer_edge import UserError, __version__
+from paumer_edge.config import ModelConfig
 from paumer_edge.core.atomic import write_json_atomic
+from paumer_edge.core.contract import MANIFEST, BatchRange, ExporterInfo, GraphSpec, Manifest, ModelInfo
+from paumer_edge.core.names import (
+    ACTIVE,
+    DECODER,
+    DIM_BATCH,
+    DIM_TOKENS,
+    ENTROPY,
+    FULL,
+    IMAGE,
+    LABELS,
+    SCORES,
+    TOKENS,
+    TOKENS_OUT,
+    stage_name,
+)
 from paumer_edge.core.pausing import CostModel
 from paumer_edge.model import PausingSegmenter
 from paumer_edge.model.vit import unfused_attention
-from paumer_edge.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
+from paumer_edge.runtime.bundle import sha256_file
 
 from . import GRAPHS_REVISION
 from .graphs import Decoder, Full, Stage0, StageK, at_image_size
-from .onnx_graph import DIM_BATCH, DIM_TOKENS, export_module, tensor_specs
+from .onnx_graph import export_module, tensor_specs
 
 SUPPORTED_OPSETS = (17, 18)
 
@@ -47,7 +62,10 @@ class ExportOptions:
             raise UserError(f"batch {self.batch} must satisfy 1 <= min <= opt <= max")
 
 
-def _graphs(model: PausingSegmenter, scores: bool) -> list[tuple[str, torch.nn.Module, tuple, list, list, dict]]:
+GraphItem = tuple[str, torch.nn.Module, tuple, list, list, dict]  # name, module, args, inputs, outputs, dynamic
+
+
+def _graphs(model: PausingSegmenter, scores: bool) -> list[GraphItem]:
     """(name, module, example args, inputs, outputs, dynamic axes) for every graph of the bundle."""
     cfg = model.cfg
     h, w = cfg.image_size
@@ -57,46 +75,36 @@ def _graphs(model: PausingSegmenter, scores: bool) -> list[tuple[str, torch.nn.M
     n = max(1, cfg.num_patches // 2)
     active = torch.stack([torch.randperm(cfg.num_patches, generator=gen)[:n].sort().values for _ in range(2)])
     batch = {0: DIM_BATCH}
-    dec_out = ["labels", "scores"] if scores else ["labels"]
-    items: list[tuple[str, torch.nn.Module, tuple, list, list, dict]] = []
-    stage0_out = ["tokens", "entropy"] if cfg.pause_after else ["tokens"]
-    items.append(("stage0", Stage0(model), (image,), ["image"], stage0_out, {"image": batch}))
-    for k in range(1, cfg.num_stages):
-        out = ["tokens_out", "entropy"] if k < cfg.num_stages - 1 else ["tokens_out"]
-        items.append((f"stage{k}", StageK(model, k), (tokens, active), ["tokens", "active"], out,
-                      {"tokens": batch, "active": {0: DIM_BATCH, 1: DIM_TOKENS}}))
-    items.append(("decoder", Decoder(model, scores), (tokens,), ["tokens"], dec_out, {"tokens": batch}))
-    items.append(("full", Full(model, scores), (image,), ["image"], dec_out, {"image": batch}))
+    dec_out = [LABELS, SCORES] if scores else [LABELS]
+    last = cfg.num_stages - 1
+    items: list[GraphItem] = [(stage_name(0), Stage0(model), (image,), [IMAGE], [TOKENS, ENTROPY] if last else [TOKENS],
+                               {IMAGE: batch})]
+    for k in range(1, last + 1):
+        items.append((stage_name(k), StageK(model, k), (tokens, active), [TOKENS, ACTIVE],
+                      [TOKENS_OUT, ENTROPY] if k < last else [TOKENS_OUT],
+                      {TOKENS: batch, ACTIVE: {0: DIM_BATCH, 1: DIM_TOKENS}}))
+    items.append((DECODER, Decoder(model, scores), (tokens,), [TOKENS], dec_out, {TOKENS: batch}))
+    items.append((FULL, Full(model, scores), (image,), [IMAGE], dec_out, {IMAGE: batch}))
     return items
 
 
-def build_manifest(model: PausingSegmenter, graphs: dict[str, dict[str, Any]], opts: ExportOptions,
-                   source: str) -> dict[str, Any]:
+def model_info(cfg: ModelConfig) -> ModelInfo:
+    """The bundle's view of a model config: what a runtime needs to know, without the code."""
+    (h, w), (rows, cols), (m0, m1, m2), (s0, s1, s2) = cfg.image_size, cfg.grid, cfg.mean, cfg.std
+    return ModelInfo(name=cfg.name, class_names=tuple(cfg.class_names),
+                     palette=tuple((int(r), int(g), int(b)) for r, g, b in cfg.palette), mean=(m0, m1, m2),
+                     std=(s0, s1, s2), input_size=(h, w), patch_size=cfg.patch_size, grid=(rows, cols),
+                     extra_tokens=cfg.num_extra_tokens, embed_dim=cfg.embed_dim, pause_after=tuple(cfg.pause_after))
+
+
+def build_manifest(model: PausingSegmenter, graphs: dict[str, GraphSpec], opts: ExportOptions,
+                   source: str) -> Manifest:
     cfg = model.cfg
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": source,
-        "model": {
-            "name": cfg.name, "class_names": list(cfg.class_names), "palette": [list(c) for c in cfg.palette],
-            "mean": list(cfg.mean), "std": list(cfg.std), "input_size": list(cfg.image_size),
-            "patch_size": cfg.patch_size, "grid": list(cfg.grid), "num_patches": cfg.num_patches,
-            "extra_tokens": cfg.num_extra_tokens, "tokens": cfg.num_extra_tokens + cfg.num_patches,
-            "embed_dim": cfg.embed_dim, "num_classes": cfg.num_classes, "pause_after": list(cfg.pause_after),
-            "config": cfg.to_dict(),
-        },
-        "pausing": {
-            "pause_after": list(cfg.pause_after),
-            "stage_bounds": [list(b) for b in cfg.stage_bounds],
-            "cost_model": CostModel.from_config(cfg).to_dict(),
-        },
-        "graphs": graphs,
-        "batch": {"min": opts.batch[0], "opt": opts.batch[1], "max": opts.batch[2]},
-        "exporter": {"paumer_edge": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "opset": opts.opset, "exporter": "torch.onnx dynamo", "graphs_revision": GRAPHS_REVISION},
-        "engines": [],
-    }
+    exporter = ExporterInfo(paumer_edge=__version__, torch=torch.__version__, onnx=onnx.__version__, opset=opts.opset,
+                            exporter="torch.onnx dynamo", graphs_revision=GRAPHS_REVISION)
+    return Manifest(model=model_info(cfg), cost=CostModel.from_config(cfg), graphs=graphs,
+                    batch=BatchRange(*opts.batch), exporter=exporter, source=source,
+                    created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
 def replace_dir_atomic(tmp: Path, out: Path) -> None:
@@ -132,7 +140,7 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        graphs: dict[str, dict[str, Any]] = {}
+        graphs: dict[str, GraphSpec] = {}
         items = _graphs(model, opts.scores)
         cfg = model.cfg
         bar = tqdm(items, desc="exporting", unit="graph", disable=not progress, leave=False)
@@ -144,12 +152,12 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
                 export_module(module.eval(), args, path, inputs, outputs, dynamic, opts.opset, opts.batch[2],
                               cfg.num_patches)
             proto = onnx.load(str(path))
-            graphs[name] = {"file": path.name, "sha256": sha256_file(path), "inputs": tensor_specs(proto, "inputs"),
-                            "outputs": tensor_specs(proto, "outputs"), "bytes": path.stat().st_size,
-                            "export_s": round(time.perf_counter() - t0, 2)}
+            graphs[name] = GraphSpec(path.name, sha256_file(path), tensor_specs(proto, "inputs"),
+                                     tensor_specs(proto, "outputs"))
+            bar.set_postfix_str(f"{name} {time.perf_counter() - t0:.1f} s")
             if after_graph is not None:
                 after_graph(name)
-        write_json_atomic(tmp / MANIFEST, build_manifest(model, graphs, opts, source))
+        write_json_atomic(tmp / MANIFEST, build_manifest(model, graphs, opts, source).to_dict())
         replace_dir_atomic(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,10 +1,11 @@
-"""The exportable pieces of a PausingSegmenter, one nn.Module per deployment graph.
+"""The deployment graphs of a PausingSegmenter: thin wrappers of the model's own stage definition.
 
-Stage k > 0 takes the whole token buffer and the int64 patch positions of the active tokens, gathers
-them, runs its blocks on `n` tokens (a dynamic dimension), scatters the results back, and scores the
-active tokens with its pausing head. So gather and scatter run where the data lives, and the host
-only exchanges entropies and indices. The last stage emits no entropy; the decoder applies the
-encoder's final norm, decodes, upsamples to the image size and takes the arg-max.
+Each wraps `PausingSegmenter.embed` / `stage(k, tokens, active)` / `decode` (the very code training runs),
+fixing only what a graph's signature needs. Stage k > 0 takes the whole token buffer and the int64 patch
+positions of the active tokens; `stage` gathers them, runs its blocks on `n` tokens (a dynamic dimension)
+and scatters the results back. So gather and scatter run where the data lives, and the host only exchanges
+entropies and indices. The last stage emits no entropy; the decoder applies the encoder's final norm,
+decodes, upsamples to the image size and takes the arg-max.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 
 from paumer_edge.model import PausingSegmenter
 from paumer_edge.model.pause_head import normalised_entropy
+from paumer_edge.model.segmenter import StageOutput
 from paumer_edge.model.vit import resize_pos_embed
 
 
@@ -24,18 +26,9 @@ class Stage0(nn.Module):
     def __init__(self, model: PausingSegmenter):
         super().__init__()
         self.model = model
-        start, end = model.cfg.stage_bounds[0]
-        self.blocks = model.encoder.blocks[start:end]
-        self.head = model.pause_heads[0] if model.cfg.pause_after else None
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = self.model.encoder.embed(image)
-        for blk in self.blocks:
-            x = blk(x)
-        if self.head is None:
-            return (x,)
-        # the head scores every row and the (small) entropies are sliced, not the (large) tokens
-        return x, normalised_entropy(self.head(x))[:, self.model.encoder.num_extra_tokens :]
+        return _stage_outputs(self.model.stage(0, self.model.embed(image)))
 
 
 class StageK(nn.Module):
@@ -43,32 +36,15 @@ class StageK(nn.Module):
 
     def __init__(self, model: PausingSegmenter, k: int):
         super().__init__()
-        self.extra = model.encoder.num_extra_tokens
-        start, end = model.cfg.stage_bounds[k]
-        self.blocks = model.encoder.blocks[start:end]
-        self.head = model.pause_heads[k] if k < len(model.cfg.pause_after) else None
+        self.model, self.k = model, k
 
     def forward(self, tokens: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        e = self.extra
-        b, length, c = tokens.shape
-        # Rows of the buffer this stage runs on: the extra tokens (always active), then the active patches.
-        # Built as indices, so the tokens move once each way: Gather and ScatterND of whole rows on
-        # [B*L, C] (no split, slice or concat of the token buffer; GatherElements / ScatterElements would
-        # index every element).
-        if e:
-            extra = torch.arange(e, device=active.device).unsqueeze(0).expand(b, e)
-            idx = torch.cat([extra, active + e], dim=1)
-        else:
-            idx = active
-        flat = (idx + torch.arange(b, device=active.device).unsqueeze(1) * length).reshape(-1)
-        rows = tokens.reshape(b * length, c)
-        x = rows.index_select(0, flat).reshape(b, -1, c)
-        for blk in self.blocks:
-            x = blk(x)
-        out = rows.index_put((flat,), x.reshape(-1, c)).reshape(b, length, c)
-        if self.head is None:
-            return (out,)
-        return out, normalised_entropy(self.head(x))[:, e:]
+        return _stage_outputs(self.model.stage(self.k, tokens, active))
+
+
+def _stage_outputs(out: StageOutput) -> tuple[torch.Tensor, ...]:
+    """A stage graph's outputs: the token buffer, and the normalised entropy of its head unless it has none."""
+    return (out.tokens,) if out.logits is None else (out.tokens, normalised_entropy(out.logits))
 
 
 class Decoder(nn.Module):
@@ -82,7 +58,7 @@ class Decoder(nn.Module):
         self.image_size = (int(model.cfg.image_size[0]), int(model.cfg.image_size[1]))
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits = self.model.decode(self.model.encoder.norm(tokens), self.image_size)
+        logits = self.model.decode(tokens, self.image_size)
         # via float: TensorRT casts float -> uint8 but not int64 -> uint8
         labels = logits.argmax(1).to(torch.float32).to(self.label_dtype)
         return (labels, F.softmax(logits, dim=1)) if self.scores else (labels,)
@@ -97,10 +73,10 @@ class Full(nn.Module):
         self.decoder = Decoder(model, scores)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = self.model.encoder.embed(image)
-        for blk in self.model.encoder.blocks:
-            x = blk(x)
-        return self.decoder(x)
+        tokens = self.model.embed(image)
+        for k in range(self.model.cfg.num_stages):
+            tokens = self.model.stage(k, tokens, head=False).tokens
+        return self.decoder(tokens)
 
 
 def at_image_size(model: PausingSegmenter, size: tuple[int, int]) -> PausingSegmenter:

@@ -13,9 +13,8 @@ import onnx_graphsurgeon as gs
 import torch
 
 from paumer_edge import UserError
-
-DIM_BATCH = "batch"
-DIM_TOKENS = "n"
+from paumer_edge.core.contract import TensorSpec
+from paumer_edge.core.names import DIM_BATCH, DIM_TOKENS
 
 
 def export_module(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
@@ -78,13 +77,12 @@ def check(model: onnx.ModelProto, name: str) -> None:
         raise UserError(f"exported graph {name} failed the ONNX checks: {str(e).splitlines()[0]}") from e
 
 
-def tensor_specs(model: onnx.ModelProto, which: str) -> list[dict]:
+def tensor_specs(model: onnx.ModelProto, which: str) -> tuple[TensorSpec, ...]:
     """Name, shape (ints or dim names) and dtype of the graph's inputs or outputs, for the manifest."""
     values = model.graph.input if which == "inputs" else model.graph.output
     specs = []
     for v in values:
         t = v.type.tensor_type
-        shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim]
-        specs.append({"name": v.name, "shape": shape,
-                      "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
-    return specs
+        shape = tuple(d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim)
+        specs.append(TensorSpec(v.name, shape, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name))
+    return tuple(specs)

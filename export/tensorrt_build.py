@@ -9,11 +9,12 @@ the precision comes from the ONNX graph, so fp16 builds an fp16 copy of it first
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,9 @@ from tqdm import tqdm
 
 from paumer_edge import UserError
 from paumer_edge.core.atomic import write_bytes_atomic, write_json_atomic
-from paumer_edge.runtime.bundle import MANIFEST, load_bundle, sha256_file
+from paumer_edge.core.contract import MANIFEST, EngineEntry, GpuSpec
+from paumer_edge.core.names import FULL
+from paumer_edge.runtime.bundle import load_bundle, sha256_file
 from paumer_edge.runtime.gpu import GpuInfo, cuda_runtime, gpu_info, tensorrt_module
 from paumer_edge.runtime.profiles import profile_shapes
 
@@ -74,7 +77,7 @@ def _parse(trt_mod: Any, network: trt.INetworkDefinition, logger: trt.ILogger, m
         raise UserError(f"TensorRT could not parse {name}: {errors}")
 
 
-def build_engines(bundle_path: str | Path, opts: EngineOptions, progress: bool = True) -> list[dict[str, Any]]:
+def build_engines(bundle_path: str | Path, opts: EngineOptions, progress: bool = True) -> list[EngineEntry]:
     """Build (or reuse) an engine per graph; returns the manifest entries written."""
     opts.validate()
     trt_mod = tensorrt_module()
@@ -90,13 +93,12 @@ def build_engines(bundle_path: str | Path, opts: EngineOptions, progress: bool =
     engines_dir = root / "engines"
     engines_dir.mkdir(exist_ok=True)
     cache_path = engines_dir / f"timing-sm{gpu.compute_capability.replace('.', '')}-trt{trt_mod.__version__}.cache"
-    batch = tuple(bundle.manifest.get("batch", {}).get(k, d) for k, d in (("min", 1), ("opt", 1), ("max", 8)))
     entries = []
     calib = None
-    names = [*bundle.stage_names, "decoder"] + (["full"] if "full" in bundle.graphs else [])
+    names = bundle.manifest.run_graphs + ([FULL] if bundle.manifest.has_full else [])
     for name in tqdm(names, desc="building engines", unit="engine", disable=not progress):
         spec = bundle.graphs[name]
-        profiles = profile_shapes(bundle, name, opts.budgets, batch)  # type: ignore[arg-type]
+        profiles = profile_shapes(bundle, name, opts.budgets)
         key = engine_key(spec.sha256, trt_mod.__version__, gpu, opts.precision, profiles, opts.dla_core)
         out = engines_dir / key / f"{name}.engine"
         t0 = time.perf_counter()
@@ -142,26 +144,23 @@ def build_engines(bundle_path: str | Path, opts: EngineOptions, progress: bool =
             out.parent.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(out, bytes(plan))
             write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
-        entries.append({
-            "graph": name, "key": key, "file": str(out.relative_to(root)), "sha256": sha256_file(out),
-            "graph_sha256": spec.sha256, "tensorrt": trt_mod.__version__, "gpu": asdict(gpu),
-            "precision": opts.precision, "strongly_typed": strongly_typed, "dla_core": opts.dla_core,
-            "profiles": [{k: [list(s) for s in v] for k, v in p.items()} for p in profiles],
-            "budgets": list(opts.budgets), "build_s": round(time.perf_counter() - t0, 2),
-        })
+        entries.append(EngineEntry(
+            graph=name, key=key, file=str(out.relative_to(root)), sha256=sha256_file(out), graph_sha256=spec.sha256,
+            tensorrt=trt_mod.__version__, gpu=GpuSpec(gpu.name, gpu.compute_capability, gpu.index, gpu.memory_gib),
+            precision=opts.precision, strongly_typed=strongly_typed, dla_core=opts.dla_core,
+            profiles=tuple({k: [list(s) for s in v] for k, v in p.items()} for p in profiles),
+            budgets=tuple(opts.budgets), build_s=round(time.perf_counter() - t0, 2)))
     _record(root, entries)
     return entries
 
 
-def _record(root: Path, entries: list[dict[str, Any]]) -> None:
-    """Add the engines to the manifest, replacing older entries for the same graph and precision."""
-    manifest = json.loads((root / MANIFEST).read_text())
-    new_keys = {(e["graph"], e["precision"], e["gpu"]["name"], e["tensorrt"]) for e in entries}
-    kept = [e for e in manifest.get("engines", [])
-            if (e["graph"], e["precision"], e["gpu"]["name"], e["tensorrt"]) not in new_keys]
-    manifest["engines"] = kept + entries
-    write_json_atomic(root / MANIFEST, manifest)
-    live = {Path(e["file"]).parent.name for e in manifest["engines"]}
+def _record(root: Path, entries: list[EngineEntry]) -> None:
+    """Add the engines to the manifest, replacing older entries for the same graph, precision, GPU and TensorRT."""
+    manifest = load_bundle(root, check_hashes=False).manifest
+    new = {e.slot for e in entries}
+    engines = tuple(e for e in manifest.engines if e.slot not in new) + tuple(entries)
+    write_json_atomic(root / MANIFEST, dataclasses.replace(manifest, engines=engines).to_dict())
+    live = {Path(e.file).parent.name for e in engines}
     for folder in (root / "engines").iterdir():  # engines no manifest entry points to
         if folder.is_dir() and folder.name not in live:
             shutil.rmtree(folder, ignore_errors=True)

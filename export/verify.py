@@ -1,27 +1,32 @@
 """`paumer-edge verify`: every graph of a bundle in ONNX Runtime against the PyTorch model.
 
-Per graph: the largest absolute error of each output on real street frames and on random inputs,
-with several token counts n (1, a middle value, all) for the later stages. End to end: the label
-agreement of the staged graphs, driven by the runtime's pausing policy, with PyTorch at a list of
-budgets. Anything beyond tolerance fails the check.
+Per graph: the largest absolute error of each output (labels: their agreement) against the PyTorch
+module it was exported from, on what the graph really sees (the staged network run by the runtime's
+`StagedRunner` on street frames with several token counts n: 1, a third, all) and on random inputs. End
+to end: the label agreement of the staged graphs, driven by the runtime's pausing policy, with the
+PyTorch model at a list of budgets. Anything beyond tolerance fails the check.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from paumer_edge import UserError
-from paumer_edge.core.pausing import PausingPolicy
+from paumer_edge.core.names import ACTIVE, DECODER, FULL, IMAGE, LABELS, TOKENS, stage_name
+from paumer_edge.core.pausing import FixedCounts, Pauser, PausingPolicy
 from paumer_edge.data.streets import derive_seed, street_scene
 from paumer_edge.evaluate import normalise
 from paumer_edge.model import PausingSegmenter
-from paumer_edge.runtime.backends import GraphSession, OrtBackend
+from paumer_edge.runtime.backends import OrtBackend
 from paumer_edge.runtime.bundle import Bundle, load_bundle
-from paumer_edge.runtime.staged import StagedRunner
+from paumer_edge.runtime.staged import Observer, StagedRunner
 
 from .graphs import Decoder, Full, Stage0, StageK, at_image_size
 
@@ -92,11 +97,47 @@ def _err(a: np.ndarray, b: torch.Tensor) -> float:
     return float(np.abs(a.astype(np.float64) - b.double().numpy()).max())
 
 
-def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: int = 8,
-                  budgets: tuple[float, ...] = (1.0, 0.5, 0.25), threads: int = 0) -> VerifyReport:
-    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    info = bundle.model
-    cfg = model.cfg
+def graph_modules(model: PausingSegmenter, scores: bool) -> dict[str, nn.Module]:
+    """The PyTorch form of every graph a bundle of `model` holds, by graph name."""
+    modules: dict[str, nn.Module] = {stage_name(0): Stage0(model)}
+    modules.update({stage_name(k): StageK(model, k) for k in range(1, model.cfg.num_stages)})
+    modules[DECODER], modules[FULL] = Decoder(model, scores), Full(model, scores)
+    return modules
+
+
+class GraphChecker:
+    """Compares graph outputs from ONNX Runtime with the PyTorch modules they were exported from, on the same
+    inputs, and records a `Check` per output: labels by agreement, everything else by largest error."""
+
+    def __init__(self, bundle: Bundle, modules: dict[str, nn.Module], report: VerifyReport):
+        self.bundle, self.modules, self.report = bundle, modules, report
+        self.seen: set[tuple[str, str]] = set()
+
+    def check(self, graph: str, case: str, feeds: dict[str, Any], got: list[Any]) -> None:
+        if (graph, case) in self.seen:
+            return
+        self.seen.add((graph, case))
+        spec = self.bundle.graphs[graph]
+        ref = self.modules[graph](*(torch.from_numpy(np.asarray(feeds[t.name])) for t in spec.inputs))
+        for name, a, r in zip(spec.output_names, got, ref):
+            if name == LABELS:
+                agree = AGREE_FULL
+                self.report.checks.append(Check(graph, case, name, float((a == r.numpy()).mean()), "agreement", agree))
+            else:
+                self.report.checks.append(Check(graph, case, name, _err(a, r), "max_abs_err", STAGE_TOL))
+
+    def observer(self, case: Callable[[str], str]) -> Observer:
+        """An observer for `StagedRunner.forward` checking every graph it runs, under the case `case(graph)`."""
+        return lambda graph, feeds, outputs: self.check(graph, case(graph), feeds, outputs)
+
+
+def street_case(n: int) -> Callable[[str], str]:
+    """The case name of a graph run on street frames with `n` tokens after stage 0."""
+    return lambda graph: "street frames" if graph == stage_name(0) else f"street tokens, n={n}"
+
+
+def _fits(bundle: Bundle, model: PausingSegmenter) -> None:
+    info, cfg = bundle.model, model.cfg
     pairs = {"embed dim": (cfg.embed_dim, info.embed_dim), "patch size": (cfg.patch_size, info.patch_size),
              "classes": (cfg.num_classes, info.num_classes), "extra tokens": (cfg.num_extra_tokens, info.extra_tokens),
              "pausing points": (tuple(cfg.pause_after), info.pause_after)}
@@ -104,64 +145,43 @@ def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: 
     if differ:
         raise UserError(f"the checkpoint does not fit bundle '{bundle.path}' (checkpoint vs bundle: "
                         f"{'; '.join(differ)}); give the checkpoint it was exported from with --ckpt")
+
+
+def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: int = 8,
+                  budgets: tuple[float, ...] = (1.0, 0.5, 0.25), threads: int = 0) -> VerifyReport:
+    """Every graph of the bundle in ONNX Runtime against PyTorch, and the staged pipeline against the model."""
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    _fits(bundle, model)
+    info = bundle.model
     model = at_image_size(model.eval().float(), info.input_size)
     backend = OrtBackend(threads=threads)
+    runner = StagedRunner(bundle, backend)
     report = VerifyReport()
+    checker = GraphChecker(bundle, graph_modules(model, bundle.manifest.has_scores), report)
     gen = torch.Generator().manual_seed(7)
-    real = street_batch(info.input_size, frames, info.mean, info.std)
-    noise = torch.randn(2, 3, *info.input_size, generator=gen)
-
-    sessions: dict[str, GraphSession] = {}
-
-    def run(name: str, feeds: dict[str, torch.Tensor]) -> list[np.ndarray]:
-        if name not in sessions:
-            sessions[name] = backend.open(bundle, name)
-        return sessions[name].run({k: v.numpy() for k, v in feeds.items()})
-
+    real = street_batch(info.input_size, frames, info.mean, info.std).numpy()
+    n_all = info.num_patches
     with torch.inference_mode():
-        # stage 0 on real frames and noise
-        s0 = Stage0(model)
-        for case, x in (("street frames", real), ("random image", noise)):
-            ref = s0(x)
-            got = run("stage0", {"image": x})
-            for name, a, r in zip(("tokens", "entropy"), got, ref):
-                report.checks.append(Check("stage0", case, name, _err(a, r), "max_abs_err", STAGE_TOL))
-        # later stages on the real token buffer reaching them, and on random tokens, at several n
-        tokens = s0(real)[0]
-        n_all = info.num_patches
+        # every graph on what it really sees: the staged network on street frames at n = 1, a third, all
+        for n in sorted({1, max(1, n_all // 3), n_all}):
+            runner.forward(real, FixedCounts.after_stage0(bundle.cost, n), observe=checker.observer(street_case(n)))
+        # and on random inputs, one graph at a time
+        noise = torch.randn(2, 3, *info.input_size, generator=gen).numpy()
+        checker.check(stage_name(0), "random image", {IMAGE: noise}, runner.stages[0].run({IMAGE: noise}))
+        scale = float(np.std(runner.stages[0].run({IMAGE: real})[0]))  # random tokens at the real tokens' scale
         for k in range(1, info.num_stages):
-            stage = StageK(model, k)
-            rand_tokens = torch.randn(2, info.tokens, info.embed_dim, generator=gen) * tokens.std()
+            tokens = (torch.randn(2, info.tokens, info.embed_dim, generator=gen) * scale).numpy()
             for n in sorted({1, max(1, n_all // 3), n_all}):
-                for case, buf in (("street tokens", tokens), ("random tokens", rand_tokens)):
-                    b = buf.shape[0]
-                    active = torch.stack([torch.randperm(n_all, generator=gen)[:n].sort().values for _ in range(b)])
-                    ref = stage(buf, active)
-                    got = run(f"stage{k}", {"tokens": buf, "active": active})
-                    for name, a, r in zip(("tokens", "entropy"), got, ref):
-                        report.checks.append(Check(f"stage{k}", f"{case}, n={n}", name, _err(a, r),
-                                                   "max_abs_err", STAGE_TOL))
-            tokens = stage(tokens, torch.arange(n_all).expand(tokens.shape[0], -1))[0]
-        # decoder and the unsplit reference: labels must agree
-        dec = Decoder(model, scores="scores" in [o.name for o in bundle.graphs["decoder"].outputs])
-        got = run("decoder", {"tokens": tokens})
-        ref = dec(tokens)
-        report.checks.append(Check("decoder", "street tokens", "labels", float((got[0] == ref[0].numpy()).mean()),
-                                   "agreement", AGREE_FULL))
-        if len(got) > 1:
-            report.checks.append(Check("decoder", "street tokens", "scores", _err(got[1], ref[1]), "max_abs_err",
-                                       STAGE_TOL))
-        if "full" in bundle.graphs:
-            got = run("full", {"image": real})
-            ref = Full(model, dec.scores)(real)
-            report.checks.append(Check("full", "street frames", "labels", float((got[0] == ref[0].numpy()).mean()),
-                                       "agreement", AGREE_FULL))
+                active = torch.stack([torch.randperm(n_all, generator=gen)[:n].sort().values for _ in range(2)])
+                feeds = {TOKENS: tokens, ACTIVE: active.numpy()}
+                checker.check(stage_name(k), f"random tokens, n={n}", feeds, runner.stages[k].run(feeds))
+        if bundle.manifest.has_full:
+            checker.check(FULL, "street frames", {IMAGE: real}, backend.open(bundle, FULL).run({IMAGE: real}))
         # end to end: staged graphs + runtime policy vs the PyTorch model
-        runner = StagedRunner(bundle, backend)
         for budget in budgets:
-            (labels, *_), _stats = runner.run(real.numpy(), PausingPolicy(budget))
-            ref_labels = model(real, budget=budget).logits.argmax(1).numpy()
-            report.checks.append(Check("pipeline", f"budget {budget:g}, {frames} frames", "labels",
+            labels = runner.forward(real, Pauser(bundle.cost, PausingPolicy(budget))).labels
+            ref_labels = model(torch.from_numpy(real), budget=budget).logits.argmax(1).numpy()
+            report.checks.append(Check("pipeline", f"budget {budget:g}, {frames} frames", LABELS,
                                        float((labels == ref_labels).mean()), "agreement",
                                        AGREE_FULL if budget >= 1 else AGREE_PAUSED))
     return report

@@ -3,13 +3,14 @@
 A bundle is a directory: `manifest.json` plus the graphs it names. Loading refuses, each with its own
 message saying which file or field is wrong and what to do:
 - a manifest that is not JSON, not a bundle manifest, from a newer format, or off its schema, or whose
-  parts disagree (token count, patch grid, cost model, graph shapes): see `manifest.py`;
+  parts disagree (token count, patch grid, cost model, graph shapes): see `paumer_edge.core.schema`;
 - a file name that leaves the bundle: absolute, `..`, or a symlink pointing out;
 - a graph whose sha256 differs from the manifest's (changed or corrupted);
 - a graph whose own inputs/outputs differ from the manifest's, or that keeps tensors in external data
   files. Bundles never use external data (the exporter embeds every weight), so any reference is refused
   rather than followed; `onnx_scan.py` reads the graph's protobuf without loading any data.
-This module is the contract; `paumer_edge.export` writes to it.
+The contract itself (the manifest's dataclasses) is `paumer_edge.core.contract`; `paumer_edge.export`
+writes to it.
 """
 
 from __future__ import annotations
@@ -21,38 +22,60 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paumer_edge.core.errors import BundleError
-from paumer_edge.core.pausing import CostModel
-
-from .manifest import (
+from paumer_edge.core.contract import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
     REEXPORT,
+    BatchRange,
+    EngineEntry,
     GraphSpec,
+    Manifest,
     ModelInfo,
     TensorSpec,
-    parse_manifest,
 )
+from paumer_edge.core.cost import CostModel
+from paumer_edge.core.errors import BundleError
+
 from .onnx_scan import IoSpec, OnnxFormatError, scan_onnx
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "Bundle", "BundleError", "GraphSpec", "ModelInfo", "TensorSpec",
-           "confined", "load_bundle", "sha256_file"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "Bundle", "BundleError", "GraphSpec", "Manifest", "ModelInfo",
+           "TensorSpec", "confined", "load_bundle", "sha256_file"]
 
 MAX_MANIFEST_BYTES = 16 << 20  # real manifests are a few KiB
 
 
 @dataclass(frozen=True)
 class Bundle:
+    """A checked bundle directory and its manifest."""
+
     path: Path
-    manifest: dict[str, Any]
-    model: ModelInfo
-    cost: CostModel
-    graphs: dict[str, GraphSpec]
+    manifest: Manifest
+
+    @property
+    def model(self) -> ModelInfo:
+        return self.manifest.model
+
+    @property
+    def cost(self) -> CostModel:
+        """The MAC model of the bundle's encoder (a device's latency profile replaces it at run time)."""
+        return self.manifest.cost
+
+    @property
+    def graphs(self) -> dict[str, GraphSpec]:
+        return self.manifest.graphs
+
+    @property
+    def batch(self) -> BatchRange:
+        return self.manifest.batch
+
+    @property
+    def engines(self) -> tuple[EngineEntry, ...]:
+        return self.manifest.engines
 
     @property
     def stage_names(self) -> list[str]:
-        return [f"stage{k}" for k in range(self.model.num_stages)]
+        return self.model.stage_names
 
     def graph_path(self, name: str) -> Path:
         return self.path / self.graphs[name].file
@@ -158,10 +181,9 @@ def load_bundle(path: str | Path, check_hashes: bool = True) -> Bundle:
         raise BundleError(f"bundle '{root}' does not exist; create one with `paumer-edge export CKPT -o {root}`")
     if not root.is_dir():
         raise BundleError(f"'{root}' is a file, not a bundle directory (a bundle is a folder with manifest.json)")
-    manifest = _read_manifest(root)
-    parsed = parse_manifest(manifest, str(root / MANIFEST))
-    for name, g in parsed.graphs.items():
+    manifest = Manifest.from_dict(_read_manifest(root), str(root / MANIFEST))
+    for name, g in manifest.graphs.items():
         _check_graph(root, name, g, check_hashes)
-    for e in parsed.engines:
-        confined(root, e["file"], "engine file")
-    return Bundle(root, manifest, parsed.model, parsed.cost, parsed.graphs)
+    for e in manifest.engines:
+        confined(root, e.file, "engine file")
+    return Bundle(root, manifest)

@@ -24,6 +24,7 @@ import numpy as np
 from paumer_edge.core.atomic import write_json_atomic
 from paumer_edge.core.cache import cache_root
 from paumer_edge.core.cost import CostModel, fit_latency
+from paumer_edge.core.pausing import FixedCounts
 
 from .bundle import MANIFEST
 from .staged import StagedRunner
@@ -64,43 +65,31 @@ def measure(runner: StagedRunner, seconds: float = 2.0, min_rounds: int = 4, max
     """Time every stage at several token counts (median over rounds) and fit the bundle's latency profile.
 
     A round runs the whole staged network once per token count n (stage 0, every later stage on n
-    tokens, the decoder), so caches and thread pools are as warm or cold as in real frames. The first
-    round only warms up. Stops after `seconds` once `min_rounds` are done.
+    tokens, the decoder: `FixedCounts` through the `StagedRunner`, as frames run), so caches and thread
+    pools are as warm or cold as in real frames. The first round only warms up. Stops after `seconds`
+    once `min_rounds` are done.
     """
     bundle = runner.bundle
     m = bundle.model
-    total = m.num_patches
-    ns = sorted({max(1, round(total * f)) for f in FRACTIONS})
-    rng = np.random.default_rng(0)
-    image = rng.standard_normal((1, 3, *m.input_size)).astype(np.float32)
-    actives = {n: np.sort(rng.choice(total, n, replace=False))[None].astype(np.int64) for n in ns}
-    keep = ("tokens", "tokens_out")
-    stage0: list[float] = []
+    ns = sorted({max(1, round(m.num_patches * f)) for f in FRACTIONS})
+    selectors = {n: FixedCounts.after_stage0(bundle.cost, n) for n in ns}
+    image = np.random.default_rng(0).standard_normal((1, 3, *m.input_size)).astype(np.float32)
+    stage_ms: dict[int, list[list[float]]] = {n: [] for n in ns}  # per n: per round, ms of every stage
     decoder: list[float] = []
-    later: dict[tuple[int, int], list[float]] = {(k, n): [] for k in range(1, m.num_stages) for n in ns}
     start = time.perf_counter()
     for r in range(max_rounds + 1):
         for n in ns:
-            t0 = time.perf_counter()
-            tokens = runner.stages[0].run({"image": image}, keep)[0]
-            t1 = time.perf_counter()
+            stats = runner.forward(image, selectors[n]).stats
             if r:
-                stage0.append(t1 - t0)
-            for k, session in enumerate(runner.stages[1:], start=1):
-                t0 = time.perf_counter()
-                tokens = session.run({"tokens": tokens, "active": actives[n]}, keep)[0]
-                if r:
-                    later[(k, n)].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            runner.decoder.run({"tokens": tokens})
-            if r:
-                decoder.append(time.perf_counter() - t0)
+                stage_ms[n].append(stats.stage_ms)
+                decoder.append(stats.decoder_ms)
         if r >= min_rounds and time.perf_counter() - start >= seconds:
             break
-    polys = [(1000 * float(np.median(stage0)), 0.0, 0.0)]
+    medians = {n: np.median(np.asarray(stage_ms[n]), axis=0) for n in ns}
+    polys = [(float(np.median([row[0] for n in ns for row in stage_ms[n]])), 0.0, 0.0)]
     for k in range(1, m.num_stages):
-        polys.append(fit_latency(ns, [1000 * float(np.median(later[(k, n)])) for n in ns]))
-    return bundle.cost.with_latency(polys, 1000 * float(np.median(decoder)), device or machine())
+        polys.append(fit_latency(ns, [float(medians[n][k]) for n in ns]))
+    return bundle.cost.with_latency(polys, float(np.median(decoder)), device or machine())
 
 
 def _read(path: Path, cost: CostModel) -> CostModel | None:

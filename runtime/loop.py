@@ -51,17 +51,24 @@ class RunSummary:
                 + (f"; reconnected {self.reconnections} times" if self.reconnections else ""))
 
 
-def run_stream(pipeline: Pipeline, source: Source, consume: Callable[[Frame, Result], None] | None = None,
-               show: Callable[[Frame, Result], bool] | None = None, max_frames: int | None = None,
-               progress: bool = True, queue_size: int = 4) -> RunSummary:
-    """Segment every frame of `source`; `consume` runs in the writer thread, `show` in this one."""
-    frames_in: queue.Queue = queue.Queue(queue_size)
-    results: queue.Queue = queue.Queue(queue_size)
-    stop = threading.Event()
-    errors: list[BaseException] = []
+class _Threads:
+    """The reader and writer threads around the caller's inference loop, with bounded queues and one stop flag;
+    an error in either is kept for the caller and stops the other."""
 
-    def put(q: queue.Queue, item: object) -> bool:
-        while not stop.is_set():
+    def __init__(self, source: Source, consume: Callable[[Frame, Result], None] | None, max_frames: int | None,
+                 queue_size: int):
+        self.frames: queue.Queue = queue.Queue(queue_size)
+        self.results: queue.Queue = queue.Queue(queue_size)
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.source, self.consume, self.max_frames = source, consume, max_frames
+        self.reader = threading.Thread(target=self._read, name="paumer-read", daemon=True)
+        self.writer = threading.Thread(target=self._write, name="paumer-write", daemon=True)
+        self.reader.start()
+        self.writer.start()
+
+    def put(self, q: queue.Queue, item: object) -> bool:
+        while not self.stop.is_set():
             try:
                 q.put(item, timeout=0.1)
                 return True
@@ -69,45 +76,77 @@ def run_stream(pipeline: Pipeline, source: Source, consume: Callable[[Frame, Res
                 continue
         return False
 
-    def read() -> None:
+    def _read(self) -> None:
         try:
-            for n, frame in enumerate(source):
-                if max_frames is not None and n >= max_frames:
+            for n, frame in enumerate(self.source):
+                if self.max_frames is not None and n >= self.max_frames:
                     break
-                if not put(frames_in, frame):
+                if not self.put(self.frames, frame):
                     return
         except BaseException as e:  # handed to the caller
-            errors.append(e)
+            self.errors.append(e)
         finally:
-            put(frames_in, _END)
+            self.put(self.frames, _END)
 
-    def write() -> None:
+    def _write(self) -> None:
         try:
             while True:
-                item = results.get()
+                item = self.results.get()
                 if item is _END:
                     return
-                if consume is not None and not stop.is_set():
-                    consume(*item)
+                if self.consume is not None and not self.stop.is_set():
+                    self.consume(*item)
         except BaseException as e:
-            errors.append(e)
-            stop.set()
+            self.errors.append(e)
+            self.stop.set()
 
-    reader = threading.Thread(target=read, name="paumer-read", daemon=True)
-    writer = threading.Thread(target=write, name="paumer-write", daemon=True)
-    reader.start()
-    writer.start()
+    def finish(self) -> None:
+        self.put(self.results, _END)  # the writer drains what it has (unless it already stopped on an error)
+        self.writer.join()
+        self.stop.set()  # releases the reader if it waits on a full queue
+        self.reader.join(timeout=5)
+
+
+class _Totals:
+    """Sums of the per-frame stats, turned into the summary's means at the end."""
+
+    def __init__(self) -> None:
+        self.stage_ms: np.ndarray | None = None
+        self.counts: np.ndarray | None = None
+        self.decoder_ms = self.inference_ms = self.budget = 0.0
+        self.frames = 0
+
+    def add(self, result: Result) -> None:
+        st = result.stats
+        self.stage_ms = np.asarray(st.stage_ms) if self.stage_ms is None else self.stage_ms + st.stage_ms
+        self.counts = np.asarray(st.counts, float) if self.counts is None else self.counts + st.counts
+        self.decoder_ms += st.decoder_ms
+        self.inference_ms += result.total_ms
+        self.budget += st.budget
+        self.frames += 1
+
+    def into(self, summary: RunSummary, default_budget: float) -> None:
+        n = max(self.frames, 1)
+        summary.frames = self.frames
+        summary.budget = self.budget / n if self.frames else default_budget
+        summary.stage_ms = [] if self.stage_ms is None else (self.stage_ms / n).tolist()
+        summary.counts = [] if self.counts is None else (self.counts / n).tolist()
+        summary.decoder_ms = self.decoder_ms / n
+        summary.inference_ms = self.inference_ms / n
+
+
+def run_stream(pipeline: Pipeline, source: Source, consume: Callable[[Frame, Result], None] | None = None,
+               show: Callable[[Frame, Result], bool] | None = None, max_frames: int | None = None,
+               progress: bool = True, queue_size: int = 4) -> RunSummary:
+    """Segment every frame of `source`; `consume` runs in the writer thread, `show` in this one."""
+    threads = _Threads(source, consume, max_frames, queue_size)
     total = min(x for x in (source.length, max_frames) if x is not None) if (source.length or max_frames) else None
     bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True)
-    summary = RunSummary()
-    stage_sum: np.ndarray | None = None
-    count_sum: np.ndarray | None = None
-    budget_sum = 0.0
-    refused = 0
+    totals, refused = _Totals(), 0
     t0 = time.perf_counter()
     try:
-        while not stop.is_set():
-            item = frames_in.get()
+        while not threads.stop.is_set():
+            item = threads.frames.get()
             if item is _END:
                 break
             try:
@@ -115,36 +154,22 @@ def run_stream(pipeline: Pipeline, source: Source, consume: Callable[[Frame, Res
             except FrameError:
                 refused += 1
                 continue
-            st = result.stats
-            stage_sum = np.asarray(st.stage_ms) if stage_sum is None else stage_sum + st.stage_ms
-            count_sum = np.asarray(st.counts, float) if count_sum is None else count_sum + st.counts
-            summary.decoder_ms += st.decoder_ms
-            summary.inference_ms += result.total_ms
-            budget_sum += st.budget
-            summary.frames += 1
-            if not put(results, (item, result)):
+            totals.add(result)
+            if not threads.put(threads.results, (item, result)):
                 break
             if show is not None and not show(item, result):
                 break
             bar.update()
-            bar.set_postfix(fps=f"{summary.frames / (time.perf_counter() - t0):.1f}", budget=f"{st.budget:.2f}",
+            st = result.stats
+            bar.set_postfix(fps=f"{totals.frames / (time.perf_counter() - t0):.1f}", budget=f"{st.budget:.2f}",
                             tokens="/".join(str(c) for c in st.counts))
     finally:
-        put(results, _END)  # the writer drains what it has (unless it already stopped on an error)
-        writer.join()
-        stop.set()  # releases the reader if it waits on a full queue
-        reader.join(timeout=5)
+        threads.finish()
         bar.close()
         source.close()
-    summary.seconds = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    n = max(summary.frames, 1)
-    summary.skipped = source.skipped + refused
-    summary.reconnections = source.reconnections
-    summary.budget = budget_sum / n if summary.frames else pipeline.budget
-    summary.stage_ms = [] if stage_sum is None else (stage_sum / n).tolist()
-    summary.counts = [] if count_sum is None else (count_sum / n).tolist()
-    summary.decoder_ms /= n
-    summary.inference_ms /= n
+    summary = RunSummary(seconds=time.perf_counter() - t0, skipped=source.skipped + refused,
+                         reconnections=source.reconnections)
+    if threads.errors:
+        raise threads.errors[0]
+    totals.into(summary, pipeline.budget)
     return summary

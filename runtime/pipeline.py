@@ -6,19 +6,19 @@
     result.labels                        # [H, W] class per pixel, at the frame's size
     seg.budget = 0.3                     # turn the knob while the robot runs
 
-The budget is a fraction of this device's encoder time: on first use a Pipeline measures the bundle's
-latency profile on its backend (a second or two, then cached per bundle, backend and machine; see
-`runtime.latency`). `cost="macs"` makes it a fraction of the multiply-accumulates instead, as in
-training and `paumer-edge eval`, the same on every device.
+The budget is a fraction of this device's encoder time: on first use (the first frame, or reading
+`pipe.cost`) a Pipeline measures the bundle's latency profile on its backend (a second or two, then
+cached per bundle, backend and machine; see `runtime.latency`); `calibrate()` measures it afresh.
+`cost="macs"` makes it a fraction of the multiply-accumulates instead, as in training and
+`paumer-edge eval`, the same on every device.
 
 Thread safety: a Pipeline may be shared by several threads. Pre- and post-processing run in the
-caller's thread; the staged inference itself is serialised by a lock (the sessions share buffers and
-the latency controller has state). For parallel inference, give each thread its own Pipeline.
+caller's thread; the staged inference itself is serialised by a lock (the sessions share buffers).
+For parallel inference, give each thread its own Pipeline.
 
-Speed on the CPU: `shared_threads=True` runs all stages on one ONNX Runtime thread pool (about 15%
-faster here). It is process-wide: afterwards ONNX Runtime refuses sessions elsewhere in the process that
-keep the default per-session pool, so turn it on when this process's ONNX Runtime is yours alone (the
-CLI does).
+Speed on the CPU: `shared_threads=True` runs all stages on one ONNX Runtime thread pool. It is
+process-wide: afterwards ONNX Runtime refuses sessions elsewhere in the process that keep the default
+per-session pool, so turn it on when this process's ONNX Runtime is yours alone (the CLI does).
 """
 
 from __future__ import annotations
@@ -31,14 +31,17 @@ from pathlib import Path
 import numpy as np
 
 from paumer_edge import UserError
-from paumer_edge.core.pausing import CostModel, PausingPolicy, check_budget, check_threshold
+from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, check_budget, check_threshold
 
 from .backends.select import open_backend
 from .bundle import Bundle, ModelInfo, load_bundle
 from .controller import LatencyController
 from .latency import device_profile
-from .preprocess import Placement, labels_to_frame, preprocess
+from .preprocess import Placement
 from .staged import StagedRunner, StageStats
+from .tiling import Tiler, WholeFrame
+
+COSTS = ("device", "macs")
 
 
 @dataclass
@@ -56,7 +59,12 @@ class Result:
 
 
 class Pipeline:
-    """A loaded bundle on a backend, with the run-time knobs: budget, threshold, latency target."""
+    """A loaded bundle on a backend, with the run-time knobs: budget, threshold, latency target.
+
+    Every frame runs one template: the tiler's pre-processing (caller's thread), the staged graphs with a
+    token selector built once from the knobs (under the lock), the tiler's post-processing (caller's
+    thread), then the latency controller sees the frame's own time (waiting for the lock left out).
+    """
 
     def __init__(self, bundle: str | Path | Bundle, backend: str = "auto", budget: float = 1.0,
                  threshold: float | None = None, target_ms: float | None = None, letterbox: bool = False,
@@ -64,34 +72,56 @@ class Pipeline:
                  shared_threads: bool = False, cost: str | CostModel = "device"):
         self._budget = check_budget(budget)
         self._threshold = None if threshold is None else check_threshold(threshold)
+        if not (isinstance(cost, CostModel) or cost in COSTS):
+            raise UserError(f"unknown cost model '{cost}': use 'device' (this device's measured latency) or 'macs'")
         self.controller = LatencyController(target_ms, budget=self._budget) if target_ms else None
         self.letterbox, self.bgr, self.stage_map = letterbox, bgr, stage_map
-        self._lock = threading.Lock()
+        self.tiler: Tiler = WholeFrame(letterbox, bgr)
+        self._lock = threading.Lock()  # the staged graphs: one frame at a time
+        self._control = threading.Lock()  # the controller's state
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.backend = open_backend(backend, self.bundle, threads=threads, precision=precision,
-                                    shared_threads=shared_threads)
+                                    shared_threads=shared_threads, budgets=(self._budget,))
         self.runner = StagedRunner(self.bundle, self.backend)
         self.threads = threads
-        self.cost, self.cost_source = self._cost(cost)
+        self._cost_choice = cost
+        self._cost: CostModel | None = cost if isinstance(cost, CostModel) else None
+        self._cost_source = "given" if isinstance(cost, CostModel) else ""
 
-    def _cost(self, cost: str | CostModel) -> tuple[CostModel, str]:
-        if isinstance(cost, CostModel):
-            return cost, "given"
-        if cost == "macs":
-            return self.bundle.cost, "MACs"
-        if cost == "device":
-            profile = device_profile(self.runner, self.backend.describe(), self.threads)
-            return profile.cost, profile.source
-        raise UserError(f"unknown cost model '{cost}': use 'device' (this device's measured latency) or 'macs'")
+    # ---- what a budget is a fraction of: resolved on first use --------------------------------------
+    def _resolve_cost(self) -> CostModel:
+        """The cost model, measuring this device's latency profile on first use (call with the lock held)."""
+        if self._cost is None:
+            if self._cost_choice == "macs":
+                self._cost, self._cost_source = self.bundle.cost, "MACs"
+            else:
+                profile = device_profile(self.runner, self.backend.describe(), self.threads)
+                self._cost, self._cost_source = profile.cost, profile.source
+        return self._cost
+
+    @property
+    def cost(self) -> CostModel:
+        """What budgets are fractions of: this device's latency profile (measured on first use, then cached
+        per bundle, backend and machine) or the bundle's MAC model."""
+        with self._lock:
+            return self._resolve_cost()
+
+    @property
+    def cost_source(self) -> str:
+        """Where the cost model came from: "measured in 1.9 s", "cached <path>", "MACs" or "given"."""
+        with self._lock:
+            self._resolve_cost()
+            return self._cost_source
 
     def calibrate(self, seconds: float = 2.0) -> CostModel:
         """Measure this device's latency profile afresh (e.g. after a change of load), cache it, use it."""
         with self._lock:
             profile = device_profile(self.runner, self.backend.describe(), self.threads, refresh=True,
                                      seconds=seconds)
-            self.cost, self.cost_source = profile.cost, profile.source
-        return self.cost
+            self._cost, self._cost_source = profile.cost, profile.source
+            return self._cost
 
+    # ---- the knobs -------------------------------------------------------------------------------
     @property
     def info(self) -> ModelInfo:
         return self.bundle.model
@@ -102,10 +132,11 @@ class Pipeline:
 
     @budget.setter
     def budget(self, value: float) -> None:
-        with self._lock:
-            self._budget = check_budget(value)
+        b = check_budget(value)
+        with self._control:
+            self._budget = b
             if self.controller:
-                self.controller.budget = self._budget
+                self.controller.budget = b
 
     @property
     def threshold(self) -> float | None:
@@ -120,28 +151,28 @@ class Pipeline:
         return (f"{self.info.name} ({self.info.input_size[0]}x{self.info.input_size[1]}) on {self.backend.describe()}; "
                 f"budgets are fractions of {unit}")
 
+    # ---- one frame --------------------------------------------------------------------------------
     def __call__(self, frame: np.ndarray, budget: float | None = None, threshold: float | None = None) -> Result:
         """Segment one frame. `budget` / `threshold` override the pipeline's knobs for this call."""
         t0 = time.perf_counter()
-        m = self.info
-        x, placement = preprocess(frame, m.input_size, m.mean, m.std, self.letterbox, self.bgr)
+        prepared = self.tiler.prepare(frame, self.info)
         t1 = time.perf_counter()
         with self._lock:
-            b = check_budget(budget) if budget is not None else self.budget
-            thr = check_threshold(threshold) if threshold is not None else self._threshold
-            out = self.runner.forward(x[None], PausingPolicy(b, thr), stage_map=self.stage_map, cost=self.cost)
+            policy = PausingPolicy(self.budget if budget is None else budget,  # checked here, once
+                                   self._threshold if threshold is None else threshold)
             t2 = time.perf_counter()
-            if self.controller is not None and budget is None:
-                self.controller.update((t2 - t0) * 1000)
-        labels = labels_to_frame(out.labels[0], placement)
-        t3 = time.perf_counter()
-        return Result(labels, out.stats, placement, None if out.scores is None else out.scores[0],
-                      None if out.stage_map is None else out.stage_map[0],
-                      {"preprocess": (t1 - t0) * 1000, "inference": (t2 - t1) * 1000, "postprocess": (t3 - t2) * 1000})
+            inferred = self.tiler.infer(self.runner, prepared, Pauser(self._resolve_cost(), policy), self.stage_map)
+            t3 = time.perf_counter()
+        out = self.tiler.finish(prepared, inferred)
+        t4 = time.perf_counter()
+        timings = {"preprocess": (t1 - t0) * 1000, "inference": (t3 - t2) * 1000, "postprocess": (t4 - t3) * 1000}
+        if self.controller is not None and budget is None:
+            with self._control:
+                self.controller.update(sum(timings.values()))
+        return Result(out.labels, out.stats, out.placement, out.scores, out.stage_map, timings)
 
     def warmup(self, frames: int = 3) -> None:
         """Run a few blank frames (first calls allocate and, on GPUs, pick kernels)."""
         h, w = self.info.input_size
         for _ in range(frames):
             self(np.zeros((h, w, 3), np.uint8), budget=1.0)
-

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from paumer_edge import UserError
+from paumer_edge.core.names import ACTIVE, IMAGE, TOKENS, stage_index
 from paumer_edge.core.pausing import plan_budget
 
 from .bundle import Bundle
@@ -16,23 +17,21 @@ from .bundle import Bundle
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
 
-def profile_shapes(bundle: Bundle, graph: str, budgets: Sequence[float],
-                   batch: tuple[int, int, int]) -> list[Shapes]:
-    """(min, opt, max) shape of every input, one dict per optimisation profile."""
+def profile_shapes(bundle: Bundle, graph: str, budgets: Sequence[float]) -> list[Shapes]:
+    """(min, opt, max) shape of every input, one dict per optimisation profile; batch sizes from the manifest."""
     m = bundle.model
-    lo, opt, hi = batch
+    lo, opt, hi = bundle.batch.sizes
     spec = bundle.graphs[graph]
     profiles = []
     plans = [plan_budget(bundle.cost, b) for b in budgets] or [plan_budget(bundle.cost, 1.0)]
     for plan in plans:
         shapes: Shapes = {}
         for t in spec.inputs:
-            if t.name in ("image", "tokens"):
-                s: tuple[int, ...] = (3, *m.input_size) if t.name == "image" else (m.tokens, m.embed_dim)
+            if t.name in (IMAGE, TOKENS):
+                s: tuple[int, ...] = (3, *m.input_size) if t.name == IMAGE else (m.tokens, m.embed_dim)
                 shapes[t.name] = ((lo, *s), (opt, *s), (hi, *s))
-            elif t.name == "active":
-                k = int(graph.removeprefix("stage"))
-                n_opt = plan.counts[k]
+            elif t.name == ACTIVE:
+                n_opt = plan.counts[stage_index(graph) or 0]
                 shapes[t.name] = ((lo, 1), (opt, n_opt), (hi, m.num_patches))
             else:
                 raise UserError(f"graph {graph} has an input '{t.name}' this builder does not know")

@@ -12,7 +12,6 @@ cover a frame the same way. Scores are class probabilities: the decoder of a bun
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +19,15 @@ import cv2
 import numpy as np
 
 from paumer_edge import UserError
-from paumer_edge.core.pausing import CostModel, PausingPolicy, check_budget, check_threshold
+from paumer_edge.core.contract import ModelInfo
+from paumer_edge.core.pausing import TokenSelector
 from paumer_edge.core.windows import DEFAULT_STRIDE, check_stride, covering_size, window_layout
 
 from .bundle import Bundle
-from .pipeline import Pipeline, Result
+from .pipeline import Pipeline
 from .preprocess import Placement, labels_to_frame, preprocess, to_rgb_uint8
 from .staged import StagedRunner, StageStats
+from .tiling import Tiled
 
 
 class ScoreAccumulator:
@@ -50,19 +51,10 @@ class ScoreAccumulator:
         return self.sum / self.count
 
 
-@dataclass
-class SlidingOutput:
-    labels: np.ndarray  # [H, W] class per pixel at the (possibly scaled-up) image size
-    scores: np.ndarray  # [K, H, W] averaged class probabilities at that size
-    stage_map: np.ndarray | None  # [H, W] the latest encoder stage any window ran each pixel in
-    stats: StageStats  # times summed over windows; token counts and compute averaged per window
-    windows: int
-
-
-def combine_stats(parts: list[StageStats], policy: PausingPolicy) -> StageStats:
+def combine_stats(parts: list[StageStats]) -> StageStats:
     """One frame's stats from its windows': time adds up, tokens and compute are the mean per window."""
     n = max(len(parts), 1)
-    stats = StageStats(budget=policy.budget, threshold=policy.threshold)
+    stats = StageStats(budget=parts[0].budget, threshold=parts[0].threshold)
     stats.stage_ms = [sum(col) for col in zip(*(p.stage_ms for p in parts))]
     stats.counts = [round(sum(col) / n) for col in zip(*(p.counts for p in parts))]
     stats.decoder_ms = sum(p.decoder_ms for p in parts)
@@ -73,41 +65,67 @@ def combine_stats(parts: list[StageStats], policy: PausingPolicy) -> StageStats:
 
 def require_scores(bundle: Bundle) -> None:
     """Sliding windows average class scores: refuse a bundle whose decoder gives labels only."""
-    if "scores" not in {t.name for t in bundle.graphs["decoder"].outputs}:
+    if not bundle.manifest.has_scores:
         raise UserError(f"sliding windows need class scores and the bundle {bundle.path} has none; "
                         "export it again with `paumer-edge export CKPT --scores`")
 
 
-def sliding_segment(runner: StagedRunner, rgb: np.ndarray, policy: PausingPolicy, stride: float = DEFAULT_STRIDE,
-                    stage_map: bool = False, batch: int = 1, cost: CostModel | None = None) -> SlidingOutput:
-    """Segment an RGB uint8 frame [h, w, 3] window by window with a bundle whose decoder outputs scores
-    (`require_scores` checks that, once per bundle: `SlidingPipeline` does on construction).
+@dataclass
+class Windows:
+    """A frame prepared for sliding windows: normalised at the size the windows cover, and their corners."""
 
-    `cost` is what the budget is a fraction of (default: the bundle's MAC model), as in `StagedRunner`.
-    """
-    m = runner.bundle.model
-    size = covering_size(rgb.shape[:2], m.input_size)
-    x, _ = preprocess(rgb, size, m.mean, m.std, letterbox=False)  # scale (if needed) and normalise once
-    corners = window_layout(size, m.input_size, stride)
-    wh, ww = m.input_size
-    acc = ScoreAccumulator(m.num_classes, size)
-    smap = np.zeros(size, np.uint8) if stage_map else None
-    parts: list[StageStats] = []
-    for i in range(0, len(corners), max(1, batch)):
-        group = corners[i : i + max(1, batch)]
-        crops = np.stack([x[:, y : y + wh, c : c + ww] for y, c in group])
-        out = runner.forward(crops, policy, stage_map=stage_map, cost=cost)
-        assert out.scores is not None  # the decoder declares them (checked above)
-        for j, corner in enumerate(group):
-            acc.add(out.scores[j], corner)
-            if smap is not None and out.stage_map is not None:
-                y, c = corner
-                up = cv2.resize(out.stage_map[j], (ww, wh), interpolation=cv2.INTER_NEAREST)
-                np.maximum(smap[y : y + wh, c : c + ww], up, out=smap[y : y + wh, c : c + ww])
-        parts.append(out.stats)
-    scores = acc.mean()
-    dtype = np.uint8 if m.num_classes <= 256 else np.int32
-    return SlidingOutput(scores.argmax(0).astype(dtype), scores, smap, combine_stats(parts, policy), len(corners))
+    frame_hw: tuple[int, int]
+    image: np.ndarray  # [3, H, W] normalised, at the (possibly scaled-up) size
+    corners: list[tuple[int, int]]
+
+
+@dataclass
+class WindowOutputs:
+    scores: np.ndarray  # [K, H, W] averaged class probabilities
+    stage_map: np.ndarray | None  # [H, W] the latest encoder stage any window ran each pixel in
+    stats: StageStats
+
+
+@dataclass(frozen=True)
+class SlidingWindows:
+    """The frame at its own resolution (scaled up if smaller than a window), covered by windows of the model's
+    input size; class scores averaged where windows overlap (a bundle exported with `--scores`)."""
+
+    stride: float = DEFAULT_STRIDE
+    batch: int = 1
+    bgr: bool = False
+
+    def prepare(self, frame: np.ndarray, info: ModelInfo) -> Windows:
+        rgb = to_rgb_uint8(frame, bgr=self.bgr)
+        size = covering_size(rgb.shape[:2], info.input_size)
+        x, _ = preprocess(rgb, size, info.mean, info.std, letterbox=False)  # scale (if needed) and normalise once
+        return Windows((rgb.shape[0], rgb.shape[1]), x, window_layout(size, info.input_size, self.stride))
+
+    def infer(self, runner: StagedRunner, prepared: Windows, selector: TokenSelector,
+              stage_map: bool) -> WindowOutputs:
+        m = runner.bundle.model
+        wh, ww = m.input_size
+        x, corners = prepared.image, prepared.corners
+        acc = ScoreAccumulator(m.num_classes, (x.shape[1], x.shape[2]))
+        smap = np.zeros(x.shape[1:], np.uint8) if stage_map else None
+        parts: list[StageStats] = []
+        for i in range(0, len(corners), self.batch):
+            group = corners[i : i + self.batch]
+            out = runner.forward(np.stack([x[:, y : y + wh, c : c + ww] for y, c in group]), selector, stage_map)
+            assert out.scores is not None  # the decoder declares them (`require_scores`)
+            for j, (y, c) in enumerate(group):
+                acc.add(out.scores[j], (y, c))
+                if smap is not None and out.stage_map is not None:
+                    up = cv2.resize(out.stage_map[j], (ww, wh), interpolation=cv2.INTER_NEAREST)
+                    np.maximum(smap[y : y + wh, c : c + ww], up, out=smap[y : y + wh, c : c + ww])
+            parts.append(out.stats)
+        return WindowOutputs(acc.mean(), smap, combine_stats(parts))
+
+    def finish(self, prepared: Windows, inferred: WindowOutputs) -> Tiled:
+        scores = inferred.scores
+        labels = scores.argmax(0).astype(np.uint8 if scores.shape[0] <= 256 else np.int32)
+        placement = sliding_placement(prepared.frame_hw, (labels.shape[0], labels.shape[1]))
+        return Tiled(labels_to_frame(labels, placement), inferred.stats, placement, scores, inferred.stage_map)
 
 
 def sliding_placement(frame_hw: tuple[int, int], image_hw: tuple[int, int]) -> Placement:
@@ -131,23 +149,7 @@ class SlidingPipeline(Pipeline):
         require_scores(self.bundle)
         self.stride = check_stride(stride)
         self.batch = max(1, int(batch))
+        self.tiler = SlidingWindows(self.stride, self.batch, self.bgr)
 
     def describe(self) -> str:
         return f"{super().describe()}, sliding windows at stride {self.stride:.2f}"
-
-    def __call__(self, frame: np.ndarray, budget: float | None = None, threshold: float | None = None) -> Result:
-        t0 = time.perf_counter()
-        rgb = to_rgb_uint8(frame, bgr=self.bgr)
-        with self._lock:
-            b = check_budget(budget) if budget is not None else self.budget
-            thr = check_threshold(threshold) if threshold is not None else self.threshold
-            out = sliding_segment(self.runner, rgb, PausingPolicy(b, thr), self.stride, self.stage_map, self.batch,
-                                  self.cost)
-            t1 = time.perf_counter()
-            if self.controller is not None and budget is None:
-                self.controller.update((t1 - t0) * 1000)
-        placement = sliding_placement(rgb.shape[:2], out.labels.shape)
-        labels = labels_to_frame(out.labels, placement)
-        t2 = time.perf_counter()
-        return Result(labels, out.stats, placement, out.scores, out.stage_map,
-                      {"inference": (t1 - t0) * 1000, "postprocess": (t2 - t1) * 1000})

@@ -1,9 +1,10 @@
 """Run a bundle's staged graphs with the shared pausing policy between stages.
 
 This is the orchestration at the heart of the runtime: stage 0 on every token, then at each pausing
-point read the entropies, let the policy pick the active tokens, hand their indices to the next stage,
-and finally decode. The token buffer stays wherever the backend keeps it (device memory on a GPU);
-the host touches only entropies (down) and indices (up).
+point read the entropies, let the token selector (the shared policy) pick the active tokens, hand their
+indices to the next stage, and finally decode. Every use of a bundle's staged graphs runs through here:
+`Pipeline`, latency profiles, `verify`, INT8 calibration. The token buffer stays wherever the backend
+keeps it (device memory on a GPU); the host touches only entropies (down) and indices (up).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy
+from paumer_edge.core.names import ACTIVE, BUFFERS, DECODER, IMAGE, TOKENS
+from paumer_edge.core.pausing import TokenSelector
 
 from .backends.base import Backend, GraphSession
 from .bundle import Bundle
@@ -47,71 +49,69 @@ class StagedOutput:
     stats: StageStats
 
 
+Observer = Callable[[str, dict[str, Any], list[Any]], None]  # graph name, its feeds, its outputs
+
+
 class StagedRunner:
-    """Sessions for stage0..stageS-1 and the decoder of one bundle on one backend."""
+    """Sessions for stage0..stageS-1 and the decoder of one bundle on one backend, run with a token selector."""
 
     def __init__(self, bundle: Bundle, backend: Backend):
         self.bundle = bundle
         self.backend = backend
         self.stages: list[GraphSession] = [backend.open(bundle, name) for name in bundle.stage_names]
-        self.decoder = backend.open(bundle, "decoder")
+        self.decoder = backend.open(bundle, DECODER)
         self._all = np.arange(bundle.model.num_patches, dtype=np.int64)[None]
         self._all.flags.writeable = False  # fed to every stage while nothing pauses
 
-    def forward(self, images: np.ndarray, policy: PausingPolicy, stage_map: bool = False,
-                observe: Callable[[str, dict[str, Any]], None] | None = None,
-                cost: CostModel | None = None) -> StagedOutput:
+    def forward(self, images: np.ndarray, selector: TokenSelector, stage_map: bool = False,
+                observe: Observer | None = None) -> StagedOutput:
         """Normalised images [B,3,H,W] float32 -> labels, optional scores and pause map, stats.
 
-        `observe(graph, feeds)` sees the inputs of every graph as it runs (INT8 calibration records them).
-        `cost` is what the budget is a fraction of (default: the bundle's MAC model).
+        `selector` chooses the active tokens between stages (a `Pauser` for a budget / threshold, with the
+        cost model the budget is a fraction of). `observe(graph, feeds, outputs)` sees every graph run (INT8
+        calibration records the feeds, `verify` compares the outputs); outputs kept on a device arrive as
+        the backend's handles.
         """
         check_model_input(images, self.bundle.model.input_size)
-        cost = cost or self.bundle.cost
-        pauser = Pauser(cost, policy)
-        stats = StageStats(budget=policy.budget, threshold=policy.threshold)
+        stats = StageStats(budget=selector.budget, threshold=selector.threshold)
         b = images.shape[0]
         rows, cols = self.bundle.model.grid
         smap = np.zeros((b, rows * cols), np.uint8) if stage_map else None
-        keep = ("tokens", "tokens_out")
-        if observe is not None:
-            observe("stage0", {"image": images})
+        feeds: dict[str, Any] = {IMAGE: images}
         t0 = time.perf_counter()
-        outs = self.stages[0].run({"image": images}, keep)
+        outs = self.stages[0].run(feeds, BUFFERS)
         stats.stage_ms.append((time.perf_counter() - t0) * 1000)
+        if observe is not None:
+            observe(self.bundle.stage_names[0], feeds, outs)
         tokens, entropy = outs[0], (outs[1] if len(outs) > 1 else None)
         # the host work between stages runs on caches the stage just flushed: keep it to a few calls
         active = self._all if b == 1 else np.ascontiguousarray(np.broadcast_to(self._all, (b, self._all.shape[1])))
         stats.counts.append(active.shape[1])
-        pausing = pauser.needs_entropy
+        pausing = selector.needs_entropy
         for k, session in enumerate(self.stages[1:], start=1):
             t0 = time.perf_counter()
             if pausing and entropy is not None:
-                chosen = pauser.select(k - 1, entropy)
+                chosen = selector.select(k - 1, entropy)
                 if chosen is not None:
                     active = np.take_along_axis(active, chosen, axis=1)
             if smap is not None:
                 np.put_along_axis(smap, active, k, axis=1)
-            feeds = {"tokens": tokens, "active": active}
-            if observe is not None:
-                observe(self.bundle.stage_names[k], feeds)
+            feeds = {TOKENS: tokens, ACTIVE: active}
             t1 = time.perf_counter()
-            outs = session.run(feeds, keep)
+            outs = session.run(feeds, BUFFERS)
             t2 = time.perf_counter()
             stats.policy_ms += (t1 - t0) * 1000
             stats.stage_ms.append((t2 - t1) * 1000)
             stats.counts.append(active.shape[1])
+            if observe is not None:
+                observe(self.bundle.stage_names[k], feeds, outs)
             tokens, entropy = outs[0], (outs[1] if len(outs) > 1 else None)
-        if observe is not None:
-            observe("decoder", {"tokens": tokens})
+        feeds = {TOKENS: tokens}
         t0 = time.perf_counter()
-        result = self.decoder.run({"tokens": tokens})
+        result = self.decoder.run(feeds)
         stats.decoder_ms = (time.perf_counter() - t0) * 1000
-        stats.cost_fraction = pauser.spent(stats.counts)
+        if observe is not None:
+            observe(DECODER, feeds, result)
+        stats.cost_fraction = selector.spent(stats.counts)
         return StagedOutput(result[0], result[1] if len(result) > 1 else None,
                             None if smap is None else smap.reshape(b, rows, cols), stats)
-
-    def run(self, images: np.ndarray, policy: PausingPolicy) -> tuple[list[np.ndarray], StageStats]:
-        """Decoder outputs (labels first) and stats: the form `verify` compares."""
-        out = self.forward(images, policy)
-        return [out.labels] + ([out.scores] if out.scores is not None else []), out.stats

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from paumer_edge.core.pausing import PausingPolicy
+from paumer_edge.core.pausing import Pauser, PausingPolicy
 from paumer_edge.core.video import VideoSink
 from paumer_edge.data.streets import street_frames, write_video
 from paumer_edge.runtime import FrameError, OutputError, Pipeline, PolicyError, SourceError
@@ -180,7 +180,7 @@ def test_a_tensor_of_the_wrong_shape_says_what_the_bundle_takes(tiny_bundle: Pat
     pipe = Pipeline(tiny_bundle)
     for x in (np.zeros((1, 3, 64, 64), np.float32), np.zeros((1, 3, 32, 64), np.float64), np.zeros((3, 32, 64))):
         with pytest.raises(FrameError, match=r"takes float32 \[B, 3, 32, 64\] \(exported at 32x64\)"):
-            pipe.runner.forward(x, PausingPolicy(0.5))
+            pipe.runner.forward(x, Pauser(pipe.bundle.cost, PausingPolicy(0.5)))
 
 
 def test_budgets_and_thresholds_out_of_range(tiny_bundle: Path, video: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -16,7 +17,8 @@ import torch
 
 from paumer_edge import UserError
 from paumer_edge.checkpoint import load_model
-from paumer_edge.core.pausing import CostModel, plan_budget
+from paumer_edge.core.contract import BatchRange
+from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, plan_budget
 from paumer_edge.export.exporter import ExportOptions, export_bundle
 from paumer_edge.export.fp16 import convert_to_fp16
 from paumer_edge.export.graphs import StageK
@@ -31,12 +33,12 @@ def test_manifest_schema(tiny_bundle: Path, tiny_ckpt: Path) -> None:
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     model = load_model(tiny_ckpt)
     cfg = model.cfg
-    assert manifest["format"] == "paumer-edge-bundle" and manifest["format_version"] == 1
+    assert manifest["format"] == "paumer-edge-bundle" and manifest["format_version"] == 2
     m = manifest["model"]
     assert m["class_names"] == list(cfg.class_names) and m["palette"] == [list(c) for c in cfg.palette]
     assert m["mean"] == list(cfg.mean) and m["std"] == list(cfg.std)
     assert m["input_size"] == [32, 64] and m["grid"] == [4, 8] and m["tokens"] == 33 and m["extra_tokens"] == 1
-    assert manifest["pausing"]["pause_after"] == [1, 2, 3]
+    assert m["pause_after"] == [1, 2, 3] and set(manifest["pausing"]) == {"cost_model"}
     assert CostModel.from_dict(manifest["pausing"]["cost_model"]) == CostModel.from_config(cfg)
     assert set(manifest["graphs"]) == {"stage0", "stage1", "stage2", "stage3", "decoder", "full"}
     assert {"torch", "onnx", "opset"} <= set(manifest["exporter"]) and manifest["exporter"]["opset"] == 18
@@ -62,12 +64,10 @@ def test_graphs_are_clean_and_tensorrt_friendly(tiny_bundle: Path) -> None:
         assert model.opset_import[0].version == 18
 
 
-def test_stage_graphs_hold_no_shape_arithmetic_per_block(tiny_bundle: Path) -> None:
+def test_stage_graphs_hold_no_shape_arithmetic_per_block(tiny_bundle: Path, tiny_ckpt: Path) -> None:
     """Attention exported written-out: a dynamic token count costs a few shape ops per graph, not per block
     (the fused kernel's decomposition added ~10% to every stage call on a CPU)."""
-    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    bounds = manifest["pausing"]["stage_bounds"]
-    for k, (start, end) in enumerate(bounds):
+    for k, (start, end) in enumerate(load_model(tiny_ckpt).cfg.stage_bounds):
         model = onnx.load(str(tiny_bundle / f"stage{k}.onnx"))
         ops = [n.op_type for n in model.graph.node]
         assert ops.count("Shape") <= 2, (k, end - start, ops.count("Shape"))
@@ -200,12 +200,13 @@ def test_fp16_graphs_for_strongly_typed_tensorrt(tiny_bundle: Path) -> None:
 
 def test_engine_profiles_follow_the_budget_plan(tiny_bundle: Path) -> None:
     bundle = load_bundle(tiny_bundle)
-    profiles = profile_shapes(bundle, "stage2", [0.5, 0.25], (1, 2, 8))
+    bundle = dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, batch=BatchRange(1, 2, 8)))
+    profiles = profile_shapes(bundle, "stage2", [0.5, 0.25])
     counts = [plan_budget(bundle.cost, b).counts[2] for b in (0.5, 0.25)]
     assert [p["active"] for p in profiles] == [((1, 1), (2, c), (8, 32)) for c in counts]
     assert profiles[0]["tokens"] == ((1, 33, 32), (2, 33, 32), (8, 33, 32))
-    assert profile_shapes(bundle, "stage0", [0.5], (1, 1, 4))[0]["image"] == ((1, 3, 32, 64), (1, 3, 32, 64),
-                                                                             (4, 3, 32, 64))
+    small = dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, batch=BatchRange(1, 1, 4)))
+    assert profile_shapes(small, "stage0", [0.5])[0]["image"] == ((1, 3, 32, 64), (1, 3, 32, 64), (4, 3, 32, 64))
     gpu = GpuInfo(0, "NVIDIA Orin", "8.7", 30.0)
     k1 = engine_key("abc", "10.3.0", gpu, "fp16", profiles, None)
     assert k1 == engine_key("abc", "10.3.0", gpu, "fp16", profiles, None)
@@ -244,7 +245,6 @@ def test_cli_without_tensorrt_says_what_to_install(tiny_bundle: Path, tiny_ckpt:
 def test_tensorrt_engines_build_and_match_onnxruntime(tiny_bundle: Path, tmp_path: Path) -> None:
     if not _has_tensorrt_gpu():
         pytest.skip("needs TensorRT and an NVIDIA GPU")
-    from paumer_edge.core.pausing import PausingPolicy
     from paumer_edge.export.tensorrt_build import build_engines
     from paumer_edge.runtime.backends import OrtBackend
     from paumer_edge.runtime.backends.trt import TrtBackend
@@ -253,18 +253,18 @@ def test_tensorrt_engines_build_and_match_onnxruntime(tiny_bundle: Path, tmp_pat
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)
     entries = build_engines(b, EngineOptions(precision="fp32", budgets=(0.5, 0.25)), progress=False)
-    assert {e["graph"] for e in entries} == {"stage0", "stage1", "stage2", "stage3", "decoder", "full"}
+    assert {e.graph for e in entries} == {"stage0", "stage1", "stage2", "stage3", "decoder", "full"}
     bundle = load_bundle(b)
-    assert len(bundle.manifest["engines"]) == 6 and all((b / e["file"]).exists() for e in entries)
+    assert len(bundle.engines) == 6 and all((b / e.file).exists() for e in entries)
     x = np.random.default_rng(0).normal(size=(2, 3, 32, 64)).astype(np.float32)
     trt_runner, ort_runner = StagedRunner(bundle, TrtBackend("fp32")), StagedRunner(bundle, OrtBackend())
     for budget in (1.0, 0.5, 0.25):
-        (a, *_), sa = trt_runner.run(x, PausingPolicy(budget))
-        (c, *_), sc = ort_runner.run(x, PausingPolicy(budget))
-        assert sa.counts == sc.counts
-        assert (a == c).mean() > 0.99
+        ta = trt_runner.forward(x, Pauser(bundle.cost, PausingPolicy(budget)))
+        tc = ort_runner.forward(x, Pauser(bundle.cost, PausingPolicy(budget)))
+        assert ta.stats.counts == tc.stats.counts
+        assert (ta.labels == tc.labels).mean() > 0.99
     again = build_engines(b, EngineOptions(precision="fp32", budgets=(0.5, 0.25)), progress=False)
-    assert [e["key"] for e in again] == [e["key"] for e in entries]  # keyed: reused, not rebuilt
+    assert [e.key for e in again] == [e.key for e in entries]  # keyed: reused, not rebuilt
 
 
 def test_cli_export_and_verify(tiny_ckpt: Path, tmp_path: Path) -> None:

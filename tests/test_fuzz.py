@@ -19,8 +19,8 @@ from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
 
 from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, PolicyError, plan_budget, select_tokens
+from paumer_edge.core.schema import parse_manifest
 from paumer_edge.runtime import BundleError, FrameError, load_bundle
-from paumer_edge.runtime.manifest import parse_manifest
 from paumer_edge.runtime.onnx_scan import OnnxFormatError, scan_onnx
 from paumer_edge.runtime.preprocess import labels_to_frame, preprocess, to_rgb_uint8
 

@@ -22,6 +22,7 @@ from onnx.external_data_helper import set_external_data
 
 from paumer_edge import UserError
 from paumer_edge.checkpoint import load_checkpoint
+from paumer_edge.core.contract import EngineEntry, GpuSpec
 from paumer_edge.runtime import BundleError, Pipeline, load_bundle
 from paumer_edge.runtime.backends.trt import find_engine
 from paumer_edge.runtime.bundle import sha256_file
@@ -295,23 +296,25 @@ def test_engines_load_only_for_their_tensorrt_gpu_and_graph(tiny_bundle: Path) -
     orin = GpuInfo(0, "NVIDIA Orin", "8.7", 30.0)
     sha = base.graphs["stage1"].sha256
 
-    def entry(**change: Any) -> dict[str, Any]:
-        e = {"graph": "stage1", "file": "engines/k/stage1.engine", "sha256": "0" * 64, "graph_sha256": sha,
-             "tensorrt": "10.3.0", "precision": "fp16", "gpu": {"name": "NVIDIA Orin", "compute_capability": "8.7"}}
-        return {**e, **change}
+    def entry(**change: Any) -> EngineEntry:
+        e = EngineEntry(graph="stage1", key="k", file="engines/k/stage1.engine", sha256="0" * 64, graph_sha256=sha,
+                        tensorrt="10.3.0", precision="fp16", gpu=GpuSpec("NVIDIA Orin", "8.7"))
+        return dataclasses.replace(e, **change)
 
-    def with_engines(*entries: dict[str, Any]) -> Any:
-        return dataclasses.replace(base, manifest={**base.manifest, "engines": list(entries)})
+    def with_engines(*entries: EngineEntry) -> Any:
+        return dataclasses.replace(base, manifest=dataclasses.replace(base.manifest, engines=entries))
 
     with pytest.raises(UserError, match="has no TensorRT engine for stage1; build them"):
         find_engine(with_engines(), "stage1", None, "10.3.0", orin)
-    others = with_engines(entry(gpu={"name": "NVIDIA A100", "compute_capability": "8.0"}), entry(tensorrt="8.6.1"),
-                          entry(graph_sha256="f" * 64),  # built from an older graph
-                          entry(gpu={"name": "NVIDIA Orin", "compute_capability": "8.6"}))
-    with pytest.raises(UserError, match=r"built for .*NVIDIA A100 / TensorRT 10.3.0.*, not this NVIDIA Orin / "
-                                        r"TensorRT 10.3.0; rebuild with `paumer-edge build"):
+    others = with_engines(entry(gpu=GpuSpec("NVIDIA A100", "8.0")), entry(tensorrt="8.6.1"),
+                          entry(gpu=GpuSpec("NVIDIA Orin", "8.6")))
+    with pytest.raises(UserError, match=r"built for .*NVIDIA A100 \(sm 8.0\) / TensorRT 10.3.0.*, not this NVIDIA Orin "
+                                        r"\(sm 8.7\) / TensorRT 10.3.0; rebuild with `paumer-edge build"):
         find_engine(others, "stage1", None, "10.3.0", orin)
+    with pytest.raises(UserError, match=r"built from another version of stage1.onnx .*rebuild with `paumer-edge build "
+                                        r".* --fp16`"):
+        find_engine(with_engines(entry(graph_sha256="f" * 64)), "stage1", "fp16", "10.3.0", orin)
     good = entry(file="engines/good/stage1.engine")
     assert find_engine(with_engines(entry(tensorrt="8.6.1"), good), "stage1", None, "10.3.0", orin) == good
-    with pytest.raises(UserError, match="has no int8 TensorRT engine"):
+    with pytest.raises(UserError, match="has no int8 TensorRT engine.*paumer-edge build .* --int8`"):
         find_engine(with_engines(good), "stage1", "int8", "10.3.0", orin)

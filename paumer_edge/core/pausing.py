@@ -21,8 +21,8 @@ import numpy as np
 from .cost import CostModel
 from .errors import PolicyError
 
-__all__ = ["BudgetPlan", "CostModel", "Pauser", "PausingPolicy", "PolicyError", "check_budget", "check_threshold",
-           "counts_for_ratio", "plan_budget", "select_tokens", "threshold_count"]
+__all__ = ["BudgetPlan", "CostModel", "FixedCounts", "Pauser", "PausingPolicy", "PolicyError", "TokenSelector",
+           "check_budget", "check_threshold", "counts_for_ratio", "plan_budget", "select_tokens", "threshold_count"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,31 +159,26 @@ class PausingPolicy:
             check_threshold(self.threshold)
 
 
-class Pauser:
-    """A policy bound to one model's cost model: how many tokens to keep at each pausing point, and which."""
+class TokenSelector:
+    """A way of choosing the active tokens at each pausing point, bound to a cost model.
 
-    def __init__(self, cost: CostModel, policy: PausingPolicy):
-        self.cost = cost
-        self.policy = policy
-        self.plan = plan_budget(cost, policy.budget)
+    Every policy (a budget and/or threshold, fixed counts for timing and checks, and the ones to come) is
+    a selector: the model's forward and the runtime's `StagedRunner` call `select` between stages and
+    `spent` at the end, and nothing else, so they cannot disagree.
+    """
+
+    cost: CostModel
+    budget: float = 1.0  # what to report as the budget asked for
+    threshold: float | None = None
 
     @property
     def needs_entropy(self) -> bool:
         """Whether any token can pause (otherwise the pausing heads need not run at all)."""
-        return self.plan.pauses or bool(self.policy.threshold)
+        raise NotImplementedError
 
     def count(self, point: int, entropy: np.ndarray) -> int:
         """Tokens to keep after pausing point `point`, given the active tokens' entropies [B, n]."""
-        n = int(np.shape(entropy)[-1])
-        keep = min(n, self.plan.counts[point + 1])
-        if self.policy.threshold is not None:
-            keep = min(keep, threshold_count(entropy, self.policy.threshold))
-        return max(1, keep)
-
-    def spent(self, counts: list[int] | tuple[int, ...]) -> float:
-        """Fraction of the full encoder's cost that a forward pass with these per-stage counts spent
-        (the pausing heads are charged whenever they ran)."""
-        return self.cost.encoder_cost(counts, pausing=self.needs_entropy) / self.cost.full_cost
+        raise NotImplementedError
 
     def select(self, point: int, entropy: np.ndarray) -> np.ndarray | None:
         """Positions (within the active set) of the tokens that stay active; None if all stay."""
@@ -191,3 +186,56 @@ class Pauser:
         if keep >= np.shape(entropy)[-1]:
             return None
         return select_tokens(entropy, keep)
+
+    def spent(self, counts: list[int] | tuple[int, ...]) -> float:
+        """Fraction of the full encoder's cost that a forward pass with these per-stage counts spent
+        (the pausing heads are charged whenever they ran)."""
+        return self.cost.encoder_cost(counts, pausing=self.needs_entropy) / self.cost.full_cost
+
+
+class Pauser(TokenSelector):
+    """The run-time knobs bound to one model's cost model: keep the most uncertain tokens, as many as the
+    budget's plan allows and the threshold asks for."""
+
+    def __init__(self, cost: CostModel, policy: PausingPolicy):
+        self.cost = cost
+        self.policy = policy
+        self.budget, self.threshold = policy.budget, policy.threshold
+        self.plan = plan_budget(cost, policy.budget)
+
+    @property
+    def needs_entropy(self) -> bool:
+        return self.plan.pauses or bool(self.policy.threshold)
+
+    def count(self, point: int, entropy: np.ndarray) -> int:
+        n = int(np.shape(entropy)[-1])
+        keep = min(n, self.plan.counts[point + 1])
+        if self.policy.threshold is not None:
+            keep = min(keep, threshold_count(entropy, self.policy.threshold))
+        return max(1, keep)
+
+
+class FixedCounts(TokenSelector):
+    """Exactly `counts[k]` patch tokens in stage k (the most uncertain ones): for timing the graphs at chosen
+    token counts and checking them there (latency profiles, `verify`)."""
+
+    def __init__(self, cost: CostModel, counts: tuple[int, ...] | list[int]):
+        counts = tuple(int(n) for n in counts)
+        if len(counts) != cost.num_stages or counts[0] != cost.num_patches or min(counts) < 1 or any(
+                b > a for a, b in zip(counts, counts[1:])):
+            raise PolicyError(f"fixed token counts {list(counts)} must give every one of {cost.num_stages} stages a "
+                              f"count from {cost.num_patches} (stage 0) down to 1, never growing")
+        self.cost, self.counts = cost, counts
+        self.budget = cost.encoder_cost(counts, pausing=self.needs_entropy) / cost.full_cost
+
+    @classmethod
+    def after_stage0(cls, cost: CostModel, n: int) -> FixedCounts:
+        """Every stage after the first on the same `n` tokens."""
+        return cls(cost, (cost.num_patches,) + (int(n),) * (cost.num_stages - 1))
+
+    @property
+    def needs_entropy(self) -> bool:
+        return min(self.counts) < self.cost.num_patches
+
+    def count(self, point: int, entropy: np.ndarray) -> int:
+        return min(int(np.shape(entropy)[-1]), self.counts[point + 1])

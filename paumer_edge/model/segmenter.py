@@ -1,14 +1,17 @@
 """PausingSegmenter: a Segmenter-style ViT whose confident patch tokens pause at chosen blocks.
 
-At each pausing point an auxiliary head scores the active patch tokens; the shared policy
-(`paumer_edge.core.pausing`) keeps the most uncertain ones. Paused tokens keep their features and take no
-further part in the encoder; later blocks really run on the gathered active tokens only. Before the
-decoder every token is scattered back to its place in the grid.
+A stage is defined once, here: `embed` (image -> token buffer), `stage(k, tokens, active)` (gather the
+active rows of the buffer, run stage k's blocks on them, scatter them back, score them with the pausing
+head) and `decode` (buffer -> logits). Training's `forward` is a loop over them with a token selector
+from the shared policy (`paumer_edge.core.pausing`); the exporter wraps the same methods into the
+deployment graphs, so what is trained is what is exported. Paused tokens keep their features in the
+buffer and take no further part in the encoder.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +19,7 @@ from torch import nn
 
 from .. import UserError
 from ..config import ModelConfig
-from ..core.pausing import CostModel, Pauser, PausingPolicy
+from ..core.pausing import CostModel, Pauser, PausingPolicy, TokenSelector
 from .decoders import DecoderLinear, MaskTransformer
 from .pause_head import PauseHead, normalised_entropy
 from .vit import VisionTransformer
@@ -39,14 +42,20 @@ class SegmenterOutput:
     aux: list[AuxPrediction] = field(default_factory=list)
 
 
-def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x[b, idx[b, i], :] for a token tensor [B, N, C] and indices [B, n]."""
-    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+class StageOutput(NamedTuple):
+    tokens: torch.Tensor  # [B, L, C] the token buffer with this stage's rows updated
+    logits: torch.Tensor | None  # [B, n, K] the pausing head's logits for the active patches (None: no head ran)
 
 
-def _put(buf: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-    """Out-of-place buf[b, idx[b, i], :] = src[b, i, :] (autograd-safe)."""
-    return buf.scatter(1, idx.unsqueeze(-1).expand(-1, -1, buf.shape[-1]), src)
+def buffer_rows(active: torch.Tensor, extra: int, length: int) -> torch.Tensor:
+    """Flat row indices into a [B*L, C] view of the token buffer: per image, the extra tokens (always active)
+    then the active patches. Index ops (Gather / ScatterND of whole rows) move each token once each way and
+    export without data-dependent shapes."""
+    b = active.shape[0]
+    idx = active + extra
+    if extra:
+        idx = torch.cat([torch.arange(extra, device=active.device).unsqueeze(0).expand(b, extra), idx], dim=1)
+    return (idx + torch.arange(b, device=active.device).unsqueeze(1) * length).reshape(-1)
 
 
 class PausingSegmenter(nn.Module):
@@ -85,66 +94,86 @@ class PausingSegmenter(nn.Module):
                                 f"{self.cfg.num_patches} patches)")
             self._costs[self.cfg.grid] = cost
 
+    # ---- the stage definition: training, export and the runtime all run these ---------------------
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images [B, 3, H, W] -> the token buffer [B, L, C] (extra tokens first)."""
+        return self.encoder.embed(images)
+
+    def stage(self, k: int, tokens: torch.Tensor, active: torch.Tensor | None = None,
+              head: bool = True) -> StageOutput:
+        """Run encoder stage k on the token buffer [B, L, C].
+
+        `active` [B, n] int64: the patch positions that run (None: every token, with no gather at all);
+        their rows and the extra tokens are gathered, run through the stage's blocks and scattered back,
+        so paused rows keep their features. `head`: also score the active patches with the pausing head
+        after the stage (there is none after the last stage).
+        """
+        start, end = self.cfg.stage_bounds[k]
+        e = self.encoder.num_extra_tokens
+        if active is None:
+            x = out = self._blocks(tokens, start, end)
+        else:
+            b, length, c = tokens.shape
+            flat = buffer_rows(active, e, length)
+            rows = tokens.reshape(b * length, c)
+            x = self._blocks(rows.index_select(0, flat).reshape(b, -1, c), start, end)
+            out = rows.index_put((flat,), x.reshape(-1, c)).reshape(b, length, c)
+        # the head scores every row and the (small) logits are sliced, not the (large) tokens
+        logits = self.pause_heads[k](x)[:, e:] if head and k < len(self.pause_heads) else None
+        return StageOutput(out, logits)
+
+    def _blocks(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        for blk in self.encoder.blocks[start:end]:
+            x = blk(x)
+        return x
+
     def decode(self, tokens: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-        """Normed tokens incl. extra tokens [B, E+N, C] -> logits [B, K, H, W]."""
+        """The token buffer after the last stage [B, L, C] -> logits [B, K, H, W]: the encoder's final norm,
+        the decoder over the patch grid, upsampling to the image size."""
         grid = self.encoder.grid_for(*image_hw)
-        masks = self.decoder(tokens[:, self.encoder.num_extra_tokens :], grid)
+        masks = self.decoder(self.encoder.norm(tokens)[:, self.encoder.num_extra_tokens :], grid)
         return F.interpolate(masks, size=image_hw, mode="bilinear", align_corners=False)
 
     def forward_unpaused(self, images: torch.Tensor) -> torch.Tensor:
-        """The plain Segmenter forward (no pausing machinery at all): the budget-1 reference."""
-        return self.decode(self.encoder(images), (images.shape[-2], images.shape[-1]))
+        """The plain Segmenter forward (every block on every token, no pausing heads): the budget-1 reference."""
+        tokens = self._blocks(self.embed(images), 0, len(self.encoder.blocks))
+        return self.decode(tokens, (images.shape[-2], images.shape[-1]))
 
     def forward(self, images: torch.Tensor, budget: float = 1.0, threshold: float | None = None,
-                with_aux: bool | None = None, cost: CostModel | None = None) -> SegmenterOutput:
+                with_aux: bool | None = None, cost: CostModel | None = None,
+                selector: TokenSelector | None = None) -> SegmenterOutput:
         """Segment normalised images [B, 3, H, W] at a compute budget and/or entropy threshold.
 
         `with_aux` (default: in training mode) evaluates every pausing head and returns its
         predictions for the auxiliary losses even where nothing pauses. `cost` replaces the MAC
         model the budget is a fraction of (e.g. a device's latency profile from the runtime).
+        `selector` replaces budget, threshold and cost with another way of choosing the active tokens.
         """
         if with_aux is None:
             with_aux = self.training
         h, w = images.shape[-2], images.shape[-1]
         grid = self.encoder.grid_for(h, w)
-        pauser = Pauser(cost or self.cost_model(grid), PausingPolicy(budget, threshold))
-        extra = self.encoder.num_extra_tokens
-        bsz, num_patches = images.shape[0], grid[0] * grid[1]
+        pick = selector or Pauser(cost or self.cost_model(grid), PausingPolicy(budget, threshold))
+        bsz, num_patches, last = images.shape[0], grid[0] * grid[1], self.cfg.num_stages - 1
+        device = images.device
 
-        x = self.encoder.embed(images)
-        stage_map = torch.zeros(bsz, num_patches, dtype=torch.long, device=images.device)
+        tokens = self.embed(images)
+        stage_map = torch.zeros(bsz, num_patches, dtype=torch.long, device=device)
         active: torch.Tensor | None = None  # patch positions of the active tokens; None = all
-        buf: torch.Tensor | None = None  # every patch token's latest features, once any paused
         counts = [num_patches]
         aux: list[AuxPrediction] = []
-        bounds = self.cfg.stage_bounds
-        for k, (start, end) in enumerate(bounds):
+        for k in range(last + 1):
             if k > 0:  # every token still active runs in this stage
                 stage_map = stage_map.fill_(k) if active is None else stage_map.scatter(1, active, k)
-            for blk in self.encoder.blocks[start:end]:
-                x = blk(x)
-            if k == len(bounds) - 1:
+            tokens, logits = self.stage(k, tokens, active, head=k < last and (pick.needs_entropy or with_aux))
+            if k == last:
                 break
-            if not (pauser.needs_entropy or with_aux):
-                counts.append(counts[-1])
-                continue
-            patch = x[:, extra:]
-            positions = active if active is not None else (
-                torch.arange(num_patches, device=x.device).expand(bsz, -1))
-            head_logits = self.pause_heads[k](patch)
-            aux.append(AuxPrediction(head_logits, positions))
-            keep = pauser.select(k, normalised_entropy(head_logits).detach().cpu().numpy()) \
-                if pauser.needs_entropy else None
-            if keep is None:
-                counts.append(counts[-1])
-                continue
-            keep_t = torch.from_numpy(keep).to(x.device)
-            buf = patch if buf is None else _put(buf, positions, patch)
-            active = positions.gather(1, keep_t)
-            x = torch.cat([x[:, :extra], _take(patch, keep_t)], dim=1)
-            counts.append(keep.shape[1])
-
-        if buf is not None and active is not None:
-            x = torch.cat([x[:, :extra], _put(buf, active, x[:, extra:])], dim=1)
-        logits = self.decode(self.encoder.norm(x), (h, w))
-        return SegmenterOutput(logits, stage_map.reshape(bsz, *grid), tuple(counts), pauser.spent(counts), aux)
+            if logits is not None:
+                positions = active if active is not None else torch.arange(num_patches, device=device).expand(bsz, -1)
+                aux.append(AuxPrediction(logits, positions))
+                keep = pick.select(k, normalised_entropy(logits).detach().cpu().numpy()) if pick.needs_entropy else None
+                if keep is not None:
+                    active = positions.gather(1, torch.from_numpy(keep).to(device))
+            counts.append(num_patches if active is None else active.shape[1])
+        logits = self.decode(tokens, (h, w))
+        return SegmenterOutput(logits, stage_map.reshape(bsz, *grid), tuple(counts), pick.spent(counts), aux)

@@ -132,6 +132,80 @@ def trainable_parameters(model: PausingSegmenter, retrofit: bool) -> list[tuple[
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
+def _start_model(tc: TrainConfig, model_cfg: ModelConfig | None, ckpt: dict[str, Any] | None, resume: str | None,
+                 init: str | None) -> PausingSegmenter:
+    """The model to train: from a run being resumed, from --init's weights, or fresh from a config."""
+    if ckpt is not None:
+        lacking = [k for k in ("optimizer", "scheduler", "step") if k not in ckpt]
+        if lacking:
+            raise UserError(f"'{resume}' holds no training state ({', '.join(lacking)} missing): it is a released "
+                            f"model, not a run's last.pt; fine-tune from it with --init {resume}")
+        saved = ckpt.get("train_config", {})
+        if saved.get("steps") and saved["steps"] != tc.steps:
+            raise UserError(f"resuming a run of {saved['steps']} steps with --steps {tc.steps}; "
+                            "use the same schedule")
+        return model_from_checkpoint(ckpt)
+    if init:
+        return model_from_checkpoint(load_checkpoint(init))
+    if model_cfg is None:
+        raise UserError("give a preset or a model config to train from scratch")
+    torch.manual_seed(tc.seed)
+    return PausingSegmenter(model_cfg)
+
+
+def _optimiser(model: PausingSegmenter, tc: TrainConfig,
+               ckpt: dict[str, Any] | None) -> tuple[torch.optim.Optimizer, Any, int]:
+    """AdamW (no decay on biases, norms, position embedding and class token) with warm-up and cosine decay, and
+    the step to start from, restored from a resumed run."""
+    params = trainable_parameters(model, tc.retrofit)
+    decay = [p for n, p in params if p.ndim >= 2 and "pos_embed" not in n and "cls" not in n]
+    no_decay = [p for n, p in params if not (p.ndim >= 2 and "pos_embed" not in n and "cls" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tc.steps, tc.warmup, tc.min_lr_ratio))
+    if ckpt is None:
+        return opt, sched, 0
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    return opt, sched, int(ckpt["step"])
+
+
+@dataclass
+class StepResult:
+    loss: float
+    seg: float
+    aux: float
+    budget: float
+
+
+def _train_step(net: torch.nn.Module, model: PausingSegmenter, opt: torch.optim.Optimizer, sched: Any,
+                tc: TrainConfig, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> StepResult:
+    """One optimisation step at a budget drawn for this batch (flips and budget from the step's own rng)."""
+    cfg = model.cfg
+    if tc.hflip:
+        flip = torch.from_numpy(rng.random(images.shape[0]) < 0.5).to(images.device)
+        images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+        labels = torch.where(flip.view(-1, 1, 1), labels.flip(-1), labels)
+    budget = 1.0 if rng.random() < tc.full_budget_prob else float(rng.uniform(tc.budget_min, tc.budget_max))
+    if tc.retrofit:  # frozen network, unpaused: every head sees every token's own features
+        budget = 1.0
+    output = net(normalise(images, cfg.mean, cfg.std), budget=budget, with_aux=True)
+    if tc.retrofit and tc.retrofit_targets == "model":
+        targets, mass = prediction_targets(output.logits, cfg.patch_size)
+    else:
+        targets, mass = patch_targets(labels, cfg.patch_size, cfg.num_classes)
+    main_loss = segmentation_loss(output.logits, labels)
+    head_loss = aux_loss(output.aux, targets, mass)
+    loss = head_loss if tc.retrofit else main_loss + tc.aux_weight * head_loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if tc.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+    opt.step()
+    sched.step()
+    return StepResult(loss.item(), main_loss.item(), head_loss.item(), budget)
+
+
 def train(tc: TrainConfig, model_cfg: ModelConfig | None = None, resume: str | None = None,
           init: str | None = None) -> dict[str, Any]:
     """Train (or resume) a pausing model; returns the final evaluation. Checkpoints go to `tc.out`."""
@@ -148,71 +222,20 @@ def train(tc: TrainConfig, model_cfg: ModelConfig | None = None, resume: str | N
         torch.cuda.set_device(device)
     main = rank == 0
     out = Path(tc.out)
-
-    # model: fresh, from --init, or from a checkpoint being resumed
     ckpt = load_checkpoint(resume) if resume else None
-    if ckpt is not None:
-        lacking = [k for k in ("optimizer", "scheduler", "step") if k not in ckpt]
-        if lacking:
-            raise UserError(f"'{resume}' holds no training state ({', '.join(lacking)} missing): it is a released "
-                            f"model, not a run's last.pt; fine-tune from it with --init {resume}")
-        model = model_from_checkpoint(ckpt)
-        saved = ckpt.get("train_config", {})
-        if saved.get("steps") and saved["steps"] != tc.steps:
-            raise UserError(f"resuming a run of {saved['steps']} steps with --steps {tc.steps}; "
-                            "use the same schedule")
-    elif init:
-        model = model_from_checkpoint(load_checkpoint(init))
-    else:
-        if model_cfg is None:
-            raise UserError("give a preset or a model config to train from scratch")
-        torch.manual_seed(tc.seed)
-        model = PausingSegmenter(model_cfg)
+    model = _start_model(tc, model_cfg, ckpt, resume, init)
     cfg = model.cfg
     check_classes(cfg.num_classes, tc.data, f"model '{cfg.name}'")
     model.to(device)
-
-    def datasets(progress: bool) -> tuple[Any, Any]:
-        return (build_dataset(tc.data, "train", cfg.image_size, tc.train_images, progress=progress, train=True,
-                              seed=tc.seed, scale=tc.data_scale, scale_range=tc.scale_range),
-                build_dataset(tc.data, "val", cfg.image_size, tc.val_images, progress=progress, scale=tc.data_scale))
-
-    # data: rank 0 renders the cache, the others wait and then read it
-    if main:
-        train_set, val_set = datasets(tc.progress)
-    if distributed:
-        dist.barrier()
-    if not main:
-        train_set, val_set = datasets(False)
-
-    params = trainable_parameters(model, tc.retrofit)
-    decay = [p for n, p in params if p.ndim >= 2 and "pos_embed" not in n and "cls" not in n]
-    no_decay = [p for n, p in params if not (p.ndim >= 2 and "pos_embed" not in n and "cls" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, tc.steps, tc.warmup, tc.min_lr_ratio))
-    start = 0
-    if ckpt is not None:
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        start = int(ckpt["step"])
+    train_set, val_set = _datasets(tc, cfg, main, distributed)
+    opt, sched, start = _optimiser(model, tc, ckpt)
     net: torch.nn.Module = DistributedDataParallel(model) if distributed else model
-
-    n_train = len(train_set)  # type: ignore[arg-type]
-    sampler = ResumableBatches(n_train, tc.batch_size, tc.seed, start, tc.steps, rank, world)
+    sampler = ResumableBatches(len(train_set), tc.batch_size, tc.seed, start, tc.steps, rank, world)
     keyed = getattr(train_set, "keyed", False)  # random crops of real data: keys say which draw
     loader = DataLoader(train_set, batch_sampler=DrawKeys(sampler, start) if keyed else sampler,
                         num_workers=tc.workers)
     points = [OperatingPoint(b) for b in tc.eval_budgets]
     history: list[dict[str, Any]] = list(ckpt.get("history", [])) if ckpt else []
-
-    def checkpoint(step: int) -> None:
-        if main:
-            extra = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                     "train_config": json.loads(json.dumps(dataclasses.asdict(tc))), "history": history}
-            save_checkpoint(out / "last.pt", model, **extra)
-
     bar = tqdm(total=tc.steps, initial=start, desc="training", disable=not (main and tc.progress), unit="step",
                dynamic_ncols=True)
     seen, t0, ema = 0, time.perf_counter(), None
@@ -222,34 +245,14 @@ def train(tc: TrainConfig, model_cfg: ModelConfig | None = None, resume: str | N
     for images, labels in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         rng = np.random.default_rng((tc.seed, rank, step))  # per step, so a resumed run repeats exactly
-        if tc.hflip:
-            flip = torch.from_numpy(rng.random(images.shape[0]) < 0.5).to(device)
-            images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-            labels = torch.where(flip.view(-1, 1, 1), labels.flip(-1), labels)
-        budget = 1.0 if rng.random() < tc.full_budget_prob else float(rng.uniform(tc.budget_min, tc.budget_max))
-        if tc.retrofit:  # frozen network, unpaused: every head sees every token's own features
-            budget = 1.0
-        output = net(normalise(images, cfg.mean, cfg.std), budget=budget, with_aux=True)
-        if tc.retrofit and tc.retrofit_targets == "model":
-            targets, mass = prediction_targets(output.logits, cfg.patch_size)
-        else:
-            targets, mass = patch_targets(labels, cfg.patch_size, cfg.num_classes)
-        main_loss = segmentation_loss(output.logits, labels)
-        head_loss = aux_loss(output.aux, targets, mass)
-        loss = head_loss if tc.retrofit else main_loss + tc.aux_weight * head_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        sched.step()
+        done = _train_step(net, model, opt, sched, tc, images, labels, rng)
         step += 1
         seen += images.shape[0] * world
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        ema = done.loss if ema is None else 0.98 * ema + 0.02 * done.loss
         if main:
-            history.append({"step": step, "loss": round(loss.item(), 5), "seg": round(main_loss.item(), 5),
-                            "aux": round(head_loss.item(), 5), "budget": round(budget, 3)})
-        bar.set_postfix(loss=f"{ema:.3f}", aux=f"{head_loss.item():.3f}", budget=f"{budget:.2f}",
+            history.append({"step": step, "loss": round(done.loss, 5), "seg": round(done.seg, 5),
+                            "aux": round(done.aux, 5), "budget": round(done.budget, 3)})
+        bar.set_postfix(loss=f"{ema:.3f}", aux=f"{done.aux:.3f}", budget=f"{done.budget:.2f}",
                         img_s=f"{seen / (time.perf_counter() - t0):.1f}")
         bar.update()
         if step % tc.eval_every == 0 or step == tc.steps:
@@ -258,7 +261,9 @@ def train(tc: TrainConfig, model_cfg: ModelConfig | None = None, resume: str | N
                 history.append({"step": step, "eval": {f"{r.budget:g}": round(r.miou, 5) for r in results}})
                 bar.write(f"step {step}: " + ", ".join(f"budget {r.budget:g} mIoU {100 * r.miou:.2f}"
                                                       for r in results))
-            checkpoint(step)
+                save_checkpoint(out / "last.pt", model, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                                step=step, train_config=json.loads(json.dumps(dataclasses.asdict(tc))),
+                                history=history)
     bar.close()
     if not results:  # resumed a finished run: evaluate what is there
         results = evaluate(model, val_set, points, tc.batch_size, device, progress=False)
@@ -269,3 +274,16 @@ def train(tc: TrainConfig, model_cfg: ModelConfig | None = None, resume: str | N
     if owns_group:  # a live group at interpreter exit aborts gloo's threads (SIGABRT on some ranks)
         dist.destroy_process_group()
     return {"step": step, "results": results, "images_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
+
+
+def _datasets(tc: TrainConfig, cfg: ModelConfig, main: bool, distributed: bool) -> tuple[Any, Any]:
+    """Training and validation data: rank 0 renders the cache, the others wait and then read it."""
+    def build(progress: bool) -> tuple[Any, Any]:
+        return (build_dataset(tc.data, "train", cfg.image_size, tc.train_images, progress=progress, train=True,
+                              seed=tc.seed, scale=tc.data_scale, scale_range=tc.scale_range),
+                build_dataset(tc.data, "val", cfg.image_size, tc.val_images, progress=progress, scale=tc.data_scale))
+
+    sets = build(tc.progress) if main else None
+    if distributed:
+        dist.barrier()
+    return sets if sets is not None else build(False)

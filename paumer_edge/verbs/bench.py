@@ -26,7 +26,7 @@ def torch_references(pipe: Pipeline, budgets: list[float]) -> dict[str, Callable
     from ..checkpoint import load_model
     from ..export.graphs import at_image_size
 
-    source = pipe.bundle.manifest.get("source")
+    source = pipe.bundle.manifest.source
     if not source or not Path(source).is_file():
         return {}
     model = at_image_size(load_model(source), pipe.info.input_size)

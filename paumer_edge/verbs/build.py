@@ -20,7 +20,7 @@ def engine_options(a: argparse.Namespace) -> EngineOptions:
 def build_and_report(bundle: Path, opts: EngineOptions, quiet: bool = False) -> None:
     t0 = time.perf_counter()
     entries = build_engines(bundle, opts, progress=not quiet)
-    built = ", ".join(f"{e['graph']} {e['build_s']:.0f}s" for e in entries)
+    built = ", ".join(f"{e.graph} {e.build_s:.0f}s" for e in entries)
     print(f"built {len(entries)} {opts.precision} TensorRT engines in {time.perf_counter() - t0:.1f} s ({built})")
 
 

@@ -57,7 +57,7 @@ def _usable(cached: Path) -> bool:
     except BundleError:
         return False
     # an export by an older exporter is remade: the cache should give what exporting now gives
-    return bundle.manifest.get("exporter", {}).get("graphs_revision") == GRAPHS_REVISION
+    return bundle.manifest.exporter.graphs_revision == GRAPHS_REVISION
 
 
 def run(a: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from ..runtime.bundle import load_bundle
 
 def run(a: argparse.Namespace) -> int:
     bundle = load_bundle(a.bundle)
-    source = a.ckpt or bundle.manifest.get("source")
+    source = a.ckpt or bundle.manifest.source
     if not source:
         raise UserError("give the checkpoint the bundle was exported from: --ckpt CKPT")
     model = model_from_checkpoint(load_checkpoint(resolve_checkpoint(source))).eval()

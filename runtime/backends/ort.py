@@ -121,8 +121,7 @@ class OrtBackend:
         cuda = ("CUDAExecutionProvider", {"device_id": self.device_id})
         if self.name == "ort-cuda":
             return [cuda, "CPUExecutionProvider"]
-        batch = tuple(bundle.manifest.get("batch", {}).get(k, d) for k, d in (("min", 1), ("opt", 1), ("max", 8)))
-        shapes = profile_shapes(bundle, graph, self.budgets, batch)[0]  # type: ignore[arg-type]
+        shapes = profile_shapes(bundle, graph, self.budgets)[0]
 
         def fmt(i: int) -> str:
             return ",".join(f"{name}:{'x'.join(str(d) for d in s[i])}" for name, s in shapes.items())

@@ -25,7 +25,9 @@ def _native_trt(bundle: Bundle, precision: str | None) -> Backend | None:
 
 
 def open_backend(kind: str, bundle: Bundle, threads: int = 0, precision: str | None = None,
-                 shared_threads: bool = False) -> Backend:
+                 shared_threads: bool = False, budgets: tuple[float, ...] = (0.5,)) -> Backend:
+    """The backend `kind`; `budgets` are those the pipeline expects to run at (the TensorRT EP tunes its
+    token-count profile for the first)."""
     if kind not in BACKENDS:
         raise UserError(f"unknown backend '{kind}'; use one of {', '.join(BACKENDS)}")
     if kind == "trt":
@@ -33,12 +35,13 @@ def open_backend(kind: str, bundle: Bundle, threads: int = 0, precision: str | N
 
         return TrtBackend(precision)
     if kind != "auto":
-        return OrtBackend(kind, threads=threads, fp16=precision == "fp16", shared_threads=shared_threads)
+        return OrtBackend(kind, threads=threads, fp16=precision == "fp16", shared_threads=shared_threads,
+                          budgets=budgets)
     native = _native_trt(bundle, precision)
     if native is not None:
         return native
     providers = import_ort().get_available_providers()
     for candidate in ("ort-trt", "ort-cuda"):
         if KINDS[candidate][0] in providers:
-            return OrtBackend(candidate, threads=threads, fp16=precision == "fp16")
+            return OrtBackend(candidate, threads=threads, fp16=precision == "fp16", budgets=budgets)
     return OrtBackend("ort", threads=threads, shared_threads=shared_threads)

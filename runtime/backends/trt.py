@@ -15,28 +15,33 @@ from typing import Any
 import numpy as np
 
 from paumer_edge import UserError
+from paumer_edge.core.contract import EngineEntry
+from paumer_edge.core.names import ACTIVE
 
 from ..bundle import Bundle, confined, sha256_file
 from ..gpu import GpuInfo, check, cuda_runtime, gpu_info, tensorrt_module
 
 
-def find_engine(bundle: Bundle, graph: str, precision: str | None, trt_version: str, gpu: GpuInfo) -> dict[str, Any]:
+def find_engine(bundle: Bundle, graph: str, precision: str | None, trt_version: str, gpu: GpuInfo) -> EngineEntry:
     """The manifest entry of an engine for `graph` that fits this TensorRT and GPU, or a clear error."""
-    entries = [e for e in bundle.manifest.get("engines", []) if e["graph"] == graph]
-    if precision:
-        entries = [e for e in entries if e["precision"] == precision]
+    entries = [e for e in bundle.engines if e.graph == graph and (not precision or e.precision == precision)]
+    build = f"`paumer-edge build {bundle.path}" + (f" --{precision}`" if precision in ("fp16", "int8") else "`")
     if not entries:
         raise UserError(f"bundle '{bundle.path}' has no {f'{precision} ' if precision else ''}TensorRT engine for "
-                        f"{graph}; build them "
-                        f"with `paumer-edge build {bundle.path}" + (f" --precision {precision}`" if precision else "`"))
+                        f"{graph}; build them with {build}")
     sha = bundle.graphs[graph].sha256
-    fits = [e for e in entries if e["tensorrt"] == trt_version and e["gpu"]["name"] == gpu.name
-            and e["gpu"]["compute_capability"] == gpu.compute_capability and e["graph_sha256"] == sha]
+    fits = [e for e in entries if e.tensorrt == trt_version and e.gpu.name == gpu.name
+            and e.gpu.compute_capability == gpu.compute_capability]
     if not fits:
-        built = ", ".join(sorted({f"{e['gpu']['name']} / TensorRT {e['tensorrt']}" for e in entries}))
-        raise UserError(f"the {graph} engine was built for {built}, not this {gpu.name} / TensorRT {trt_version}; "
-                        f"rebuild with `paumer-edge build {bundle.path}`")
-    return fits[-1]
+        built = ", ".join(sorted({f"{e.gpu.name} (sm {e.gpu.compute_capability}) / TensorRT {e.tensorrt}"
+                                  for e in entries}))
+        raise UserError(f"the {graph} engine was built for {built}, not this {gpu.name} (sm {gpu.compute_capability}) "
+                        f"/ TensorRT {trt_version}; rebuild with {build}")
+    current = [e for e in fits if e.graph_sha256 == sha]
+    if not current:
+        raise UserError(f"the {graph} engine was built from another version of {bundle.graphs[graph].file} (the graph "
+                        f"changed since); rebuild with {build}")
+    return current[-1]
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class TrtSession:
             ctx.set_optimization_profile_async(i, stream)
             self.contexts.append(ctx)
         # opt token count of each profile, to pick the context tuned nearest to the current n
-        self.opt_n = [p["active"][1][1] if "active" in p else 0 for p in profiles] or [0]
+        self.opt_n = [p[ACTIVE][1][1] if ACTIVE in p else 0 for p in profiles] or [0]
         self.buffers: dict[str, tuple[int, int]] = {}
 
     def _device(self, key: str, nbytes: int) -> int:
@@ -77,8 +82,8 @@ class TrtSession:
     def run(self, inputs: dict[str, Any], keep: Collection[str] = ()) -> list[Any]:
         cu, trt = self.cudart, self.trt
         index = 0
-        if "active" in inputs and len(self.contexts) > 1:
-            n = inputs["active"].shape[1]
+        if ACTIVE in inputs and len(self.contexts) > 1:
+            n = inputs[ACTIVE].shape[1]
             index = int(np.argmin([abs(n - o) for o in self.opt_n]))
         ctx = self.contexts[index]
         h2d, d2h = cu.cudaMemcpyKind.cudaMemcpyHostToDevice, cu.cudaMemcpyKind.cudaMemcpyDeviceToHost
@@ -140,12 +145,11 @@ class TrtBackend:
 
     def open(self, bundle: Bundle, graph: str) -> TrtSession:
         entry = find_engine(bundle, graph, self.precision, self.trt.__version__, self.gpu)
-        path = confined(Path(bundle.path), entry["file"], "engine file")
-        if not path.is_file() or sha256_file(path) != entry["sha256"]:
-            raise UserError(f"engine file {entry['file']} is missing or does not match its sha256; "
+        path = confined(Path(bundle.path), entry.file, "engine file")
+        if not path.is_file() or sha256_file(path) != entry.sha256:
+            raise UserError(f"engine file {entry.file} is missing or does not match its sha256; "
                             f"rebuild with `paumer-edge build {bundle.path}`")
         engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
-            raise UserError(f"TensorRT could not load {entry['file']}; rebuild with `paumer-edge build {bundle.path}`")
-        profiles = [{k: v for k, v in p.items()} for p in entry.get("profiles", [])]
-        return TrtSession(self.trt, self.cudart, engine, self.stream, profiles)
+            raise UserError(f"TensorRT could not load {entry.file}; rebuild with `paumer-edge build {bundle.path}`")
+        return TrtSession(self.trt, self.cudart, engine, self.stream, list(entry.profiles))

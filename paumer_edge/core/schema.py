@@ -1,4 +1,4 @@
-"""The bundle manifest's schema: every field read with its type and range checked, and the parts checked
+"""Reading the bundle manifest (`core.contract`): every field's type and range checked, and the parts checked
 against each other (token count, patch grid, cost model, graph shapes), so a malformed or hand-edited
 manifest is refused with the field it got wrong instead of failing later inside a backend.
 """
@@ -8,75 +8,28 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from paumer_edge.core.errors import BundleError
-from paumer_edge.core.pausing import CostModel
+from .contract import (
+    FORMAT,
+    FORMAT_VERSION,
+    LABEL_DTYPES,
+    READS_VERSIONS,
+    REEXPORT,
+    BatchRange,
+    EngineEntry,
+    ExporterInfo,
+    GpuSpec,
+    GraphSpec,
+    Manifest,
+    ModelInfo,
+    TensorSpec,
+)
+from .cost import CostModel
+from .errors import BundleError
+from .names import ACTIVE, DECODER, ENTROPY, FULL, IMAGE, LABELS, SCORES, TOKENS, TOKENS_OUT, stage_index
 
-FORMAT = "paumer-edge-bundle"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-REEXPORT = "re-export the bundle with `paumer-edge export`"
-LABEL_DTYPES = ("uint8", "uint16", "int32", "int64")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int | str, ...]  # str = a named dynamic dimension ("batch", "n")
-    dtype: str
-
-
-@dataclass(frozen=True)
-class GraphSpec:
-    file: str
-    sha256: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a runtime needs to know about the network, without its code."""
-
-    name: str
-    class_names: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    input_size: tuple[int, int]  # (H, W) the graphs take
-    patch_size: int
-    grid: tuple[int, int]
-    extra_tokens: int
-    embed_dim: int
-    pause_after: tuple[int, ...]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    @property
-    def tokens(self) -> int:
-        """L: rows of the token buffer (extra tokens + patches)."""
-        return self.extra_tokens + self.num_patches
-
-    @property
-    def num_stages(self) -> int:
-        return len(self.pause_after) + 1
-
-
-@dataclass(frozen=True)
-class Manifest:
-    model: ModelInfo
-    cost: CostModel
-    graphs: dict[str, GraphSpec]
-    engines: tuple[dict[str, Any], ...]
 
 
 class _Reader:
@@ -251,20 +204,20 @@ def expected_io(m: ModelInfo, name: str) -> tuple[list[Expect], list[Expect]] | 
     """(inputs, outputs) a graph must have; "labels" as dtype = any of LABEL_DTYPES. None for graphs the
     runtime does not run (unknown names)."""
     h, w = m.input_size
-    tokens: Expect = ("tokens", (None, m.tokens, m.embed_dim), "float32")
-    image: list[Expect] = [("image", (None, 3, h, w), "float32")]
-    labels: Expect = ("labels", (None, h, w), "labels")
-    scores: Expect = ("scores", (None, m.num_classes, h, w), "float32")
+    tokens: Expect = (TOKENS, (None, m.tokens, m.embed_dim), "float32")
+    image: list[Expect] = [(IMAGE, (None, 3, h, w), "float32")]
+    labels: Expect = (LABELS, (None, h, w), "labels")
+    scores: Expect = (SCORES, (None, m.num_classes, h, w), "float32")
     last = m.num_stages - 1
-    if name == "stage0":
-        return image, [tokens] + ([("entropy", (None, m.num_patches), "float32")] if last else [])
-    if name.startswith("stage") and name[5:].isdigit() and 0 < int(name[5:]) <= last:
-        ins: list[Expect] = [tokens, ("active", (None, -1), "int64")]
-        return ins, [("tokens_out", tokens[1], "float32")] + ([("entropy", (None, -1), "float32")]
-                                                               if int(name[5:]) < last else [])
-    if name == "decoder":
+    k = stage_index(name)
+    if k == 0:
+        return image, [tokens] + ([(ENTROPY, (None, m.num_patches), "float32")] if last else [])
+    if k is not None and 0 < k <= last:
+        ins: list[Expect] = [tokens, (ACTIVE, (None, -1), "int64")]
+        return ins, [(TOKENS_OUT, tokens[1], "float32")] + ([(ENTROPY, (None, -1), "float32")] if k < last else [])
+    if name == DECODER:
         return [tokens], [labels, scores]
-    if name == "full":
+    if name == FULL:
         return image, [labels, scores]
     return None
 
@@ -275,7 +228,7 @@ def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec) -> None:
     if want is None:
         return
     for side, specs, expect in (("inputs", g.inputs, want[0]), ("outputs", g.outputs, want[1])):
-        optional = name in ("decoder", "full") and side == "outputs"  # scores are optional
+        optional = name in (DECODER, FULL) and side == "outputs"  # scores are optional
         if len(specs) > len(expect) or len(specs) < len(expect) - (1 if optional else 0):
             raise r.fail(f"graphs.{name}.{side}", f"lists {[s.name for s in specs]}, expected "
                          f"{[e[0] for e in expect]}")
@@ -293,27 +246,53 @@ def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec) -> None:
                 raise r.fail(f"{path}.shape", f"is {list(spec.shape)}, but the model section gives {show}")
 
 
-def _engines(r: _Reader, manifest: dict[str, Any], graphs: dict[str, GraphSpec]) -> tuple[dict[str, Any], ...]:
-    entries = manifest.get("engines", [])
-    if not isinstance(entries, list):
-        raise r.fail("engines", f"must be a list, not {_kind(entries)}")
-    for i, e in enumerate(entries):
-        p = f"engines[{i}]."
-        if not isinstance(e, dict):
-            raise r.fail(f"engines[{i}]", f"must be an object, not {_kind(e)}")
-        for key in ("graph", "file", "sha256", "graph_sha256", "tensorrt", "precision"):
-            r.text(e, key, p)
-        if e["graph"] not in graphs:
-            raise r.fail(f"{p}graph", f"names '{e['graph']}', which is not among the bundle's graphs")
-        gpu = r.obj(e, "gpu", p)
-        r.text(gpu, "name", f"{p}gpu.")
-        r.text(gpu, "compute_capability", f"{p}gpu.")
-    return tuple(entries)
+def _engine(r: _Reader, e: Any, i: int, graphs: dict[str, GraphSpec]) -> EngineEntry:
+    p = f"engines[{i}]."
+    if not isinstance(e, dict):
+        raise r.fail(f"engines[{i}]", f"must be an object, not {_kind(e)}")
+    text = {key: r.text(e, key, p) for key in ("graph", "file", "sha256", "graph_sha256", "tensorrt", "precision")}
+    folders = text["file"].replace("\\", "/").split("/")[:-1]  # engines/<key>/<graph>.engine
+    text["key"] = r.text(e, "key", p) if "key" in e else (folders[-1] if folders else "")
+    if text["graph"] not in graphs:
+        raise r.fail(f"{p}graph", f"names '{text['graph']}', which is not among the bundle's graphs")
+    g = r.obj(e, "gpu", p)
+    gpu = GpuSpec(r.text(g, "name", f"{p}gpu."), r.text(g, "compute_capability", f"{p}gpu."),
+                  r.int_value(g.get("index", 0), f"{p}gpu.index"),
+                  r.number(g.get("memory_gib", 0.0), f"{p}gpu.memory_gib", lo=0.0))
+    profiles = e.get("profiles", [])
+    if not isinstance(profiles, list) or not all(isinstance(x, dict) for x in profiles):
+        raise r.fail(f"{p}profiles", "must be a list of objects (input name -> [min, opt, max] shapes)")
+    dla = e.get("dla_core")
+    return EngineEntry(**text, gpu=gpu, strongly_typed=bool(e.get("strongly_typed", False)),  # type: ignore[arg-type]
+                       dla_core=None if dla is None else r.int_value(dla, f"{p}dla_core", 0, 64),
+                       profiles=tuple(profiles),
+                       budgets=tuple(r.number(b, f"{p}budgets[{j}]", positive=True)
+                                     for j, b in enumerate(r.items(e, "budgets", p) if "budgets" in e else [])),
+                       build_s=r.number(e.get("build_s", 0.0), f"{p}build_s", lo=0.0))
 
 
-def parse_manifest(manifest: Any, where: str) -> Manifest:
-    """Check a manifest (already JSON-decoded) against the schema and itself; `where` names it in errors."""
-    r = _Reader(where)
+def _batch(r: _Reader, batch: Any) -> BatchRange:
+    if batch is None:
+        return BatchRange()
+    if not isinstance(batch, dict):
+        raise r.fail("batch", f"must be an object, not {_kind(batch)}")
+    lo, opt, hi = (r.integer(batch, k, "batch.", lo=1, hi=1 << 16) for k in ("min", "opt", "max"))
+    if not lo <= opt <= hi:
+        raise r.fail("batch", f"must satisfy min <= opt <= max, got {lo}, {opt}, {hi}")
+    return BatchRange(lo, opt, hi)
+
+
+def _exporter(r: _Reader, d: Any) -> ExporterInfo:
+    if d is None:
+        return ExporterInfo()
+    if not isinstance(d, dict):
+        raise r.fail("exporter", f"must be an object, not {_kind(d)}")
+    text = {k: str(d.get(k, "")) for k in ("paumer_edge", "torch", "onnx", "exporter")}
+    return ExporterInfo(**text, opset=r.int_value(d.get("opset", 0), "exporter.opset", 0, 1000),
+                        graphs_revision=r.int_value(d.get("graphs_revision", 0), "exporter.graphs_revision"))
+
+
+def _version(r: _Reader, manifest: Any, where: str) -> int:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{where} is not a paumer-edge bundle manifest (no \"format\": \"{FORMAT}\"); {REEXPORT}")
     version = manifest.get("format_version")
@@ -322,21 +301,29 @@ def parse_manifest(manifest: Any, where: str) -> Manifest:
     if version > FORMAT_VERSION:
         raise BundleError(f"bundle format {version} is newer than this runtime reads ({FORMAT_VERSION}); "
                           "upgrade paumer-edge")
+    if version not in READS_VERSIONS:
+        raise BundleError(f"bundle format {version} is no longer read by this runtime; {REEXPORT}")
+    return version
+
+
+def parse_manifest(manifest: Any, where: str) -> Manifest:
+    """Check a manifest (already JSON-decoded) against the schema and itself; `where` names it in errors."""
+    r = _Reader(where)
+    version = _version(r, manifest, where)
     model = _model(r, r.obj(manifest, "model"))
     pausing = r.obj(manifest, "pausing")
     cost = _cost(r, r.obj(pausing, "cost_model", "pausing."), model)
     raw = r.obj(manifest, "graphs")
     graphs = {str(name): _graph(r, str(name), g) for name, g in raw.items()}
-    missing = [n for n in [f"stage{k}" for k in range(model.num_stages)] + ["decoder"] if n not in graphs]
+    missing = [n for n in [*model.stage_names, DECODER] if n not in graphs]
     if missing:
         raise r.fail("graphs", f"lacks {missing}")
     for name, g in graphs.items():
         check_io(r, model, name, g)
-    batch = manifest.get("batch")
-    if batch is not None:
-        if not isinstance(batch, dict):
-            raise r.fail("batch", f"must be an object, not {_kind(batch)}")
-        lo, opt, hi = (r.integer(batch, k, "batch.", lo=1, hi=1 << 16) for k in ("min", "opt", "max"))
-        if not lo <= opt <= hi:
-            raise r.fail("batch", f"must satisfy min <= opt <= max, got {lo}, {opt}, {hi}")
-    return Manifest(model, cost, graphs, _engines(r, manifest, graphs))
+    entries = manifest.get("engines", [])
+    if not isinstance(entries, list):
+        raise r.fail("engines", f"must be a list, not {_kind(entries)}")
+    engines = tuple(_engine(r, e, i, graphs) for i, e in enumerate(entries))
+    return Manifest(model, cost, graphs, _batch(r, manifest.get("batch")), _exporter(r, manifest.get("exporter")),
+                    engines, source=str(manifest.get("source") or ""), created=str(manifest.get("created") or ""),
+                    format_version=version)

@@ -1,0 +1,211 @@
+"""The deployment bundle's contract: the manifest as typed dataclasses, written by the exporter and read by the
+runtime (torch-free).
+
+`Manifest.to_dict()` is the JSON the exporter writes; `Manifest.from_dict()` (via `core.schema`) reads it back,
+checking every field's type and range and the parts against each other, so a malformed or hand-edited manifest
+is refused with the field it got wrong. Every field is written once and read somewhere: the runtime runs the
+graphs and checks their hashes, the engines are matched to a GPU and TensorRT, `batch` shapes the engine
+profiles, `exporter.graphs_revision` tells a stale cached export, and `paumer-edge info BUNDLE` shows the rest.
+
+Format history: 1 (first release); 2 drops fields nothing read (`model.config`, `pausing.pause_after`,
+`pausing.stage_bounds`, per-graph `bytes` / `export_s`). Version 1 bundles still load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cost import CostModel
+from .names import DECODER, FULL, stage_name
+
+FORMAT = "paumer-edge-bundle"
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)
+MANIFEST = "manifest.json"
+REEXPORT = "re-export the bundle with `paumer-edge export`"
+LABEL_DTYPES = ("uint8", "uint16", "int32", "int64")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | str, ...]  # str = a named dynamic dimension ("batch", "n")
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    file: str
+    sha256: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs]}
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a runtime needs to know about the network, without its code."""
+
+    name: str
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: tuple[int, int]  # (H, W) the graphs take
+    patch_size: int
+    grid: tuple[int, int]
+    extra_tokens: int
+    embed_dim: int
+    pause_after: tuple[int, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def tokens(self) -> int:
+        """L: rows of the token buffer (extra tokens + patches)."""
+        return self.extra_tokens + self.num_patches
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.pause_after) + 1
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [stage_name(k) for k in range(self.num_stages)]
+
+    def to_dict(self) -> dict[str, Any]:
+        # num_patches, tokens and num_classes follow from the rest; written for readers, checked on load
+        return {"name": self.name, "class_names": list(self.class_names), "palette": [list(c) for c in self.palette],
+                "mean": list(self.mean), "std": list(self.std), "input_size": list(self.input_size),
+                "patch_size": self.patch_size, "grid": list(self.grid), "num_patches": self.num_patches,
+                "extra_tokens": self.extra_tokens, "tokens": self.tokens, "embed_dim": self.embed_dim,
+                "num_classes": self.num_classes, "pause_after": list(self.pause_after)}
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """Batch sizes the TensorRT engine profiles cover (ONNX graphs take any batch)."""
+
+    min: int = 1
+    opt: int = 1
+    max: int = 8
+
+    def to_dict(self) -> dict[str, int]:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        return self.min, self.opt, self.max
+
+
+@dataclass(frozen=True)
+class ExporterInfo:
+    """What made the graphs: versions, opset, and the revision of the graph definitions."""
+
+    paumer_edge: str = ""
+    torch: str = ""
+    onnx: str = ""
+    opset: int = 0
+    exporter: str = ""
+    graphs_revision: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    compute_capability: str  # "8.7"
+    index: int = 0
+    memory_gib: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "compute_capability": self.compute_capability,
+                "memory_gib": self.memory_gib}
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """A TensorRT engine built for one graph on one GPU with one TensorRT version and precision."""
+
+    graph: str
+    key: str
+    file: str
+    sha256: str
+    graph_sha256: str
+    tensorrt: str
+    gpu: GpuSpec
+    precision: str
+    strongly_typed: bool = False
+    dla_core: int | None = None
+    profiles: tuple[dict[str, list[list[int]]], ...] = ()  # per profile: input -> [min, opt, max] shapes
+    budgets: tuple[float, ...] = ()  # the budgets the profiles were tuned for
+    build_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"graph": self.graph, "key": self.key, "file": self.file, "sha256": self.sha256,
+                "graph_sha256": self.graph_sha256, "tensorrt": self.tensorrt, "gpu": self.gpu.to_dict(),
+                "precision": self.precision, "strongly_typed": self.strongly_typed, "dla_core": self.dla_core,
+                "profiles": [dict(p) for p in self.profiles], "budgets": list(self.budgets), "build_s": self.build_s}
+
+    @property
+    def slot(self) -> tuple[str, str, str, str]:
+        """What a newer build replaces: the same graph, precision, GPU and TensorRT version."""
+        return self.graph, self.precision, self.gpu.name, self.tensorrt
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model: ModelInfo
+    cost: CostModel  # the MAC model budgets are fractions of, unless a device's latency profile replaces it
+    graphs: dict[str, GraphSpec]
+    batch: BatchRange = field(default_factory=BatchRange)
+    exporter: ExporterInfo = field(default_factory=ExporterInfo)
+    engines: tuple[EngineEntry, ...] = ()
+    source: str = ""  # the checkpoint it was exported from
+    created: str = ""  # ISO time of the export
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def run_graphs(self) -> list[str]:
+        """The graphs a runtime runs, in order: every stage, then the decoder."""
+        return [*self.model.stage_names, DECODER]
+
+    @property
+    def has_scores(self) -> bool:
+        return "scores" in self.graphs[DECODER].output_names
+
+    @property
+    def has_full(self) -> bool:
+        return FULL in self.graphs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "created": self.created, "source": self.source,
+                "model": self.model.to_dict(), "pausing": {"cost_model": self.cost.to_dict()},
+                "graphs": {name: g.to_dict() for name, g in self.graphs.items()}, "batch": self.batch.to_dict(),
+                "exporter": self.exporter.to_dict(), "engines": [e.to_dict() for e in self.engines]}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Manifest:
+        """Read and check a JSON-decoded manifest; `where` names it in errors (`BundleError`)."""
+        from .schema import parse_manifest
+
+        return parse_manifest(d, where)
