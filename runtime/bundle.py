@@ -80,6 +80,14 @@ class Bundle:
     def graph_path(self, name: str) -> Path:
         return self.path / self.graphs[name].file
 
+    def variant(self, name: str) -> Bundle:
+        """The bundle's graphs at another input size or precision, as a bundle of their own ("": the main
+        graphs): a `StagedRunner` or `Pipeline` runs it like any bundle."""
+        try:
+            return Bundle(self.path, self.manifest.view(name))
+        except KeyError as e:
+            raise BundleError(f"bundle '{self.path}': {e.args[0]}") from None
+
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -182,8 +190,9 @@ def load_bundle(path: str | Path, check_hashes: bool = True) -> Bundle:
     if not root.is_dir():
         raise BundleError(f"'{root}' is a file, not a bundle directory (a bundle is a folder with manifest.json)")
     manifest = Manifest.from_dict(_read_manifest(root), str(root / MANIFEST))
-    for name, g in manifest.graphs.items():
-        _check_graph(root, name, g, check_hashes)
+    for graphs in [manifest.graphs, *(v.graphs for v in manifest.variants)]:
+        for name, g in graphs.items():
+            _check_graph(root, name, g, check_hashes)
     for e in manifest.engines:
         confined(root, e.file, "engine file")
     return Bundle(root, manifest)

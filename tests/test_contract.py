@@ -56,3 +56,53 @@ def test_graph_and_tensor_names_come_from_one_place() -> None:
     assert [stage_name(k) for k in range(3)] == ["stage0", "stage1", "stage2"]
     assert [stage_index(n) for n in ("stage0", "stage12", "stagex", "decoder", "stage")] == [0, 12, None, None, None]
     assert BUFFERS == (TOKENS, TOKENS_OUT)
+
+
+def test_a_bundle_carries_its_graphs_at_other_input_sizes(tiny_ckpt: Path, tiny_bundle: Path,
+                                                          tmp_path: Path) -> None:
+    """`extra_sizes` adds variants: the same network at another input size, run as a bundle of its own."""
+    import numpy as np
+
+    from paumer_edge.checkpoint import load_model
+    from paumer_edge.export.exporter import ExportOptions, export_bundle
+    from paumer_edge.runtime import Pipeline, load_bundle
+
+    out = export_bundle(load_model(tiny_ckpt), tmp_path / "v.paumer", ExportOptions(extra_sizes=((16, 32),)),
+                        progress=False)
+    bundle = load_bundle(out)
+    raw = _raw(out)
+    assert raw["format_version"] == 3 and Manifest.from_dict(raw, "m").to_dict() == raw
+    assert _raw(tiny_bundle)["format_version"] == 2  # a bundle without variants stays readable by format-2 code
+    assert bundle.manifest.variant_names == ["16x32"] and (out / "16x32" / "stage0.onnx").is_file()
+    small = bundle.variant("16x32")
+    assert small.model.input_size == (16, 32) and small.model.grid == (2, 4) and small.cost.num_patches == 8
+    assert small.graphs["stage1"].file == "16x32/stage1.onnx" and "full" not in small.graphs
+    frame = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    result = Pipeline(small, cost="macs", budget=0.5)(frame)
+    assert result.labels.shape == (40, 60) and result.stats.counts[0] == 8
+    exported_there = export_bundle(load_model(tiny_ckpt), tmp_path / "s.paumer", ExportOptions(image_size=(16, 32)),
+                                   progress=False)
+    same = Pipeline(exported_there, cost="macs", budget=0.5)(frame)
+    assert np.array_equal(result.labels, same.labels) and result.stats.counts == same.stats.counts
+    with pytest.raises(BundleError, match="no variant 'int8' in this bundle \\(it has: 16x32\\)"):
+        bundle.variant("int8")
+
+
+def test_variant_fields_are_checked(tiny_ckpt: Path, tmp_path: Path) -> None:
+    from paumer_edge.checkpoint import load_model
+    from paumer_edge.export.exporter import ExportOptions, export_bundle
+
+    out = export_bundle(load_model(tiny_ckpt), tmp_path / "v.paumer", ExportOptions(extra_sizes=((16, 32),)),
+                        progress=False)
+    raw = _raw(out)
+    for change, message in [
+        (lambda v: v.update(input_size=[15, 32]), r"'variants\[0\].input_size' \[15, 32\] must be a multiple"),
+        (lambda v: v.update(precision="int4"), r"'variants\[0\].precision' is 'int4', not one of fp32, fp16, int8"),
+        (lambda v: v["graphs"].pop("stage2"), r"'variants\[0\].graphs' lacks \['stage2'\]"),
+        (lambda v: v["graphs"]["stage0"].update(file="stage0.onnx"), "reuses the files \\['stage0.onnx'\\]"),
+        (lambda v: v["cost_model"].update(num_patches=32), r"'variants\[0\].cost_model.num_patches' is 32"),
+    ]:
+        broken = copy.deepcopy(raw)
+        change(broken["variants"][0])
+        with pytest.raises(BundleError, match=message):
+            Manifest.from_dict(broken, "m")

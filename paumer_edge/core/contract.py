@@ -8,20 +8,23 @@ graphs and checks their hashes, the engines are matched to a GPU and TensorRT, `
 profiles, `exporter.graphs_revision` tells a stale cached export, and `paumer-edge info BUNDLE` shows the rest.
 
 Format history: 1 (first release); 2 drops fields nothing read (`model.config`, `pausing.pause_after`,
-`pausing.stage_bounds`, per-graph `bytes` / `export_s`). Version 1 bundles still load.
+`pausing.stage_bounds`, per-graph `bytes` / `export_s`); 3 adds `variants` (the graphs again at other input
+sizes or precisions), written only by bundles that carry some, so a bundle states the oldest format that
+reads all of it. Versions 1 and 2 still load.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .cost import CostModel
 from .names import DECODER, FULL, stage_name
 
 FORMAT = "paumer-edge-bundle"
-FORMAT_VERSION = 2
-READS_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # the newest this code reads and writes
+READS_VERSIONS = (1, 2, 3)
+PRECISIONS = ("fp32", "fp16", "int8")
 MANIFEST = "manifest.json"
 REEXPORT = "re-export the bundle with `paumer-edge export`"
 LABEL_DTYPES = ("uint8", "uint16", "int32", "int64")
@@ -154,6 +157,7 @@ class EngineEntry:
     tensorrt: str
     gpu: GpuSpec
     precision: str
+    variant: str = ""  # the graph set the graph belongs to ("" = the bundle's main graphs)
     strongly_typed: bool = False
     dla_core: int | None = None
     profiles: tuple[dict[str, list[list[int]]], ...] = ()  # per profile: input -> [min, opt, max] shapes
@@ -163,13 +167,31 @@ class EngineEntry:
     def to_dict(self) -> dict[str, Any]:
         return {"graph": self.graph, "key": self.key, "file": self.file, "sha256": self.sha256,
                 "graph_sha256": self.graph_sha256, "tensorrt": self.tensorrt, "gpu": self.gpu.to_dict(),
-                "precision": self.precision, "strongly_typed": self.strongly_typed, "dla_core": self.dla_core,
+                "precision": self.precision, **({"variant": self.variant} if self.variant else {}),
+                "strongly_typed": self.strongly_typed, "dla_core": self.dla_core,
                 "profiles": [dict(p) for p in self.profiles], "budgets": list(self.budgets), "build_s": self.build_s}
 
     @property
-    def slot(self) -> tuple[str, str, str, str]:
-        """What a newer build replaces: the same graph, precision, GPU and TensorRT version."""
-        return self.graph, self.precision, self.gpu.name, self.tensorrt
+    def slot(self) -> tuple[str, str, str, str, str]:
+        """What a newer build replaces: the same graph of the same variant, precision, GPU and TensorRT version."""
+        return self.variant, self.graph, self.precision, self.gpu.name, self.tensorrt
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The staged graphs once more, at another input size and/or precision (e.g. a lower resolution that a
+    budget may pick, or INT8 Q/DQ graphs). Same classes, patch size, width and pausing points as the main
+    graphs; `Manifest.view(name)` presents a variant as a bundle of its own."""
+
+    name: str  # unique, e.g. "96x192" or "int8"; its files usually sit in a folder of that name
+    input_size: tuple[int, int]
+    precision: str  # one of PRECISIONS
+    graphs: dict[str, GraphSpec]  # every stage and the decoder (full optional)
+    cost: CostModel  # the MAC model at this input size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "input_size": list(self.input_size), "precision": self.precision,
+                "graphs": {name: g.to_dict() for name, g in self.graphs.items()}, "cost_model": self.cost.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -182,7 +204,9 @@ class Manifest:
     engines: tuple[EngineEntry, ...] = ()
     source: str = ""  # the checkpoint it was exported from
     created: str = ""  # ISO time of the export
-    format_version: int = FORMAT_VERSION
+    variants: tuple[Variant, ...] = ()
+    format_version: int = FORMAT_VERSION  # as read; `to_dict` writes the oldest version that reads it all
+    precision: str = "fp32"  # of the graphs in `graphs` (a view of an INT8 variant says int8)
 
     @property
     def run_graphs(self) -> list[str]:
@@ -197,11 +221,32 @@ class Manifest:
     def has_full(self) -> bool:
         return FULL in self.graphs
 
+    @property
+    def variant_names(self) -> list[str]:
+        return [v.name for v in self.variants]
+
+    def view(self, name: str) -> Manifest:
+        """The variant `name` as a manifest of its own (its input size, graphs, cost model and engines); ""
+        is the main graphs. A `KeyError` names what there is."""
+        if not name:
+            return self
+        found = [v for v in self.variants if v.name == name]
+        if not found:
+            raise KeyError(f"no variant '{name}' in this bundle (it has: {', '.join(self.variant_names) or 'none'})")
+        v = found[0]
+        p = self.model.patch_size
+        model = replace(self.model, input_size=v.input_size, grid=(v.input_size[0] // p, v.input_size[1] // p))
+        return replace(self, model=model, cost=v.cost, graphs=v.graphs, variants=(), precision=v.precision,
+                       engines=tuple(replace(e, variant="") for e in self.engines if e.variant == name))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "created": self.created, "source": self.source,
-                "model": self.model.to_dict(), "pausing": {"cost_model": self.cost.to_dict()},
-                "graphs": {name: g.to_dict() for name, g in self.graphs.items()}, "batch": self.batch.to_dict(),
-                "exporter": self.exporter.to_dict(), "engines": [e.to_dict() for e in self.engines]}
+        d = {"format": FORMAT, "format_version": 3 if self.variants else 2, "created": self.created,
+             "source": self.source, "model": self.model.to_dict(), "pausing": {"cost_model": self.cost.to_dict()},
+             "graphs": {name: g.to_dict() for name, g in self.graphs.items()}, "batch": self.batch.to_dict(),
+             "exporter": self.exporter.to_dict(), "engines": [e.to_dict() for e in self.engines]}
+        if self.variants:
+            d["variants"] = [v.to_dict() for v in self.variants]
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> Manifest:

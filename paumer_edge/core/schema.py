@@ -8,12 +8,14 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from dataclasses import replace
 from typing import Any
 
 from .contract import (
     FORMAT,
     FORMAT_VERSION,
     LABEL_DTYPES,
+    PRECISIONS,
     READS_VERSIONS,
     REEXPORT,
     BatchRange,
@@ -24,6 +26,7 @@ from .contract import (
     Manifest,
     ModelInfo,
     TensorSpec,
+    Variant,
 )
 from .cost import CostModel
 from .errors import BundleError
@@ -143,8 +146,7 @@ def _model(r: _Reader, d: dict[str, Any]) -> ModelInfo:
     return info
 
 
-def _cost(r: _Reader, d: dict[str, Any], m: ModelInfo) -> CostModel:
-    p = "pausing.cost_model."
+def _cost(r: _Reader, d: dict[str, Any], m: ModelInfo, p: str = "pausing.cost_model.") -> CostModel:
     blocks = r.ints(d, "stage_blocks", p, length=m.num_stages, lo=1)
     stage_ms = None
     if d.get("stage_ms") is not None:
@@ -185,8 +187,8 @@ def _tensor(r: _Reader, t: Any, path: str) -> TensorSpec:
     return TensorSpec(r.text(t, "name", f"{path}."), tuple(shape), r.text(t, "dtype", f"{path}."))
 
 
-def _graph(r: _Reader, name: str, g: Any) -> GraphSpec:
-    p = f"graphs.{name}"
+def _graph(r: _Reader, name: str, g: Any, where: str = "graphs") -> GraphSpec:
+    p = f"{where}.{name}"
     if not isinstance(g, dict):
         raise r.fail(p, f"must be an object, not {_kind(g)}")
     sha = r.text(g, "sha256", f"{p}.")
@@ -222,7 +224,7 @@ def expected_io(m: ModelInfo, name: str) -> tuple[list[Expect], list[Expect]] | 
     return None
 
 
-def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec) -> None:
+def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec, where: str = "graphs") -> None:
     """The manifest's input/output specs of graph `name` fit the model section."""
     want = expected_io(m, name)
     if want is None:
@@ -230,10 +232,10 @@ def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec) -> None:
     for side, specs, expect in (("inputs", g.inputs, want[0]), ("outputs", g.outputs, want[1])):
         optional = name in (DECODER, FULL) and side == "outputs"  # scores are optional
         if len(specs) > len(expect) or len(specs) < len(expect) - (1 if optional else 0):
-            raise r.fail(f"graphs.{name}.{side}", f"lists {[s.name for s in specs]}, expected "
+            raise r.fail(f"{where}.{name}.{side}", f"lists {[s.name for s in specs]}, expected "
                          f"{[e[0] for e in expect]}")
         for i, (spec, (ename, eshape, edtype)) in enumerate(zip(specs, expect)):
-            path = f"graphs.{name}.{side}[{i}]"
+            path = f"{where}.{name}.{side}[{i}]"
             if spec.name != ename:
                 raise r.fail(f"{path}.name", f"is '{spec.name}', expected '{ename}'")
             if edtype == "labels" and spec.dtype not in LABEL_DTYPES or edtype != "labels" and spec.dtype != edtype:
@@ -246,14 +248,17 @@ def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec) -> None:
                 raise r.fail(f"{path}.shape", f"is {list(spec.shape)}, but the model section gives {show}")
 
 
-def _engine(r: _Reader, e: Any, i: int, graphs: dict[str, GraphSpec]) -> EngineEntry:
+def _engine(r: _Reader, e: Any, i: int, graph_sets: dict[str, dict[str, GraphSpec]]) -> EngineEntry:
     p = f"engines[{i}]."
     if not isinstance(e, dict):
         raise r.fail(f"engines[{i}]", f"must be an object, not {_kind(e)}")
     text = {key: r.text(e, key, p) for key in ("graph", "file", "sha256", "graph_sha256", "tensorrt", "precision")}
     folders = text["file"].replace("\\", "/").split("/")[:-1]  # engines/<key>/<graph>.engine
     text["key"] = r.text(e, "key", p) if "key" in e else (folders[-1] if folders else "")
-    if text["graph"] not in graphs:
+    text["variant"] = r.text(e, "variant", p) if "variant" in e else ""
+    if text["variant"] not in graph_sets:
+        raise r.fail(f"{p}variant", f"names '{text['variant']}', which is not among the bundle's variants")
+    if text["graph"] not in graph_sets[text["variant"]]:
         raise r.fail(f"{p}graph", f"names '{text['graph']}', which is not among the bundle's graphs")
     g = r.obj(e, "gpu", p)
     gpu = GpuSpec(r.text(g, "name", f"{p}gpu."), r.text(g, "compute_capability", f"{p}gpu."),
@@ -292,6 +297,51 @@ def _exporter(r: _Reader, d: Any) -> ExporterInfo:
                         graphs_revision=r.int_value(d.get("graphs_revision", 0), "exporter.graphs_revision"))
 
 
+def _graph_set(r: _Reader, model: ModelInfo, raw: Any, path: str) -> dict[str, GraphSpec]:
+    """Every graph of one set (the main graphs or a variant's), each checked against the model at its size."""
+    if not isinstance(raw, dict):
+        raise r.fail(path, f"must be an object, not {_kind(raw)}")
+    graphs = {str(name): _graph(r, str(name), g, path) for name, g in raw.items()}
+    missing = [n for n in [*model.stage_names, DECODER] if n not in graphs]
+    if missing:
+        raise r.fail(path, f"lacks {missing}")
+    for name, g in graphs.items():
+        check_io(r, model, name, g, path)
+    return graphs
+
+
+def _variants(r: _Reader, raw: Any, model: ModelInfo, main: dict[str, GraphSpec]) -> tuple[Variant, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise r.fail("variants", f"must be a list, not {_kind(raw)}")
+    out: list[Variant] = []
+    files = {g.file for g in main.values()}
+    for i, v in enumerate(raw):
+        p = f"variants[{i}]."
+        if not isinstance(v, dict):
+            raise r.fail(f"variants[{i}]", f"must be an object, not {_kind(v)}")
+        name = r.text(v, "name", p)
+        if not name or name in {x.name for x in out}:
+            raise r.fail(f"{p}name", f"'{name}' must be a unique, non-empty name")
+        size = r.ints(v, "input_size", p, 2, lo=1)
+        patch = model.patch_size
+        if size[0] % patch or size[1] % patch or size[0] * size[1] > 1 << 26:
+            raise r.fail(f"{p}input_size", f"{size} must be a multiple of the patch size {patch}, and plausible")
+        precision = r.text(v, "precision", p)
+        if precision not in PRECISIONS:
+            raise r.fail(f"{p}precision", f"is '{precision}', not one of {', '.join(PRECISIONS)}")
+        at = replace(model, input_size=(size[0], size[1]), grid=(size[0] // patch, size[1] // patch))
+        graphs = _graph_set(r, at, r.obj(v, "graphs", p), f"{p}graphs")
+        shared = files & {g.file for g in graphs.values()}
+        if shared:
+            raise r.fail(f"{p}graphs", f"reuses the files {sorted(shared)} of another set of graphs")
+        files |= {g.file for g in graphs.values()}
+        cost = _cost(r, r.obj(v, "cost_model", p), at, f"{p}cost_model.")
+        out.append(Variant(name, (size[0], size[1]), precision, graphs, cost))
+    return tuple(out)
+
+
 def _version(r: _Reader, manifest: Any, where: str) -> int:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{where} is not a paumer-edge bundle manifest (no \"format\": \"{FORMAT}\"); {REEXPORT}")
@@ -313,17 +363,13 @@ def parse_manifest(manifest: Any, where: str) -> Manifest:
     model = _model(r, r.obj(manifest, "model"))
     pausing = r.obj(manifest, "pausing")
     cost = _cost(r, r.obj(pausing, "cost_model", "pausing."), model)
-    raw = r.obj(manifest, "graphs")
-    graphs = {str(name): _graph(r, str(name), g) for name, g in raw.items()}
-    missing = [n for n in [*model.stage_names, DECODER] if n not in graphs]
-    if missing:
-        raise r.fail("graphs", f"lacks {missing}")
-    for name, g in graphs.items():
-        check_io(r, model, name, g)
+    graphs = _graph_set(r, model, r.get(manifest, "graphs", ""), "graphs")
+    variants = _variants(r, manifest.get("variants"), model, graphs)
     entries = manifest.get("engines", [])
     if not isinstance(entries, list):
         raise r.fail("engines", f"must be a list, not {_kind(entries)}")
-    engines = tuple(_engine(r, e, i, graphs) for i, e in enumerate(entries))
+    sets = {"": graphs, **{v.name: v.graphs for v in variants}}
+    engines = tuple(_engine(r, e, i, sets) for i, e in enumerate(entries))
     return Manifest(model, cost, graphs, _batch(r, manifest.get("batch")), _exporter(r, manifest.get("exporter")),
                     engines, source=str(manifest.get("source") or ""), created=str(manifest.get("created") or ""),
-                    format_version=version)
+                    variants=variants, format_version=version)
