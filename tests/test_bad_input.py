@@ -305,21 +305,14 @@ def test_the_cli_keeps_what_it_had_when_a_stream_is_lost(tiny_bundle: Path, tmp_
 FULL_DISK = """
 import errno
 import paumer_edge.core.video as video
-real = video.cv2.VideoWriter
-class FillsUp:
-    fourcc = staticmethod(real.fourcc)
-    def __init__(self, *args, **kwargs):
-        self.writer, self.n = real(*args, **kwargs), 0
-    def isOpened(self):
-        return self.writer.isOpened()
-    def write(self, frame):
-        self.n += 1
-        if self.n == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self.writer.write(frame)
-    def release(self):
-        self.writer.release()
-video.cv2.VideoWriter = FillsUp
+real = video._AvEncoder.write
+count = [0]
+def fills_up(self, rgb):
+    count[0] += 1
+    if count[0] == 3:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    real(self, rgb)
+video._AvEncoder.write = fills_up
 """
 
 

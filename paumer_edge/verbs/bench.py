@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import platform
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import click
 import numpy as np
 
 from .. import UserError, __version__
@@ -16,7 +18,8 @@ from ..data.streets import derive_seed, street_scene
 from ..runtime.bench import bench, full_graph_reference
 from ..runtime.pipeline import Pipeline
 from ..runtime.preprocess import labels_to_frame, preprocess
-from .run import bundle_for
+from .bundles import bundle_for
+from .params import FLOATS, SIZE, backend_option, cost_option, quiet, threads_option
 
 
 def torch_references(pipe: Pipeline, budgets: list[float]) -> dict[str, Callable[[np.ndarray], object]]:
@@ -100,7 +103,26 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run(a: argparse.Namespace) -> int:
+@click.command("bench", help="Latency p50/p90/p99 and FPS of BUNDLE (a bundle directory or a checkpoint; default: "
+               "the bundled sample) per budget, end to end on street frames, beside the unsplit full.onnx and the "
+               "PyTorch model; every round runs each setting once, so speed-ups are paired. A table, JSON and a plot.")
+@click.argument("bundle", required=False, envvar="PAUMER_EDGE_MODEL")
+@click.option("--budgets", type=FLOATS, default="1,0.75,0.5,0.25", help="Budgets to time.")
+@backend_option
+@click.option("--rounds", type=int, default=50, help="Timed rounds (each runs every setting once).")
+@click.option("--warmup", type=int, default=5, help="Untimed rounds first.")
+@click.option("--frame-size", type=SIZE, default="360x640", help="HxW of the street frames.")
+@threads_option
+@click.option("--no-torch", is_flag=True, help="Skip the PyTorch reference.")
+@cost_option("measured afresh here and cached for `run`")
+@click.option("--json", metavar="FILE", help="Write the results here.")
+@click.option("--plot", metavar="FILE", help="Write a PNG of FPS and compute against budget here.")
+@quiet
+def command(**options: Any) -> int:
+    return run(SimpleNamespace(**options))
+
+
+def run(a: SimpleNamespace) -> int:
     if a.rounds < 1 or a.warmup < 0 or a.threads < 0:
         raise UserError(f"--rounds {a.rounds} / --warmup {a.warmup} / --threads {a.threads}: give at least one round, "
                         "and no negative warm-up or thread count")

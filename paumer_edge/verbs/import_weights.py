@@ -2,13 +2,55 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import click
 
 from .. import UserError
 from ..core.atomic import write_json_atomic
-from ..weights import ImportOptions, ImportReport, group_keys, import_weights
+from .bundles import needs_torch
+from .params import FLOATS, SIZE
+
+if TYPE_CHECKING:
+    from ..weights import ImportOptions, ImportReport
+
+
+@click.command("import", help="Turn SRC (a Segmenter checkpoint.pth with variant.yml beside it, or its folder; a "
+               "timm / DeiT state dict, .pth or .safetensors; an mmsegmentation ViT checkpoint) into a paumer-edge "
+               "checkpoint, reporting every key as mapped, initialised or ignored.")
+@click.argument("src")
+@click.option("-o", "--out", metavar="FILE", help="paumer-edge checkpoint to write [default: beside SRC, "
+              "<stem>-paumer-edge.pt].")
+@click.option("--format", "format_", type=click.Choice(["segmenter", "timm", "mmseg"]),
+              help="Source layout [default: detected from the keys].")
+@click.option("--variant", help="Segmenter's variant.yml [default: the one beside SRC].")
+@click.option("--num-classes", type=int, help="Classes [default: the checkpoint decoder's; needed without one].")
+@click.option("--classes", help="Class names: ade20k, cityscapes, or a file with one name per line.")
+@click.option("--image-size", type=SIZE, help="HxW to set the model up for [default: the source's].")
+@click.option("--source-size", type=SIZE, help="HxW the source was trained at, if not square.")
+@click.option("--pause-after", help="Pausing points: block counts a,b,c or 'none' [default: depth/4, /2, 3/4].")
+@click.option("--num-heads", type=int, help="Encoder attention heads [default: the config's, else width/64].")
+@click.option("--decoder", type=click.Choice(["linear", "mask_transformer"]),
+              help="Kind of a new decoder [default: linear].")
+@click.option("--decoder-depth", type=int, default=2, help="Blocks of a new mask transformer.")
+@click.option("--decoder-heads", type=int, help="Mask transformer heads [default: width/64].")
+@click.option("--fresh-decoder", is_flag=True, help="Start a new decoder instead of the checkpoint's.")
+@click.option("--norm-eps", type=float, help="LayerNorm eps [default: the source framework's].")
+@click.option("--normalization", type=click.Choice(["vit", "deit", "imagenet"]),
+              help="Input mean/std [default: the source's].")
+@click.option("--mean", type=FLOATS, help="Input mean R,G,B for images in [0, 1].")
+@click.option("--std", type=FLOATS, help="Input std R,G,B for images in [0, 1].")
+@click.option("--name", help="Model name in the config.")
+@click.option("--seed", type=int, default=0, help="Seed for the parts that start new.")
+@click.option("--report", metavar="FILE", help="Write the key report (mapped / initialised / ignored) as JSON here.")
+def command(**options: Any) -> int:
+    needs_torch("import")
+    a = SimpleNamespace(**options)
+    a.format = a.format_
+    return run(a)
 
 
 def default_output(src: Path) -> Path:
@@ -38,7 +80,9 @@ def _triple(values: list[float] | None, what: str) -> tuple[float, float, float]
     return values[0], values[1], values[2]
 
 
-def options(a: argparse.Namespace) -> ImportOptions:
+def options(a: SimpleNamespace) -> ImportOptions:
+    from ..weights import ImportOptions
+
     for name in ("num_classes", "num_heads", "decoder_heads", "decoder_depth"):
         value = getattr(a, name)
         if value is not None and value <= 0:
@@ -55,6 +99,8 @@ def options(a: argparse.Namespace) -> ImportOptions:
 
 def format_report(r: ImportReport) -> str:
     """A few lines: the model, then mapped / initialised / ignored keys grouped by module, then notes."""
+    from ..weights import group_keys
+
     c = r.config
     rows, cols = c["image_size"][0] // c["patch_size"], c["image_size"][1] // c["patch_size"]
     tokens = "class + distillation token" if c["distilled"] else \
@@ -76,7 +122,9 @@ def format_report(r: ImportReport) -> str:
     return "\n".join(lines)
 
 
-def run(a: argparse.Namespace) -> int:
+def run(a: SimpleNamespace) -> int:
+    from ..weights import import_weights
+
     src = Path(a.src)
     out = Path(a.out) if a.out else default_output(src)
     t0 = time.perf_counter()

@@ -1,11 +1,13 @@
-"""`paumer-edge synth`."""
+"""`paumer-edge synth`: synthetic street images (with labels) or a street-drive video, to try things on."""
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import click
 import cv2
 import numpy as np
 from tqdm import tqdm
@@ -14,9 +16,25 @@ from .. import UserError
 from ..data.classes import STREET_PALETTE
 from ..data.streets import check_video_path, derive_seed, street_frames, street_scene, write_video
 from ..runtime.sinks import write_image_atomic
+from .params import SIZE, quiet
 
 
-def run(a: argparse.Namespace) -> int:
+@click.command("synth", help="Render synthetic street scenes: WHAT is `video` (a camera driving down a street while "
+               "cars drive and people walk; OUT an .mp4, .mkv or .avi) or `images` (OUT a folder of PNGs).")
+@click.argument("what", type=click.Choice(["video", "images"]))
+@click.argument("out")
+@click.option("--size", type=SIZE, default="360x640", help="HxW of the frames.")
+@click.option("--seconds", type=float, default=10.0, help="Video length.")
+@click.option("--fps", type=float, default=30.0, help="Video frame rate.")
+@click.option("--count", type=int, default=20, help="Images to write.")
+@click.option("--labels", is_flag=True, help="Also write label PNGs (and colour versions) beside the images.")
+@click.option("--seed", type=int, default=0, help="Scene seed: the same seed renders the same scenes.")
+@quiet
+def command(**options: Any) -> int:
+    return run(SimpleNamespace(**options))
+
+
+def run(a: SimpleNamespace) -> int:
     t0 = time.perf_counter()
     if a.what == "video":
         check_video_path(a.out)

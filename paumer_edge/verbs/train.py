@@ -1,21 +1,63 @@
-"""`paumer-edge train`."""
+"""`paumer-edge train`: train or fine-tune a pausing model (PyTorch; torchrun for several processes or machines)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import click
 
 from .. import UserError
-from ..config import ModelConfig, preset
-from ..data.registry import parse_data_spec
-from ..training import TrainConfig, train
-from ..training.release import write_release
+from ..config import PRESETS
+from .bundles import needs_torch
+from .params import DATA_HELP, FLOATS, SIZE, quiet
 
 
-def run(a: argparse.Namespace) -> int:
+@click.command("train", help="Train or fine-tune a pausing model: each batch at a budget drawn from --budget-range, "
+               "the pausing heads learning the class mix of every patch; atomic checkpoints in OUT (last.pt with "
+               "the training state, model.pt for release). torchrun for several GPUs or machines.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="sample", help="Model shape.")
+@click.option("--config", metavar="FILE", help="Model config JSON instead of a preset.")
+@click.option("--image-size", type=SIZE, help="Train at HxW instead of the preset's size.")
+@click.option("--data", default="synthetic", help=DATA_HELP)
+@click.option("--data-scale", type=float, default=1.0, help="Resize real images by this first, e.g. 0.5.")
+@click.option("--scale-range", type=FLOATS, default="0.5,2", help="Random scale of the crops of real images, MIN,MAX.")
+@click.option("--out", metavar="DIR", help="Run folder for checkpoints [default: runs/<preset>].")
+@click.option("--steps", type=int, default=3000, help="Optimisation steps.")
+@click.option("--batch-size", type=int, default=16, help="Images per step, per process.")
+@click.option("--lr", type=float, default=8e-4, help="Peak learning rate (AdamW, warm-up then cosine).")
+@click.option("--train-images", type=int, help="[default: 16000 synthetic scenes, every image of real data]")
+@click.option("--val-images", type=int, default=256, help="Images evaluated every --eval-every steps.")
+@click.option("--budget-range", type=FLOATS, default="0.25,1", help="Budgets sampled per batch, MIN,MAX.")
+@click.option("--aux-weight", type=float, default=0.4, help="Weight of the pausing heads' loss.")
+@click.option("--eval-every", type=int, default=500, help="Steps between evaluations (and checkpoints).")
+@click.option("--resume", is_flag=False, flag_value="auto", default=None, metavar="CKPT",
+              help="Continue a run exactly where it stopped (OUT/last.pt when given bare).")
+@click.option("--init", metavar="CKPT", help="Start from this checkpoint's weights (fine-tuning).")
+@click.option("--retrofit", is_flag=True, help="With --init: train only the pausing heads; the rest stays frozen.")
+@click.option("--retrofit-targets", type=click.Choice(["model", "labels"]), default="model",
+              help="What the heads learn: the frozen model's own predictions, or the labels' class mix.")
+@click.option("--finetune", type=int, metavar="STEPS",
+              help="After --retrofit, fine-tune every weight for STEPS more steps with pausing-aware training.")
+@click.option("--seed", type=int, default=0, help="Seed of the model, the data and every draw.")
+@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", type=int, default=0, help="Data loader processes.")
+@click.option("--threads", type=int, default=0, help="CPU threads per process (0: PyTorch's default).")
+@quiet
+def command(**options: Any) -> int:
+    needs_torch("train")
+    return run(SimpleNamespace(**options))
+
+
+def run(a: SimpleNamespace) -> int:
+    from ..config import ModelConfig, preset
+    from ..data.registry import parse_data_spec
+    from ..training import TrainConfig, train
+
     spec = parse_data_spec(a.data)
     cfg, own_classes = None, False
     if a.config:
@@ -71,6 +113,8 @@ def run(a: argparse.Namespace) -> int:
 
 def _report(summary: dict, out: Path, what: str, t0: float) -> None:
     """Write the release checkpoint (rank 0) and print the summary line."""
+    from ..training.release import write_release
+
     if int(os.environ.get("RANK", 0)) != 0:
         return
     release = write_release(out / "last.pt", out / "model.pt", summary["results"])
