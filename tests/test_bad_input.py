@@ -198,7 +198,7 @@ def test_budgets_and_thresholds_out_of_range(tiny_bundle: Path, video: Path, tmp
                           (["--target-ms", "-5"], "latency target must be a positive"),
                           (["--max-frames", "0"], "--max-frames 0: give a positive number"),
                           (["--threads", "-1"], "--threads -1: give 0"),
-                          (["--budget", "abc"], "invalid float value: 'abc'"),
+                          (["--budget", "abc"], "Invalid value for '--budget': 'abc' is not a valid float"),
                           (["--out", "x.gif"], "needs an .mp4, .avi or .mkv extension"),
                           (["--out", "missing/x.mp4"], "output folder 'missing' does not exist")):
         one_clear_line(cli("run", str(video), "--model", str(tiny_bundle), "--quiet", *args, cwd=tmp_path), message)
