@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from paumer_edge import UserError, __version__
-from paumer_edge.core.atomic import write_json_atomic
+from paumer_edge.core.atomic import replace_dir_atomic, write_json_atomic
 from paumer_edge.core.pausing import CostModel
 from paumer_edge.model import PausingSegmenter
 from paumer_edge.model.vit import unfused_attention
@@ -99,24 +99,6 @@ def build_manifest(model: PausingSegmenter, graphs: dict[str, dict[str, Any]], o
     }
 
 
-def replace_dir_atomic(tmp: Path, out: Path) -> None:
-    """Swap a finished directory into place; an existing bundle at `out` survives until the swap."""
-    old = None
-    if out.exists():
-        if not (out / MANIFEST).exists() and any(out.iterdir()):
-            raise UserError(f"'{out}' exists and is not a paumer-edge bundle; refusing to replace it")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, source: str = "",
                   progress: bool = True, after_graph: Callable[[str], None] | None = None) -> Path:
     """Write the bundle for `model` to `out` (a directory), atomically. Returns `out`."""
@@ -150,7 +132,7 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
             if after_graph is not None:
                 after_graph(name)
         write_json_atomic(tmp / MANIFEST, build_manifest(model, graphs, opts, source))
-        replace_dir_atomic(tmp, out)
+        replace_dir_atomic(tmp, out, lambda p: (p / MANIFEST).exists(), "paumer-edge bundle")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

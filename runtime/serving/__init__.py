@@ -12,8 +12,10 @@ Requests and responses are defined once, in `protocol.py`.
 from .cameras import CameraRegistry, CameraState
 from .client import SegmentClient, ServedRequestError, ServedResult
 from .protocol import RequestError
+from .repository import RepositoryOptions, write_repository
 from .server import PipelineServer, ServeConfig
 from .tritonserver import ServingError, TritonServerProcess
 
 __all__ = ["CameraRegistry", "CameraState", "PipelineServer", "RequestError", "SegmentClient", "ServeConfig",
-           "ServedRequestError", "ServedResult", "ServingError", "TritonServerProcess"]
+           "ServedRequestError", "ServedResult", "ServingError", "TritonServerProcess", "RepositoryOptions",
+           "write_repository"]

@@ -11,14 +11,27 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from paumer_edge.core.pausing import PausingPolicy
+from paumer_edge.core.pausing import CostModel, PausingPolicy
 
-from ..pipeline import Pipeline
+from ..bundle import ModelInfo
 from ..preprocess import labels_to_frame, preprocess
+from ..staged import StagedRunner
 from .protocol import FrameJob, plan_key
+
+
+class Segmenter(Protocol):
+    """What a batch runs on: a `Pipeline`, or the BLS model's runner over Triton's graph models."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    letterbox: bool
+    runner: StagedRunner
+    cost: CostModel
 
 
 @dataclass
@@ -29,7 +42,7 @@ class FrameOutput:
     cost: float  # fraction of the full encoder's compute spent
 
 
-def segment_group(pipe: Pipeline, frames: list[np.ndarray], policy: PausingPolicy) -> list[FrameOutput]:
+def segment_group(pipe: Segmenter, frames: list[np.ndarray], policy: PausingPolicy) -> list[FrameOutput]:
     """RGB uint8 frames (any sizes) -> labels at each frame's size, through one batched staged forward."""
     m = pipe.info
     inputs, placements = [], []
@@ -44,7 +57,7 @@ def segment_group(pipe: Pipeline, frames: list[np.ndarray], policy: PausingPolic
             for i, p in enumerate(placements)]
 
 
-def run_jobs(pipe: Pipeline, jobs: list[FrameJob], budget: float, threshold: float | None) -> list[FrameOutput]:
+def run_jobs(pipe: Segmenter, jobs: list[FrameJob], budget: float, threshold: float | None) -> list[FrameOutput]:
     """Every job's output, in order; `budget` / `threshold` are the server's defaults for jobs without their own."""
     groups: dict[tuple[float, float | None], list[int]] = defaultdict(list)
     for i, job in enumerate(jobs):
