@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--quiet", action="store_true")
     n.set_defaults(func="bench")
 
+    _serving_parsers(sub)
+
     m = sub.add_parser("import", help="Segmenter / timm / mmseg checkpoint -> paumer-edge checkpoint (key report)")
     m.add_argument("src", help="checkpoint file (Segmenter: checkpoint.pth with variant.yml beside it, or its folder)")
     m.add_argument("-o", "--out", help="paumer-edge checkpoint to write (default: beside SRC, <stem>-paumer-edge.pt)")
@@ -234,6 +236,51 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func="synth")
     return p
+
+
+def _serving_parsers(sub: argparse._SubParsersAction) -> None:
+    """`serve` and `triton` (the verbs in verbs/serve.py and verbs/triton.py; the serve extra)."""
+    from .runtime.backends.select import BACKENDS
+
+    g = sub.add_parser("serve", help="serve a bundle on Triton Inference Server (HTTP, gRPC, metrics) via PyTriton")
+    g.add_argument("model", nargs="?", help="bundle directory or checkpoint (default: the bundled sample)")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface "
+                   "(default 127.0.0.1)")
+    g.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (default 8000)")
+    g.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
+    g.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
+    g.add_argument("--name", default="paumer", help="the model's name on the server (default paumer)")
+    g.add_argument("--instances", type=int, default=1, help="model instances, each its own pipeline (default 1)")
+    g.add_argument("--max-batch", type=int, default=8, help="largest dynamic batch of frames (default 8)")
+    g.add_argument("--max-delay-us", type=int, default=2000,
+                   help="how long Triton may hold a request to batch it with others, in µs (default 2000)")
+    g.add_argument("--budget", type=float, default=1.0, help="default budget for requests without one (default 1)")
+    g.add_argument("--threshold", type=float, help="default entropy threshold for requests without one")
+    g.add_argument("--backend", default="auto", choices=list(BACKENDS), help="inference backend (default auto)")
+    g.add_argument("--cost", default="device", choices=["device", "macs"],
+                   help="budgets as fractions of this device's measured latency (default) or of the MACs")
+    g.add_argument("--threads", type=int, default=0, help="inference threads per instance (0: backend default)")
+    g.add_argument("--log-file", help="Triton's own log (default: a file in the temp folder)")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+    g.set_defaults(func="serve")
+
+    r = sub.add_parser("triton", help="write a Triton model repository (BLS model + stage graphs + bundle)")
+    r.add_argument("repo", help="folder to write the model repository to (replaced if it is one already)")
+    r.add_argument("--model", help="bundle directory or checkpoint (default: the bundled sample)")
+    r.add_argument("--name", default="paumer", help="the model's name on the server (default paumer)")
+    r.add_argument("--max-batch", type=int, default=8, help="largest dynamic batch of frames (default 8)")
+    r.add_argument("--max-delay-us", type=int, default=2000, help="dynamic batcher queue delay in µs (default 2000)")
+    r.add_argument("--instances", type=int, default=1, help="instances of the BLS model (default 1)")
+    r.add_argument("--stage-instances", type=int, default=1, help="instances of each graph model (default 1)")
+    r.add_argument("--stage-backend", default="onnxruntime", choices=["onnxruntime", "python"],
+                   help="Triton backend of the graph models: onnxruntime (default; NGC containers) or python "
+                        "(ONNX Runtime inside the Python backend, for servers without the onnxruntime backend)")
+    r.add_argument("--device", default="gpu", choices=["gpu", "cpu"], help="where the graph models run (default gpu)")
+    r.add_argument("--tensorrt", action="store_true", help="TensorRT (FP16) as the onnxruntime backend's accelerator")
+    r.add_argument("--budget", type=float, default=1.0, help="default budget (fraction of MACs) (default 1)")
+    r.add_argument("--threshold", type=float, help="default entropy threshold for requests without one")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.set_defaults(func="triton")
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:

@@ -51,7 +51,7 @@ class ServedPipelines:
                  cameras: CameraRegistry | None = None):
         self.pipelines = list(pipelines)
         self.budget, self.threshold = budget, threshold
-        self.cameras = cameras or CameraRegistry()
+        self.cameras = cameras if cameras is not None else CameraRegistry()
 
     def infer(self, pipe: Pipeline, requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
         """PyTriton requests (each a mapping of input name -> array with a batch dimension) -> responses."""

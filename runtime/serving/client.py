@@ -23,6 +23,7 @@ import numpy as np
 from paumer_edge.core.errors import UserError
 
 from .binding import BATCH_MATE
+from .protocol import empty_frame
 from .tritonserver import INSTALL_HINT, ServingError
 
 
@@ -44,6 +45,10 @@ def reason(message: str) -> str:
     for line in reversed(lines):
         if "RequestError: " in line:
             return line.split("RequestError: ", 1)[1]
+    if any(t.startswith("Traceback") or "Traceback (most recent" in t for t in lines):
+        raised = [t for t in lines if re.match(r"^[\w.]+(Error|Exception): ", t)]
+        if raised:
+            return f"the server failed on this request: {raised[-1]}"
     text = " ".join(lines) if lines else message
     return re.sub(r"^\[request id: [^\]]*\] ", "", text)
 
@@ -87,6 +92,8 @@ class SegmentClient:
         else:
             arr = np.asarray(frames)
             data = arr[None] if arr.ndim in (2, 3) else arr
+            if data.size == 0:  # refused here: PyTriton cannot even pass an empty tensor on
+                raise ServedRequestError(empty_frame(data.shape[1:]))
             if data.ndim == 3:
                 data = data[..., None]
             tensors = [("frame", data, str(tc.np_to_triton_dtype(data.dtype)))]

@@ -57,6 +57,10 @@ class FrameJob:
     threshold: float | None
 
 
+def empty_frame(shape: tuple[int, ...]) -> str:
+    return f"input 'frame' is empty (shape {list(shape)}); send a frame with pixels"
+
+
 def decode_image(data: bytes) -> np.ndarray:
     """JPEG/PNG (any format OpenCV reads) bytes -> RGB uint8 [H, W, 3], or a RequestError."""
     if len(data) == 0:
@@ -125,7 +129,7 @@ def _frames(data: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     if frame.ndim != 4 or frame.shape[3] not in (1, 3, 4):
         raise RequestError(f"input 'frame' has shape {list(frame.shape[1:])}; send HxWxC with C = 1, 3 or 4")
     if frame.shape[1] < 1 or frame.shape[2] < 1:
-        raise RequestError(f"input 'frame' is empty (shape {list(frame.shape[1:])}); send a frame with pixels")
+        raise RequestError(empty_frame(frame.shape[1:]))
     try:
         return [to_rgb_uint8(f) for f in frame]
     except UserError as e:
