@@ -86,7 +86,7 @@ def sliding_segment(runner: StagedRunner, rgb: np.ndarray, policy: PausingPolicy
     `cost` is what the budget is a fraction of (default: the bundle's MAC model), as in `StagedRunner`.
     """
     m = runner.bundle.model
-    size = covering_size(rgb.shape[:2], m.input_size)
+    size = covering_size((rgb.shape[0], rgb.shape[1]), m.input_size)
     x, _ = preprocess(rgb, size, m.mean, m.std, letterbox=False)  # scale (if needed) and normalise once
     corners = window_layout(size, m.input_size, stride)
     wh, ww = m.input_size
@@ -146,7 +146,7 @@ class SlidingPipeline(Pipeline):
             t1 = time.perf_counter()
             if self.controller is not None and budget is None:
                 self.controller.update((t1 - t0) * 1000)
-        placement = sliding_placement(rgb.shape[:2], out.labels.shape)
+        placement = sliding_placement((rgb.shape[0], rgb.shape[1]), (out.labels.shape[0], out.labels.shape[1]))
         labels = labels_to_frame(out.labels, placement)
         t2 = time.perf_counter()
         return Result(labels, out.stats, placement, out.scores, out.stage_map,
