@@ -8,10 +8,11 @@ raw 360x640 street frames over gRPC at one budget (a fraction of MACs, so both s
 1. overhead: rounds alternating the in-process `Pipeline` (this process, server idle) and one camera's
    back-to-back requests to the server: served FPS / in-process FPS, the median of per-round ratios;
 2. dynamic batching: 4 cameras sending back-to-back at once against the same 4 frames sent one after
-   another by one client: total FPS, paired over rounds;
+   another by one client: total FPS, paired over rounds (medians and quartiles of the per-round ratios);
 3. cameras: N cameras, each sending F frames/s on its own clock for a few seconds (N = 1, 2, 4, ...
    until it falls behind): achieved frames/s, latency p50/p99. Sustained: achieved >= 95% of N x F
-   and p99 under the frame interval. Every loop is bounded in count and time; it stops by itself.
+   and p99 under two frame intervals (a camera that keeps up, never more than a frame behind).
+Every loop is bounded in count and time; it stops by itself.
 Results: JSON and a plot in benchmarks/results/ (serve_load.*), with the command, git commit, machine,
 load average and date.
 """
@@ -94,7 +95,8 @@ def overhead(pipe: Any, client: Any, frames: list[np.ndarray], a: argparse.Names
                      "ratio": round(served / local, 4)})
     return {"rounds": rows, "in_process_fps": float(np.median([r["in_process_fps"] for r in rows])),
             "served_fps": float(np.median([r["served_fps"] for r in rows])),
-            "ratio_median": float(np.median([r["ratio"] for r in rows])), "target": 0.85}
+            "ratio_median": float(np.median([r["ratio"] for r in rows])),
+            "ratio_quartiles": [float(q) for q in np.percentile([r["ratio"] for r in rows], [25, 75])], "target": 0.85}
 
 
 def batching(clients: list[Any], frames: list[np.ndarray], a: argparse.Namespace) -> dict[str, Any]:
@@ -112,7 +114,8 @@ def batching(clients: list[Any], frames: list[np.ndarray], a: argparse.Namespace
                          "gain": round(together / seq, 4)})
     return {"rounds": rows, "sequential_fps": float(np.median([r["sequential_fps"] for r in rows])),
             "four_cameras_fps": float(np.median([r["four_cameras_fps"] for r in rows])),
-            "gain_median": float(np.median([r["gain"] for r in rows]))}
+            "gain_median": float(np.median([r["gain"] for r in rows])),
+            "gain_quartiles": [float(q) for q in np.percentile([r["gain"] for r in rows], [25, 75])]}
 
 
 def cameras(url: str, frames: list[np.ndarray], count: int, a: argparse.Namespace) -> dict[str, Any]:
@@ -147,7 +150,7 @@ def cameras(url: str, frames: list[np.ndarray], count: int, a: argparse.Namespac
     p99 = float(np.percentile(lat, 99)) if lat.size else float("inf")
     return {"cameras": count, "fps_each": a.fps, "offered_fps": count * a.fps, "achieved_fps": round(achieved, 2),
             "p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else None, "p99_ms": round(p99, 2),
-            "sustained": bool(achieved >= SUSTAINED * count * a.fps and p99 < 1000 / a.fps)}
+            "sustained": bool(achieved >= SUSTAINED * count * a.fps and p99 < 2000 / a.fps)}
 
 
 def measure(a: argparse.Namespace, argv: list[str]) -> dict[str, Any]:

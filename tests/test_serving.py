@@ -123,3 +123,33 @@ def test_repository_on_tritonserver_serves_pipeline_labels(tiny_bundle: Path, tm
         with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
             metrics = r.read().decode()
         assert 'nv_inference_request_success{model="paumer",version="1"}' in metrics
+
+
+def test_stopping_finishes_requests_in_flight(tiny_bundle: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """What Ctrl-C does (PipelineServer.stop): no new requests, and the one being computed still gets its labels."""
+    from paumer_edge.runtime.serving import PipelineServer, ServeConfig, binding
+
+    slow_run = binding.run_jobs
+
+    def slow(*args: object, **kwargs: object) -> object:
+        time.sleep(1.5)
+        return slow_run(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(binding, "run_jobs", slow)
+    config = ServeConfig(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), cost="macs",
+                         log_file=str(tmp_path / "triton.log"))
+    server = PipelineServer(tiny_bundle, config).start()
+    try:
+        with SegmentClient(server.urls["grpc"]) as client, ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.segment, FRAMES[0], "cam-1", 0.5)
+            time.sleep(0.5)  # the request is inside the model now
+            t0 = time.monotonic()
+            server.stop()
+            assert pending.done() and time.monotonic() - t0 >= 0.5
+            served = pending.result()
+        assert np.array_equal(served.labels, Pipeline(tiny_bundle, cost="macs")(FRAMES[0], budget=0.5).labels)
+        with SegmentClient(server.urls["grpc"]) as client:
+            assert not client.ready()
+    finally:
+        server.stop()
