@@ -25,6 +25,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -163,7 +164,7 @@ def measure(a: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     pipe = Pipeline(a.bundle, cost="macs", budget=a.budget, shared_threads=True)  # as the server's (and `run`'s)
     pipe.warmup()
     result["model"] = pipe.describe()
-    proc, url = start_server(Path(a.bundle), a, RESULTS / "serve_load_triton.log")
+    proc, url = start_server(Path(a.bundle), a, Path(tempfile.gettempdir()) / "serve_load_triton.log")
     try:
         clients = [SegmentClient(url) for _ in range(4)]
         for c in clients:
