@@ -7,6 +7,7 @@ import logging
 import sys
 
 from ..runtime.serving.server import PipelineServer, ServeConfig
+from ..runtime.serving.tritonserver import require_pytriton
 from .run import bundle_for
 
 
@@ -20,6 +21,7 @@ def serve(model: str | None = None, host: str = "127.0.0.1", http_port: int = 80
                          budget=budget, threshold=threshold, backend=backend, cost=cost, threads=threads,
                          log_file=log_file)
     config.check()  # before a minute of export
+    require_pytriton()
     logging.basicConfig(level=logging.WARNING, format="paumer-edge serve: %(message)s", stream=sys.stderr)
     server = PipelineServer(bundle_for(model, quiet), config)
     with server:

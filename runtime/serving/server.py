@@ -26,7 +26,7 @@ from paumer_edge.core.pausing import check_budget, check_threshold
 from ..pipeline import Pipeline
 from .binding import ServedPipelines, bind
 from .cameras import CameraRegistry
-from .tritonserver import INSTALL_HINT, ServingError, check_port, python_backend_environment
+from .tritonserver import ServingError, check_port, python_backend_environment, require_pytriton
 
 
 @dataclass
@@ -70,10 +70,8 @@ class PipelineServer:
     def __init__(self, bundle: str | Path, config: ServeConfig | None = None):
         self.config = cfg = config or ServeConfig()
         cfg.check()
-        try:
-            from pytriton.triton import Triton, TritonConfig
-        except ImportError:
-            raise ServingError(f"PyTriton is not installed here: {INSTALL_HINT}") from None
+        require_pytriton()
+        from pytriton.triton import Triton, TritonConfig
         for port, what in ((cfg.http_port, "HTTP"), (cfg.grpc_port, "gRPC"), (cfg.metrics_port, "metrics")):
             check_port(cfg.host, port, what)
         # the server's ONNX Runtime is its own: one thread pool for every stage (and instance), as `run` does

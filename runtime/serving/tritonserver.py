@@ -79,6 +79,14 @@ class Distribution:
     libs: Path
 
 
+def require_pytriton() -> None:
+    """A ServingError saying what to install when PyTriton is missing (checked before any slow set-up)."""
+    try:
+        import pytriton  # noqa: F401
+    except ImportError:
+        raise ServingError(f"PyTriton is not installed here: {INSTALL_HINT}") from None
+
+
 def distribution() -> Distribution:
     try:
         from pytriton.utils.distribution import get_libs_path, get_root_module_path, get_stub_path
