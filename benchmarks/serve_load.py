@@ -221,7 +221,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     tw.legend(loc="lower right")
     ax1.set_title("simulated cameras on loopback")
     o, b = result["overhead"], result["batching"]
-    labels = ["in-process\nPipeline", "served,\n1 camera", "served,\n4 sequential", "served,\n4 cameras at once"]
+    labels = ["in-process\nPipeline", "served\n1 camera", "served\n4 in turn", "served\n4 at once"]
     values = [o["in_process_fps"], o["served_fps"], b["sequential_fps"], b["four_cameras_fps"]]
     ax2.bar(labels, values, color=["tab:gray", "tab:blue", "tab:blue", "tab:orange"])
     ax2.set_ylabel("frames per second (median of rounds)")
