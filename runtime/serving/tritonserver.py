@@ -9,6 +9,8 @@ the interpreter's own LIBDIR first on LD_LIBRARY_PATH makes it load the matching
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -116,6 +118,15 @@ def check_port(host: str, port: int, what: str) -> None:
             raise ServingError(f"cannot listen on {host}:{port} for {what} ({e.strerror}): pick another port") from None
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the process that started it dies (Linux), as PyTriton does."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class TritonServerProcess:
     """`tritonserver` on a model repository, bound to `host` (127.0.0.1 by default) with its three ports.
 
@@ -169,7 +180,8 @@ class TritonServerProcess:
             check_port(self.host, port, what)
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(self.command(dist), stdout=log, stderr=subprocess.STDOUT,
-                                            env=backend_env(extra_libs=(str(dist.libs),)), start_new_session=True)
+                                            env=backend_env(extra_libs=(str(dist.libs),)), start_new_session=True,
+                                            preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
