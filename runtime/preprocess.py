@@ -123,7 +123,7 @@ def preprocess(rgb: np.ndarray, input_hw: tuple[int, int], mean: tuple[float, fl
     Channels are swapped after shrinking, so a BGR camera frame is never copied at full size.
     """
     rgb = to_rgb_uint8(rgb)  # a no-op for uint8 [h, w, 3]; anything else is converted or a FrameError
-    p = place(rgb.shape[:2], input_hw, letterbox)
+    p = place((rgb.shape[0], rgb.shape[1]), input_hw, letterbox)
     y0, x0, y1, x1 = p.content
     small = shrink(rgb, (y1 - y0, x1 - x0))
     if bgr:

@@ -62,7 +62,7 @@ def test_every_verb_documents_every_option_and_argument() -> None:
         assert command is not None and command.help and command.short_help, name
         for param in command.params:
             if isinstance(param, click.Option):
-                assert param.help and len(param.help) > 10, (name, param.name)
+                assert param.help and len(param.help) >= 12, (name, param.name)
             else:
                 assert param.human_readable_name.upper() in command.help, (name, param.name)
     assert run("run", "--help").stdout.count("[default:") >= 3
