@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from paumer_edge import UserError
+from paumer_edge.core.knobs import check_target_ms, check_threads
 from paumer_edge.core.pausing import CostModel, PausingPolicy, check_budget, check_threshold
 
 from .backends.select import open_backend
@@ -64,7 +65,8 @@ class Pipeline:
                  shared_threads: bool = False, cost: str | CostModel = "device"):
         self._budget = check_budget(budget)
         self._threshold = None if threshold is None else check_threshold(threshold)
-        self.controller = LatencyController(target_ms, budget=self._budget) if target_ms else None
+        target_ms, threads = check_target_ms(target_ms), check_threads(threads)
+        self.controller = LatencyController(target_ms, budget=self._budget) if target_ms is not None else None
         self.letterbox, self.bgr, self.stage_map = letterbox, bgr, stage_map
         self._lock = threading.Lock()
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
