@@ -18,7 +18,9 @@ import torch
 from tqdm import tqdm
 
 from paumer_edge import UserError, __version__
+from paumer_edge.config_check import check_model_memory
 from paumer_edge.core.atomic import write_json_atomic
+from paumer_edge.core.knobs import check_size
 from paumer_edge.core.pausing import CostModel
 from paumer_edge.model import PausingSegmenter
 from paumer_edge.model.vit import unfused_attention
@@ -42,6 +44,8 @@ class ExportOptions:
         if self.opset not in SUPPORTED_OPSETS:
             raise UserError(f"opset {self.opset} is not supported; use one of {SUPPORTED_OPSETS} "
                             "(the ones TensorRT 10 parses)")
+        if self.image_size is not None:
+            check_size(self.image_size, "image size")
         lo, opt, hi = self.batch
         if not 1 <= lo <= opt <= hi:
             raise UserError(f"batch {self.batch} must satisfy 1 <= min <= opt <= max")
@@ -121,6 +125,7 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
                   progress: bool = True, after_graph: Callable[[str], None] | None = None) -> Path:
     """Write the bundle for `model` to `out` (a directory), atomically. Returns `out`."""
     opts.validate()
+    check_model_memory(model.cfg, batch=2, image_size=opts.image_size)  # the graphs are traced on a batch of 2
     model = model.eval().float()
     if opts.image_size is not None:
         model = at_image_size(model, opts.image_size)

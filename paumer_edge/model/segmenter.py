@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import UserError
 from ..config import ModelConfig
+from ..config_check import check_model_memory
 from ..core.pausing import CostModel, Pauser, PausingPolicy
 from .decoders import DecoderLinear, MaskTransformer
 from .pause_head import PauseHead, normalised_entropy
@@ -51,6 +52,7 @@ def _put(buf: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> torch.Tenso
 
 class PausingSegmenter(nn.Module):
     def __init__(self, cfg: ModelConfig):
+        check_model_memory(cfg)  # before a byte is allocated: a config cannot ask for terabytes
         super().__init__()
         self.cfg = cfg
         self.encoder = VisionTransformer(
