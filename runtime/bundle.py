@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from paumer_edge.core.errors import BundleError
+from paumer_edge.core.memory import MemoryLimitError, check_memory, frame_bytes
 from paumer_edge.core.pausing import CostModel
 
 from .manifest import (
@@ -91,8 +92,8 @@ def _read_manifest(root: Path) -> Any:
         return json.loads(mpath.read_bytes())
     except OSError as e:
         raise BundleError(f"cannot read {mpath} ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{mpath} is not valid JSON ({e}); {REEXPORT}") from None
+    except (ValueError, UnicodeDecodeError) as e:  # ValueError: JSON errors, and integers over 4300 digits
+        raise BundleError(f"{mpath} is not valid JSON ({str(e)[:200]}); {REEXPORT}") from None
     except RecursionError:
         raise BundleError(f"{mpath} nests too deeply to be a bundle manifest; {REEXPORT}") from None
 
@@ -146,6 +147,16 @@ def _check_graph(root: Path, name: str, g: GraphSpec, check_hash: bool) -> None:
                               f"({_spec_text(want)}); {REEXPORT}")
 
 
+def _check_memory(root: Path, m: ModelInfo) -> None:
+    """A manifest cannot ask the runtime for more memory per frame than the limit allows."""
+    try:
+        check_memory(frame_bytes(m.input_size, m.tokens, m.embed_dim, m.num_classes),
+                     f"bundle '{root}' ({m.input_size[0]}x{m.input_size[1]} input, {m.tokens:,} tokens of width "
+                     f"{m.embed_dim})")
+    except MemoryLimitError as e:
+        raise BundleError(str(e)) from None
+
+
 def load_bundle(path: str | Path, check_hashes: bool = True) -> Bundle:
     """Read and check a bundle directory (see the module docstring for what is checked)."""
     root = Path(path)
@@ -160,6 +171,7 @@ def load_bundle(path: str | Path, check_hashes: bool = True) -> Bundle:
         raise BundleError(f"'{root}' is a file, not a bundle directory (a bundle is a folder with manifest.json)")
     manifest = _read_manifest(root)
     parsed = parse_manifest(manifest, str(root / MANIFEST))
+    _check_memory(root, parsed.model)
     for name, g in parsed.graphs.items():
         _check_graph(root, name, g, check_hashes)
     for e in parsed.engines:
