@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import UserError, __version__
+from .core.memory import set_memory_limit
 
 
 # ---- argument parsing helpers ---------------------------------------------------------------
@@ -233,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func="synth")
+    for verb in (t, e, x, v, r, n, m):  # the verbs that build models or run bundles
+        verb.add_argument("--memory-limit", type=float, metavar="GIB",
+                          help="refuse models and bundles estimated to need more memory than this (default: this "
+                               "machine's memory, at most 64 GiB)")
     return p
 
 
@@ -254,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "memory_limit", None) is not None:
+            set_memory_limit(args.memory_limit)
         verb = importlib.import_module(f"paumer_edge.verbs.{args.func}")
         return int(verb.run(args))
     except UserError as e:

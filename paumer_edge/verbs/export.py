@@ -9,10 +9,14 @@ from pathlib import Path
 from .. import UserError
 from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from ..core.atomic import write_json_atomic
+from ..core.knobs import check_count, check_size
+from ..core.paths import Input, Output, guard_paths
 from ..export.exporter import ExportOptions, export_bundle
 from ..export.verify import verify_bundle
 from ..runtime.gpu import cuda_runtime, gpu_info, tensorrt_module
 from .build import build_and_report, engine_options
+
+MAX_BATCH = 4096  # engine profiles' largest batch
 
 
 def default_bundle_path(ckpt: Path) -> Path:
@@ -26,9 +30,12 @@ def run(a: argparse.Namespace) -> int:
         tensorrt_module()
         gpu_info(cuda_runtime())
     ckpt = resolve_checkpoint(a.ckpt)
-    model = model_from_checkpoint(load_checkpoint(ckpt)).eval()
     out = Path(a.out) if a.out else default_bundle_path(ckpt)
-    opts = ExportOptions(image_size=a.image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores)
+    image_size = None if a.image_size is None else check_size(a.image_size, "--image-size")
+    opts = ExportOptions(image_size=image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores)
+    guard_paths([*Input.of("checkpoint", ckpt), *Input.of("--calib", getattr(a, "calib", None))],
+                [*Output.of("the bundle", out, "tree"), *Output.of("--report", a.report)])
+    model = model_from_checkpoint(load_checkpoint(ckpt)).eval()
     t0 = time.perf_counter()
     export_bundle(model, out, opts, source=str(ckpt), progress=not a.quiet)
     export_s = time.perf_counter() - t0
@@ -53,7 +60,7 @@ def run(a: argparse.Namespace) -> int:
 
 
 def check_batch(values: list[float]) -> tuple[int, int, int]:
-    ints = [int(v) for v in values]
-    if any(v != int(v) for v in values) or len(ints) not in (1, 3):
+    if len(values) not in (1, 3):
         raise UserError("--batch takes N or MIN,OPT,MAX (whole numbers)")
+    ints = [check_count(v, "--batch", 1, MAX_BATCH) for v in values]
     return (1, ints[0], ints[0]) if len(ints) == 1 else (ints[0], ints[1], ints[2])

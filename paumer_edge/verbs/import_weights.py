@@ -7,7 +7,10 @@ import time
 from pathlib import Path
 
 from .. import UserError
+from ..config_check import MAX_CLASSES, MAX_DECODER_DEPTH, MAX_HEADS
 from ..core.atomic import write_json_atomic
+from ..core.knobs import check_count, check_number, check_seed, check_size
+from ..core.paths import Input, Output, guard_paths
 from ..weights import ImportOptions, ImportReport, group_keys, import_weights
 
 
@@ -38,11 +41,23 @@ def _triple(values: list[float] | None, what: str) -> tuple[float, float, float]
     return values[0], values[1], values[2]
 
 
+def check_knobs(a: argparse.Namespace) -> None:
+    """The flags that shape the model, by the same ranges a config is held to (paumer_edge.config_check)."""
+    for name, lo, hi in (("num_classes", 2, MAX_CLASSES), ("num_heads", 1, MAX_HEADS), ("decoder_heads", 1, MAX_HEADS),
+                         ("decoder_depth", 1, MAX_DECODER_DEPTH)):
+        if getattr(a, name) is not None:
+            setattr(a, name, check_count(getattr(a, name), f"--{name.replace('_', '-')}", lo, hi))
+    for name in ("image_size", "source_size"):
+        if getattr(a, name) is not None:
+            setattr(a, name, check_size(getattr(a, name), f"--{name.replace('_', '-')}"))
+    if a.norm_eps is not None:
+        a.norm_eps = check_number(a.norm_eps, "--norm-eps", "a small positive number below 1, e.g. 1e-6", 0.0, 1.0,
+                                  lo_open=True, hi_open=True)
+    a.seed = check_seed(a.seed, "--seed")
+
+
 def options(a: argparse.Namespace) -> ImportOptions:
-    for name in ("num_classes", "num_heads", "decoder_heads", "decoder_depth"):
-        value = getattr(a, name)
-        if value is not None and value <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    check_knobs(a)
     return ImportOptions(
         format=a.format, variant=Path(a.variant) if a.variant else None, num_classes=a.num_classes,
         classes=a.classes, image_size=a.image_size, source_size=a.source_size,
@@ -79,8 +94,12 @@ def format_report(r: ImportReport) -> str:
 def run(a: argparse.Namespace) -> int:
     src = Path(a.src)
     out = Path(a.out) if a.out else default_output(src)
+    opts = options(a)
+    classes = a.classes if a.classes and Path(a.classes).is_file() else None
+    guard_paths([*Input.of("the source checkpoint", src), *Input.of("--variant", a.variant),
+                 *Input.of("--classes", classes)], [*Output.of("--out", out), *Output.of("--report", a.report)])
     t0 = time.perf_counter()
-    report = import_weights(src, out, options(a))
+    report = import_weights(src, out, opts)
     print(format_report(report))
     if a.report:
         write_json_atomic(Path(a.report), report.to_json())

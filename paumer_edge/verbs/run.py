@@ -13,6 +13,8 @@ from .. import UserError
 from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from ..core.cache import cache_root
 from ..core.errors import SourceError
+from ..core.knobs import check_budget, check_count, check_stride, check_target_ms, check_threads, check_threshold
+from ..core.paths import Input, Output, guard_paths
 from ..core.video import VideoSink
 from ..export import GRAPHS_REVISION
 from ..runtime.bundle import MANIFEST, BundleError, load_bundle
@@ -21,7 +23,7 @@ from ..runtime.pipeline import Pipeline, Result
 from ..runtime.preprocess import grid_to_frame, to_rgb_uint8
 from ..runtime.sinks import LabelSink, WindowSink
 from ..runtime.sliding import SlidingPipeline
-from ..runtime.sources import Frame, open_source
+from ..runtime.sources import Frame, Source, open_source
 from ..runtime.visualize import annotate, compose
 
 
@@ -60,16 +62,38 @@ def _usable(cached: Path) -> bool:
     return bundle.manifest.get("exporter", {}).get("graphs_revision") == GRAPHS_REVISION
 
 
-def run(a: argparse.Namespace) -> int:
-    if a.max_frames is not None and a.max_frames < 1:
-        raise UserError(f"--max-frames {a.max_frames}: give a positive number of frames")
-    if a.threads < 0:
-        raise UserError(f"--threads {a.threads}: give 0 (the backend's default) or a positive number")
+def check_knobs(a: argparse.Namespace) -> None:
+    """Every knob of `run` by the one rule for it (paumer_edge.core.knobs), before anything is opened."""
+    a.budget = None if a.budget is None else check_budget(a.budget, "--budget")
+    a.threshold = None if a.threshold is None else check_threshold(a.threshold, "--threshold")
+    a.target_ms = check_target_ms(a.target_ms, "--target-ms")
+    a.threads = check_threads(a.threads, "--threads")
+    a.max_frames = None if a.max_frames is None else check_count(a.max_frames, "--max-frames")
+    a.sliding = None if a.sliding is None else check_stride(a.sliding, "--sliding")
     if a.target_ms is not None and (a.budget is not None or a.threshold is not None):
         raise UserError("--target-ms sets the budget itself: give it alone, or --budget / --threshold")
-    source = open_source(a.source)
     if a.sliding is not None and a.letterbox:
         raise UserError("--sliding covers the whole frame at its own resolution: leave out --letterbox")
+
+
+def source_inputs(source: Source) -> list[Input]:
+    """What a source reads from disk: a video file, or image files and the folders they are in."""
+    files = [Path(f) for f in getattr(source, "files", [])]
+    if source.kind == "video":
+        files.append(Path(str(source.target)))
+    folders = {f.parent for f in files if source.kind == "images"}
+    return [Input("the source", p) for p in [*files, *sorted(folders)]]
+
+
+def run(a: argparse.Namespace) -> int:
+    check_knobs(a)
+    source = open_source(a.source)
+    out = a.out
+    if out is None and not (a.save_labels or a.show or a.no_save):
+        stem = Path(a.source).stem if not a.source.isdigit() else f"camera{a.source}"
+        out = str(Path("runs") / "run" / f"{stem or 'stream'}_overlay.mp4")
+    guard_paths([*source_inputs(source), *Input.of("--model", a.model)],
+                [*Output.of("--out", out), *Output.of("--save-labels", a.save_labels, "folder")])
     bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None)
     # sliding windows: the same Pipeline, segmenting each frame window by window (runtime/sliding.py)
     pipe_class = partial(SlidingPipeline, stride=a.sliding) if a.sliding is not None else Pipeline
@@ -77,10 +101,7 @@ def run(a: argparse.Namespace) -> int:
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
                     stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost)
     info = pipe.info
-    out = a.out
-    if out is None and not (a.save_labels or a.show or a.no_save):
-        stem = Path(a.source).stem if not a.source.isdigit() else f"camera{a.source}"
-        out = str(Path("runs") / "run" / f"{stem or 'stream'}_overlay.mp4")
+    if out is not None and a.out is None:  # the default place is ours to make
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     video = VideoSink(out, source.fps or 30.0) if out else None
     labels = LabelSink(a.save_labels) if a.save_labels else None
