@@ -16,6 +16,7 @@ from . import UserError
 from .config import ModelConfig
 from .core.atomic import atomic_path
 from .core.errors import OutputError
+from .core.knobs import show_value
 from .model import PausingSegmenter
 
 FORMAT = "paumer-edge-checkpoint"
@@ -131,10 +132,10 @@ def check_weights(cfg: ModelConfig, state: Any) -> None:
     for key, w in want.items():
         have = state[key]
         if have.shape != w.shape:
+            rows, cols = cfg.grid
             raise UserError(f"checkpoint weight '{key}' has shape {list(have.shape)}, but its config "
-                            f"('{cfg.name}': embed_dim {cfg.embed_dim}, {cfg.num_classes} classes, {cfg.grid[0]}x"
-                            f"{cfg.grid[1]} patches) needs {list(w.shape)}; the weights and the config do not belong "
-                            "together")
+                            f"({show_value(cfg.name)}: embed_dim {cfg.embed_dim}, {cfg.num_classes} classes, {rows}x"
+                            f"{cols} patches) needs {list(w.shape)}; the weights and the config do not belong together")
         if w.is_floating_point() and not have.is_floating_point():
             raise UserError(f"checkpoint weight '{key}' is stored as {str(have.dtype).replace('torch.', '')}, but "
                             "model weights are floating point: the values were truncated or the file was not "

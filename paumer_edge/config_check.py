@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .core.errors import UserError
-from .core.knobs import MAX_FRAME_PIXELS, MAX_SIDE, check_count, check_number
+from .core.knobs import MAX_FRAME_PIXELS, MAX_SIDE, check_count, check_number, show_value
 from .core.memory import VitShape, check_memory, forward_bytes
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class _Fields:
 
     def __init__(self, cfg: ModelConfig):
         self.cfg = cfg
-        self.where = f"model config '{cfg.name}'" if isinstance(cfg.name, str) else "model config"
+        self.where = f"model config {show_value(cfg.name)}" if isinstance(cfg.name, str) else "model config"
 
     def bad(self, msg: str) -> UserError:
         return UserError(f"{self.where}: {msg}")
@@ -75,7 +75,7 @@ class _Fields:
     def whole(self, key: str, lo: int, hi: int, value: Any = None) -> int:
         v = getattr(self.cfg, key) if value is None else value
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise self.bad(f"{key} must be a whole number, not {_kind(v)} {str(v)[:40]}")
+            raise self.bad(f"{key} must be a whole number, not {_kind(v)} {show_value(v)}")
         return check_count(v, f"{self.where}: {key}", lo, hi, error=UserError)
 
     def number(self, key: str, expected: str, lo: float, hi: float, lo_open: bool = False,
@@ -92,7 +92,7 @@ class _Fields:
     def choice(self, key: str, options: tuple[str, ...]) -> str:
         v = getattr(self.cfg, key)
         if not isinstance(v, str) or v not in options:
-            raise self.bad(f"{key} {str(v)[:40]!r} is not one of {', '.join(options)}")
+            raise self.bad(f"{key} {show_value(v)} is not one of {', '.join(options)}")
         return v
 
     def seq(self, key: str, length: int | None = None, lo: int = 0, hi: int | None = None) -> tuple[Any, ...]:
@@ -180,7 +180,7 @@ def check_model_memory(cfg: ModelConfig, batch: int = 1, training: bool = False,
     """Refuse a model whose weights and one forward pass (at `batch`, training or not) exceed the memory limit."""
     shape = vit_shape(cfg, image_size)
     h, w = shape.image_hw
-    what = (f"model '{cfg.name}' (embed_dim {cfg.embed_dim}, depth {cfg.depth}, {cfg.num_heads} heads, "
+    what = (f"model {show_value(cfg.name)} (embed_dim {cfg.embed_dim}, depth {cfg.depth}, {cfg.num_heads} heads, "
             f"{h}x{w} input in {shape.patches:,} patches{f', batch {batch}' if batch > 1 else ''}"
             f"{', training' if training else ''})")
     check_memory(forward_bytes(shape, batch, training), what)

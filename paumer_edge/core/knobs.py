@@ -27,6 +27,7 @@ MAX_SIDE = 1 << 16  # no image side beyond 65536 pixels
 MAX_SYNTH_PIXELS = 1 << 24  # rendered street scenes: up to 16 megapixels (the renderer keeps ~60 bytes a pixel)
 MAX_SYNTH_SECONDS = 24 * 3600.0
 MAX_FPS = 1000.0
+MAX_TARGET_MS = 3_600_000.0  # an hour a frame: beyond, a latency target is not one
 MAX_COUNT = 1 << 31  # frames, images, steps, rounds: anything a 32-bit counter holds
 MAX_SEED = (1 << 63) - 1
 
@@ -37,10 +38,13 @@ __all__ = ["MAX_FRAME_PIXELS", "MIN_STRIDE", "THREADS_PER_CORE", "available_core
 
 
 def show_value(value: Any) -> str:
-    """The value as the user wrote it, short (a 5,000-digit integer is not echoed whole)."""
+    """The value as the user wrote it, short: a 5,000-digit integer is not echoed whole (nor can Python print it)."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
         return f"{'-' if value < 0 else ''}(a {int(abs(value).bit_length() * math.log10(2)) + 1}-digit number)"
-    text = repr(value) if isinstance(value, str) else str(value)
+    try:
+        text = repr(value) if isinstance(value, str) else str(value)
+    except (ValueError, RecursionError):  # containers holding such integers, or nested beyond printing
+        text = f"a {type(value).__name__}"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -104,10 +108,11 @@ def check_budget_range(values: Sequence[Any], name: str = "budget range") -> tup
 
 
 def check_target_ms(target_ms: Any, name: str = "latency target") -> float | None:
-    """A latency target in milliseconds, finite and positive; None means none."""
+    """A latency target in milliseconds per frame, in (0, MAX_TARGET_MS]; None means none."""
     if target_ms is None:
         return None
-    return check_number(target_ms, name, "a positive number of milliseconds per frame", 0.0, lo_open=True)
+    return check_number(target_ms, name, f"a positive number of milliseconds per frame, up to {MAX_TARGET_MS:,.0f}",
+                        0.0, MAX_TARGET_MS, lo_open=True)
 
 
 # ---- the machine's knobs -------------------------------------------------------------------------------

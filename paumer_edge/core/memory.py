@@ -130,7 +130,7 @@ def vit_parameters(s: VitShape) -> int:
     heads = s.pausing_points * (2 * c + c * k + k)
     if s.decoder_width:
         d = s.decoder_width
-        decoder = c * d + d + k * d + s.decoder_depth * (12 * d * d + 13 * d) + 2 * d * d + 2 * d + k
+        decoder = c * d + d + k * d + s.decoder_depth * (12 * d * d + 13 * d) + 2 * d * d + 2 * d + 2 * k
     else:
         decoder = c * k + k
     return encoder + heads + decoder

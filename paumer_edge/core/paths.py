@@ -5,6 +5,7 @@ or decodes a frame. It refuses, each with one line naming both paths:
 - an output file that is an input: the same path, a hard link to it (the same inode), a symbolic link to it
   (or a path through a linked folder that resolves to it), or an input folder;
 - an output folder that files are written into (label PNGs) which is a folder inputs are read from;
+- an output inside an input read as a whole (a bundle folder);
 - an output that is replaced whole (a bundle folder) and holds an input;
 - two outputs that are the same file;
 - an output whose place cannot take a file: a read-only or virtual file system (/proc, /sys), a folder
@@ -30,14 +31,19 @@ __all__ = ["Input", "Output", "guard_paths", "probe_writable", "same_file", "vir
 
 @dataclass(frozen=True)
 class Input:
-    """Something read: a file, or a folder whose files are read (an image folder, a bundle, a dataset)."""
+    """Something read: a `file`, a `folder` files are read from (an image folder, a dataset), or a `tree`: a
+    folder read as a whole (a bundle), inside which nothing may be written."""
 
     label: str  # how the user gave it: "the source", "--model", "checkpoint"
     path: Path
+    kind: str = "file"
 
     @classmethod
-    def of(cls, label: str, path: PathLike | None) -> list[Input]:
-        return [] if path is None or str(path) == "" else [cls(label, Path(path))]
+    def of(cls, label: str, path: PathLike | None, kind: str | None = None) -> list[Input]:
+        """[] for a path not given; `kind` None: a folder is a tree (a bundle), anything else a file."""
+        if path is None or str(path) == "":
+            return []
+        return [cls(label, Path(path), kind or ("tree" if _is_dir(Path(path)) else "file"))]
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,9 @@ def _is_dir(p: Path) -> bool:
 
 
 def _check_pair(out: Output, inp: Input) -> None:
+    if inp.kind == "tree" and _under(out.path, inp.path) and not same_file(out.path, inp.path):
+        raise UserError(f"{out.label} '{out.path}' is inside {inp.label} '{inp.path}', which is read as a whole: "
+                        "writing there could overwrite its files; give a path outside it")
     if out.kind == "tree":
         if _under(inp.path, out.path) or same_file(out.path, inp.path):
             raise UserError(f"{out.label} '{out.path}' would be replaced as a whole, but it holds {inp.label} "

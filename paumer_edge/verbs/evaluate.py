@@ -43,7 +43,7 @@ def run(a: argparse.Namespace) -> int:
     split = a.split or spec.default_eval_split
     sliding = None if a.sliding is None else check_stride(a.sliding, "--sliding")
     measured = a.speed == "measured" and bool(a.plot or a.json)
-    guard_paths([*Input.of("--model", a.model), *Input.of("--data", spec.root), *Input.of("--cost", a.cost)],
+    guard_paths([*Input.of("--model", a.model), *Input.of("--data", spec.root, "folder"), *Input.of("--cost", a.cost)],
                 [*Output.of("--json", a.json), *Output.of("--plot", a.plot)])
     device = pick_device(a.device)
     if a.threads:

@@ -33,7 +33,7 @@ def run(a: argparse.Namespace) -> int:
     out = Path(a.out) if a.out else default_bundle_path(ckpt)
     image_size = None if a.image_size is None else check_size(a.image_size, "--image-size")
     opts = ExportOptions(image_size=image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores)
-    guard_paths([*Input.of("checkpoint", ckpt), *Input.of("--calib", getattr(a, "calib", None))],
+    guard_paths([*Input.of("checkpoint", ckpt), *Input.of("--calib", getattr(a, "calib", None), "folder")],
                 [*Output.of("the bundle", out, "tree"), *Output.of("--report", a.report)])
     model = model_from_checkpoint(load_checkpoint(ckpt)).eval()
     t0 = time.perf_counter()

@@ -12,6 +12,7 @@ from ..core.atomic import write_json_atomic
 from ..core.knobs import check_count, check_number, check_seed, check_size
 from ..core.paths import Input, Output, guard_paths
 from ..weights import ImportOptions, ImportReport, group_keys, import_weights
+from ..weights.common import checkpoint_file
 
 
 def default_output(src: Path) -> Path:
@@ -91,13 +92,26 @@ def format_report(r: ImportReport) -> str:
     return "\n".join(lines)
 
 
+def source_inputs(src: Path, a: argparse.Namespace) -> list[Input]:
+    """What import reads: the checkpoint (SRC, or the checkpoint.pth and variant.yml of a Segmenter folder, whose
+    other files are not read: the default output goes there), --variant and a --classes file."""
+    found = [Input("the source checkpoint", src, "folder" if src.is_dir() else "file")]
+    try:
+        inner = checkpoint_file(src)
+    except UserError:  # import says what is missing, in its own words
+        inner = None
+    if inner is not None:
+        found += [Input("the source checkpoint", inner), *Input.of("the source's variant.yml",
+                  inner.with_name("variant.yml") if inner.with_name("variant.yml").is_file() else None)]
+    classes = a.classes if a.classes and Path(a.classes).is_file() else None
+    return [*found, *Input.of("--variant", a.variant, "file"), *Input.of("--classes", classes, "file")]
+
+
 def run(a: argparse.Namespace) -> int:
     src = Path(a.src)
     out = Path(a.out) if a.out else default_output(src)
     opts = options(a)
-    classes = a.classes if a.classes and Path(a.classes).is_file() else None
-    guard_paths([*Input.of("the source checkpoint", src), *Input.of("--variant", a.variant),
-                 *Input.of("--classes", classes)], [*Output.of("--out", out), *Output.of("--report", a.report)])
+    guard_paths(source_inputs(src, a), [*Output.of("--out", out), *Output.of("--report", a.report)])
     t0 = time.perf_counter()
     report = import_weights(src, out, opts)
     print(format_report(report))

@@ -81,8 +81,8 @@ def source_inputs(source: Source) -> list[Input]:
     files = [Path(f) for f in getattr(source, "files", [])]
     if source.kind == "video":
         files.append(Path(str(source.target)))
-    folders = {f.parent for f in files if source.kind == "images"}
-    return [Input("the source", p) for p in [*files, *sorted(folders)]]
+    folders = sorted({f.parent for f in files if source.kind == "images"})
+    return [Input("the source", f) for f in files] + [Input("the source", d, "folder") for d in folders]
 
 
 def run(a: argparse.Namespace) -> int:

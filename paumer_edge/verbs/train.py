@@ -63,7 +63,7 @@ def guard(a: argparse.Namespace, out: Path, spec: DataSpec) -> None:
     outputs = [o for d in runs for o in (Output(f"--out's {f}", d / f) for f in ("last.pt", "model.pt"))]
     resume = str(out / "last.pt") if a.resume == "auto" else a.resume
     continued = resume is not None and any(same_file(resume, o.path) for o in outputs if o.path.name == "last.pt")
-    guard_paths([*Input.of("--config", a.config), *Input.of("--init", a.init), *Input.of("--data", spec.root),
+    guard_paths([*Input.of("--config", a.config), *Input.of("--init", a.init), *Input.of("--data", spec.root, "folder"),
                  *([] if continued else Input.of("--resume", resume))], outputs)
 
 
