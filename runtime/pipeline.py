@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from paumer_edge import UserError
+from paumer_edge.core.knobs import check_target_ms, check_threads
 from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, check_budget, check_threshold
 
 from .backends.select import open_backend
@@ -74,7 +75,8 @@ class Pipeline:
         self._threshold = None if threshold is None else check_threshold(threshold)
         if not (isinstance(cost, CostModel) or cost in COSTS):
             raise UserError(f"unknown cost model '{cost}': use 'device' (this device's measured latency) or 'macs'")
-        self.controller = LatencyController(target_ms, budget=self._budget) if target_ms else None
+        target_ms, threads = check_target_ms(target_ms), check_threads(threads)
+        self.controller = LatencyController(target_ms, budget=self._budget) if target_ms is not None else None
         self.letterbox, self.bgr, self.stage_map = letterbox, bgr, stage_map
         self.tiler: Tiler = WholeFrame(letterbox, bgr)
         self._lock = threading.Lock()  # the staged graphs: one frame at a time

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from paumer_edge.core.errors import FrameError
+from paumer_edge.core.knobs import MAX_FRAME_PIXELS  # 16384 x 16384: beyond, a frame is refused, not resized
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,6 @@ class Placement:
     content: tuple[int, int, int, int]  # y0, x0, y1, x1 of the frame's pixels inside the model input
 
 
-MAX_FRAME_PIXELS = 1 << 28  # 16384 x 16384: beyond this a frame is refused, not resized at any memory cost
 
 
 def to_rgb_uint8(frame: np.ndarray, bgr: bool = False) -> np.ndarray:

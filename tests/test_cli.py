@@ -29,8 +29,8 @@ def test_help_lists_every_verb() -> None:
     "args, message",
     [
         (["eval", "--model", "nope.pt"], "checkpoint 'nope.pt' does not exist"),
-        (["eval", "--budgets", "0.5,2"], "budget 2.0 is out of range"),
-        (["eval", "--thresholds", "-1"], "threshold -1.0 is out of range"),
+        (["eval", "--budgets", "0.5,2"], "--budgets 2.0 is out of range"),
+        (["eval", "--thresholds", "-1"], "--thresholds -1.0 is out of range"),
         (["eval", "--budgets", "half"], "'half' is not a comma-separated list of numbers"),
         (["train", "--preset", "huge"], "Invalid value for '--preset': 'huge' is not one of"),
         (["run", "--budget", "half", "x.mp4"], "Invalid value for '--budget': 'half' is not a valid float"),

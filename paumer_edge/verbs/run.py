@@ -17,6 +17,8 @@ import numpy as np
 from .. import UserError
 from ..core.cache import cache_root
 from ..core.errors import SourceError
+from ..core.knobs import check_budget, check_count, check_stride, check_target_ms, check_threads, check_threshold
+from ..core.paths import Input, Output, guard_paths
 from ..core.video import VideoSink
 from ..runtime.loop import RunSummary, run_stream
 from ..runtime.pipeline import Pipeline, Result
@@ -26,7 +28,7 @@ from ..runtime.sliding import SlidingPipeline
 from ..runtime.sources import Frame, Source, open_source
 from ..runtime.visualize import annotate, compose
 from .bundles import bundle_for
-from .params import backend_option, cost_option, model_option, quiet, threads_option
+from .params import backend_option, cost_option, memory_limit_option, model_option, quiet, threads_option
 
 DEMO_SECONDS, DEMO_SIZE, DEMO_BUDGETS = 10.0, (360, 640), (1.0, 0.5)
 
@@ -55,17 +57,11 @@ DEMO_SECONDS, DEMO_SIZE, DEMO_BUDGETS = 10.0, (360, 640), (1.0, 0.5)
                    "fraction of the window (0.667 when given bare); needs a bundle exported with --scores.")
 @click.option("--max-frames", type=int, help="Stop after this many frames.")
 @threads_option
+@memory_limit_option
 @quiet
 def command(**options: Any) -> int:
     a = SimpleNamespace(**options)
-    if a.max_frames is not None and a.max_frames < 1:
-        raise UserError(f"--max-frames {a.max_frames}: give a positive number of frames")
-    if a.threads < 0:
-        raise UserError(f"--threads {a.threads}: give 0 (the backend's default) or a positive number")
-    if a.target_ms is not None and (a.budget is not None or a.threshold is not None):
-        raise UserError("--target-ms sets the budget itself: give it alone, or --budget / --threshold")
-    if a.sliding is not None and a.letterbox:
-        raise UserError("--sliding covers the whole frame at its own resolution: leave out --letterbox")
+    check_knobs(a)
     if a.source is None:
         return demo(a)
     source = open_source(a.source)
@@ -73,14 +69,35 @@ def command(**options: Any) -> int:
     return 0
 
 
+def check_knobs(a: SimpleNamespace) -> None:
+    """Every knob of `run` by the one rule for it (paumer_edge.core.knobs), before anything is opened."""
+    a.budget = None if a.budget is None else check_budget(a.budget, "--budget")
+    a.threshold = None if a.threshold is None else check_threshold(a.threshold, "--threshold")
+    a.target_ms = check_target_ms(a.target_ms, "--target-ms")
+    a.threads = check_threads(a.threads, "--threads")
+    a.max_frames = None if a.max_frames is None else check_count(a.max_frames, "--max-frames")
+    a.sliding = None if a.sliding is None else check_stride(a.sliding, "--sliding")
+    if a.target_ms is not None and (a.budget is not None or a.threshold is not None):
+        raise UserError("--target-ms sets the budget itself: give it alone, or --budget / --threshold")
+    if a.sliding is not None and a.letterbox:
+        raise UserError("--sliding covers the whole frame at its own resolution: leave out --letterbox")
+
+
+def source_inputs(source: Source) -> list[Input]:
+    """What a source reads from disk: a video file, or image files and the folders they are in."""
+    files = [Path(f) for f in getattr(source, "files", [])]
+    if source.kind == "video":
+        files.append(Path(str(source.target)))
+    folders = sorted({f.parent for f in files if source.kind == "images"})
+    return [Input("the source", f) for f in files] + [Input("the source", d, "folder") for d in folders]
+
+
 def default_output(a: SimpleNamespace) -> str | None:
     """The overlay video's path: --out, or runs/run/<source>_overlay.mp4 unless the run writes elsewhere."""
     if a.out is not None or a.save_labels or a.show or a.no_save:
         return a.out
     stem = Path(a.source).stem if not a.source.isdigit() else f"camera{a.source}"
-    out = Path("runs") / "run" / f"{stem or 'stream'}_overlay.mp4"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return str(out)
+    return str(Path("runs") / "run" / f"{stem or 'stream'}_overlay.mp4")
 
 
 def demo_clip(quiet: bool) -> Path:
@@ -120,6 +137,10 @@ def demo(a: SimpleNamespace) -> int:
 
 def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float | None) -> RunSummary:
     """Segment `source` with the options in `a` and write the results; the summary of the run."""
+    guard_paths([*source_inputs(source), *Input.of("--model", a.model)],
+                [*Output.of("--out", out), *Output.of("--save-labels", a.save_labels, "folder")])
+    if out is not None:  # the default place is ours to make
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None)
     # sliding windows: the same Pipeline, segmenting each frame window by window (runtime/sliding.py)
     pipe_class = partial(SlidingPipeline, stride=a.sliding) if a.sliding is not None else Pipeline
