@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from paumer_edge import UserError
+from paumer_edge.core.pausing import check_target_ms
 
 
 @dataclass
@@ -22,8 +23,7 @@ class LatencyController:
     _avg_ms: float | None = None
 
     def __post_init__(self) -> None:
-        if not self.target_ms > 0:
-            raise UserError(f"latency target must be a positive number of milliseconds, got {self.target_ms}")
+        self.target_ms = check_target_ms(self.target_ms)
         if not 0 < self.min_budget <= self.budget <= 1:
             raise UserError("controller budgets must satisfy 0 < min_budget <= budget <= 1")
 

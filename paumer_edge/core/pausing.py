@@ -22,7 +22,7 @@ from .cost import CostModel
 from .errors import PolicyError
 
 __all__ = ["BudgetPlan", "CostModel", "Pauser", "PausingPolicy", "PolicyError", "check_budget", "check_threshold",
-           "counts_for_ratio", "plan_budget", "select_tokens", "threshold_count"]
+           "check_target_ms", "counts_for_ratio", "plan_budget", "select_tokens", "threshold_count"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,6 +73,14 @@ def check_threshold(threshold: float) -> float:
     t = _number(threshold, "threshold", "a normalised entropy in [0, 1]")
     if not (0.0 <= t <= 1.0) or math.isnan(t):
         raise PolicyError(f"threshold {threshold} is out of range: give a normalised entropy in [0, 1]")
+    return t
+
+
+def check_target_ms(target_ms: float) -> float:
+    """A latency target: a positive, finite number of milliseconds (the budget then follows it)."""
+    t = _number(target_ms, "latency target", "a positive number of milliseconds")
+    if not (0.0 < t < math.inf):
+        raise PolicyError(f"latency target must be a positive number of milliseconds, got {target_ms}")
     return t
 
 
