@@ -27,11 +27,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from paumer_edge import UserError
-from paumer_edge.core.pausing import CostModel, PausingPolicy, check_budget, check_threshold
+from paumer_edge.core.pausing import CostModel, PausingPolicy, check_budget, check_target_ms, check_threshold
 
 from .backends.select import open_backend
 from .bundle import Bundle, ModelInfo, load_bundle
@@ -39,6 +40,10 @@ from .controller import LatencyController
 from .latency import device_profile
 from .preprocess import Placement, labels_to_frame, preprocess
 from .staged import StagedRunner, StageStats
+
+if TYPE_CHECKING:
+    from .view.frames import ViewConfig
+    from .view.server import ViewServer
 
 
 @dataclass
@@ -115,6 +120,25 @@ class Pipeline:
     def threshold(self, value: float | None) -> None:
         self._threshold = None if value is None else check_threshold(value)
 
+    @property
+    def target_ms(self) -> float | None:
+        """The latency target the budget follows frame by frame, or None (the budget stays as set)."""
+        return self.controller.target_ms if self.controller else None
+
+    @target_ms.setter
+    def target_ms(self, value: float | None) -> None:
+        """Set, change or (None) clear the latency target; cleared, the budget stays where the target left it."""
+        with self._lock:
+            if value is None:
+                if self.controller is not None:
+                    self._budget, self.controller = self.controller.budget, None
+                return
+            target = check_target_ms(value)
+            if self.controller is not None:
+                self.controller.target_ms = target
+            else:
+                self.controller = LatencyController(target, budget=max(self._budget, LatencyController.min_budget))
+
     def describe(self) -> str:
         unit = "device latency" if self.cost.measured else "MACs"
         return (f"{self.info.name} ({self.info.input_size[0]}x{self.info.input_size[1]}) on {self.backend.describe()}; "
@@ -138,6 +162,14 @@ class Pipeline:
         return Result(labels, out.stats, placement, None if out.scores is None else out.scores[0],
                       None if out.stage_map is None else out.stage_map[0],
                       {"preprocess": (t1 - t0) * 1000, "inference": (t2 - t1) * 1000, "postprocess": (t3 - t2) * 1000})
+
+    def serve_view(self, port: int = 8080, host: str = "127.0.0.1", token: str | None = None,
+                   config: ViewConfig | None = None) -> ViewServer:
+        """Serve a live view of this pipeline in the browser (see `paumer_edge.runtime.view`); call the view's
+        `publish(frame, result)` after every frame, `close()` at the end (or use it in a `with` block)."""
+        from .view.server import ViewServer
+
+        return ViewServer(self, host, port, token, config).start()
 
     def warmup(self, frames: int = 3) -> None:
         """Run a few blank frames (first calls allocate and, on GPUs, pick kernels)."""
