@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="segment each frame at its own resolution with windows of the model's input size, "
                         "STRIDE a fraction of the window (default 0.667); needs a bundle exported with --scores")
     r.add_argument("--max-frames", type=int, help="stop after this many frames")
+    r.add_argument("--view", metavar="[HOST:]PORT",
+                   help="serve a live view in the browser while it runs: overlay, pause map, stats and the knobs "
+                        "(host 127.0.0.1 unless given; another host, e.g. 0.0.0.0, lets other machines watch)")
+    r.add_argument("--view-token", metavar="TOKEN",
+                   help="require this token to watch and to steer (needed for the knobs beyond 127.0.0.1; "
+                        "default: $PAUMER_EDGE_VIEW_TOKEN)")
     r.add_argument("--threads", type=int, default=0, help="inference threads (0: the backend's default)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func="run")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -67,6 +68,13 @@ def run(a: argparse.Namespace) -> int:
         raise UserError(f"--threads {a.threads}: give 0 (the backend's default) or a positive number")
     if a.target_ms is not None and (a.budget is not None or a.threshold is not None):
         raise UserError("--target-ms sets the budget itself: give it alone, or --budget / --threshold")
+    if a.view_token is not None and a.view is None:
+        raise UserError("--view-token protects the live view: give --view [HOST:]PORT too")
+    if a.view is not None:  # a mistyped address or token is said before the model loads
+        from ..runtime.view.access import check_token, parse_view_address
+
+        parse_view_address(a.view)
+        check_token(a.view_token)
     source = open_source(a.source)
     if a.sliding is not None and a.letterbox:
         raise UserError("--sliding covers the whole frame at its own resolution: leave out --letterbox")
@@ -77,19 +85,33 @@ def run(a: argparse.Namespace) -> int:
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
                     stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost)
     info = pipe.info
+    viewer = None
+    if a.view is not None:  # the live view in the browser (runtime/view); its URL is printed even when quiet
+        from ..runtime.view.server import serve_run_view
+
+        viewer, warning = serve_run_view(pipe, a.view, a.view_token)
+        print(f"live view: {viewer.url}", flush=True)
+        if warning:
+            print(f"paumer-edge run: warning: {warning}", file=sys.stderr, flush=True)
     out = a.out
     if out is None and not (a.save_labels or a.show or a.no_save):
         stem = Path(a.source).stem if not a.source.isdigit() else f"camera{a.source}"
         out = str(Path("runs") / "run" / f"{stem or 'stream'}_overlay.mp4")
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-    video = VideoSink(out, source.fps or 30.0) if out else None
-    labels = LabelSink(a.save_labels) if a.save_labels else None
-    window = WindowSink() if a.show else None
+    try:
+        video = VideoSink(out, source.fps or 30.0) if out else None
+        labels = LabelSink(a.save_labels) if a.save_labels else None
+        window = WindowSink() if a.show else None
+    except BaseException:
+        if viewer is not None:
+            viewer.close()
+        raise
     if not a.quiet:
         print(f"{source.description} -> {pipe.describe()} ({pipe.cost_source})")
 
     def view(frame: Frame, result: Result) -> np.ndarray:
-        smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None else None
+        smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None and a.pause_map \
+            else None  # (the live view turns the stage map on for itself)
         img = compose(to_rgb_uint8(frame.image), result.labels, info.palette, smap, info.num_stages,
                       a.pause_map or "beside")
         tokens = "/".join(str(c) for c in result.stats.counts)
@@ -102,13 +124,16 @@ def run(a: argparse.Namespace) -> int:
             video.write(view(frame, result))
 
     def show(frame: Frame, result: Result) -> bool:
+        if viewer is not None:
+            viewer.publish(frame.image, result)
         return window.write(view(frame, result)) if window is not None else True
 
     ok = False
     lost: SourceError | None = None
     try:
         pipe.warmup()
-        summary = run_stream(pipe, source, consume, show if window else None, a.max_frames, progress=not a.quiet)
+        summary = run_stream(pipe, source, consume, show if window or viewer else None, a.max_frames,
+                             progress=not a.quiet)
         ok = True
     except SourceError as e:  # a stream that dropped for good: the frames before it are good results, keep them
         if not e.after_frames:
@@ -121,6 +146,8 @@ def run(a: argparse.Namespace) -> int:
             labels.close(strict=ok)
         if window is not None:
             window.close()
+        if viewer is not None:
+            viewer.close()
     wrote = [f"video {out}" if video is not None and video.frames else "",
              f"labels in {a.save_labels}" if labels is not None and labels.rows else ""]
     where = ", ".join(x for x in wrote if x)
