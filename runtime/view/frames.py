@@ -72,6 +72,7 @@ class FrameHub:
         self.watchers = 0  # picture streams open now: with none, nothing is encoded
         self.frames = 0  # frames published so far
         self.encoded = 0  # pictures encoded so far
+        self.encode_s = 0.0  # time spent drawing and encoding them (on the encoder thread)
         self.jpeg: bytes | None = None
         self.jpeg_frame = -1
         self.on_picture: Callable[[], None] | None = None  # called on the encoder thread after each picture
@@ -136,6 +137,7 @@ class FrameHub:
             if item is None:
                 continue
             n, frame, result = item
+            t0 = time.perf_counter()
             picture = render(frame, result, self.info, self.bgr, self.pause_map, self.config.max_width)
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR),
                                    [cv2.IMWRITE_JPEG_QUALITY, self.config.quality])
@@ -144,5 +146,6 @@ class FrameHub:
             with self._lock:
                 self.jpeg, self.jpeg_frame = buf.tobytes(), n
                 self.encoded += 1
+                self.encode_s += time.perf_counter() - t0
             if self.on_picture is not None:
                 self.on_picture()
