@@ -1,10 +1,12 @@
 """What viewers see, made off the inference thread: the newest frame as one JPEG, and per-frame stats.
 
 `publish(frame, result)` runs on the inference thread and only keeps references: a stats record (a few
-numbers) and, when someone is watching and the view's frame rate allows, a copy of the frame in a single
-slot. An encoder thread turns the newest slot into a JPEG (overlay, and the pause map beside it) once,
+numbers) and, when someone is watching and a picture is due, a copy of the frame in a single slot.
+An encoder thread turns the newest slot into a JPEG (overlay, and the pause map beside it) once,
 whatever the number of viewers; a frame that arrives while it is busy replaces the waiting one. So
-inference never waits for viewers, and memory holds one frame and one JPEG, not a queue.
+inference never waits for viewers, and memory holds one frame and one JPEG, not a queue. Pictures are
+due at most `max_fps` times a second, and no sooner than the cost of the last one allows within
+`max_share` of one core: a slow machine gets fewer pictures, not slower inference.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class ViewConfig:
     """How the view renders: the frame rate and size of the picture, and how much history the plot keeps."""
 
     max_fps: float = 25.0  # pictures encoded per second at most (inference may run faster)
+    max_share: float = 0.05  # of one CPU core the drawing and encoding may use: fewer pictures on a slow machine
     max_width: int = 800  # each panel (overlay, pause map) is scaled down to at most this width
     quality: int = 80  # JPEG quality
     history: int = 600  # per-frame stats records kept for the rolling plot
@@ -143,9 +146,12 @@ class FrameHub:
                                    [cv2.IMWRITE_JPEG_QUALITY, self.config.quality])
             if not ok:
                 continue
+            took = time.perf_counter() - t0
             with self._lock:
                 self.jpeg, self.jpeg_frame = buf.tobytes(), n
                 self.encoded += 1
-                self.encode_s += time.perf_counter() - t0
+                self.encode_s += took
+                # keep the encoder to its share of a core: the next picture waits in proportion to this one's cost
+                self._due = max(self._due, time.monotonic() + took * (1 / self.config.max_share - 1))
             if self.on_picture is not None:
                 self.on_picture()
