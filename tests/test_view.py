@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,7 +22,7 @@ from live import Feeder, clip, mjpeg_parts, request, wait_until
 from paumer_edge.core.errors import PolicyError
 from paumer_edge.data.streets import write_video
 from paumer_edge.runtime import Pipeline
-from paumer_edge.runtime.view import ViewConfig, ViewError, parse_view_address
+from paumer_edge.runtime.view import ViewConfig, ViewError, frames, parse_view_address
 from paumer_edge.runtime.view.access import Access, ViewAddress, check_token
 from paumer_edge.runtime.view.frames import FrameHub
 from paumer_edge.runtime.view.knobs import Knobs
@@ -90,6 +91,39 @@ def test_knobs_use_the_pipeline_setters_and_their_messages(tiny_bundle: Path) ->
     moved = pipe.budget
     knobs.apply({"target_ms": ""})  # an empty field turns the target off; the budget stays where it was
     assert pipe.controller is None and pipe.budget == moved
+
+
+def publish_for(hub: FrameHub, frame: np.ndarray, result: object, seconds: float) -> None:
+    hub.watchers = 1
+    hub.start()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        hub.publish(frame, result)  # type: ignore[arg-type]
+        time.sleep(0.002)
+    hub.close()
+
+
+def test_pictures_keep_to_their_rate_and_their_share_of_a_core(tiny_bundle: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    pipe = Pipeline(tiny_bundle, stage_map=True, cost="macs")
+    frame = clip(1)[0]
+    result = pipe(frame)
+    fast = FrameHub(pipe.info, config=ViewConfig(max_fps=10, max_share=1.0))
+    publish_for(fast, frame, result, 1.0)
+    assert 4 <= fast.encoded <= 11 and fast.frames > 100  # at most 10 a second; publishing never waited
+
+    real = frames.render
+
+    def slow(*args: object) -> np.ndarray:
+        time.sleep(0.02)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(frames, "render", slow)
+    costly = FrameHub(pipe.info, config=ViewConfig(max_fps=1000, max_share=0.1))
+    publish_for(costly, frame, result, 1.0)
+    # every picture takes >= 20 ms: within a tenth of a core, one every >= 200 ms
+    assert 1 <= costly.encoded <= 6 and costly.frames > 100
+    assert costly.encode_s >= 0.02 * costly.encoded
 
 
 @pytest.fixture()

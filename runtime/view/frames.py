@@ -151,7 +151,11 @@ class FrameHub:
                 self.jpeg, self.jpeg_frame = buf.tobytes(), n
                 self.encoded += 1
                 self.encode_s += took
-                # keep the encoder to its share of a core: the next picture waits in proportion to this one's cost
-                self._due = max(self._due, time.monotonic() + took * (1 / self.config.max_share - 1))
+                # keep the encoder to its share of a core: the next picture waits in proportion to this one's
+                # cost, so a frame that came in meanwhile is too early (a later one will be taken)
+                rest = took * (1 / self.config.max_share - 1)
+                if rest > 0:
+                    self._due = max(self._due, time.monotonic() + rest)
+                    self._slot = None
             if self.on_picture is not None:
                 self.on_picture()
