@@ -124,8 +124,11 @@ def serve(kind: str, port: int, pictures: list[bytes]) -> None:
         async def stream(request: web.Request) -> web.StreamResponse:
             response = web.StreamResponse(headers={"Content-Type": mime})
             await response.prepare(request)
-            async for part in latest.parts():
-                await response.write(part)
+            try:
+                async for part in latest.parts():
+                    await response.write(part)
+            except ConnectionError:
+                pass  # the viewer left
             return response
 
         app = web.Application()
