@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import string
 from dataclasses import dataclass
 
 from .errors import ViewError
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 MIN_TOKEN = 12  # characters: long enough that guessing it over HTTP is hopeless
+TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-_.~")  # safe in a URL and a cookie as they are
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,9 @@ def parse_view_address(text: str | int, default_host: str = "127.0.0.1") -> View
 def check_token(token: str | None) -> str | None:
     if token is None:
         return None
-    if len(token) < MIN_TOKEN or not token.isprintable() or any(c.isspace() for c in token):
-        raise ViewError(f"view token: give at least {MIN_TOKEN} printable characters without spaces, e.g. "
-                        "the output of: python -c \"import secrets; print(secrets.token_urlsafe())\"")
+    if len(token) < MIN_TOKEN or not set(token) <= TOKEN_CHARS:
+        raise ViewError(f"view token: give at least {MIN_TOKEN} characters from A-Z, a-z, 0-9 and -_.~ (it goes "
+                        "into URLs and cookies), e.g. python -c \"import secrets; print(secrets.token_urlsafe())\"")
     return token
 
 

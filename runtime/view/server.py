@@ -65,8 +65,10 @@ class Signal:
         future.set_result(None)
 
     def fire(self) -> None:
-        if not self.loop.is_closed():
+        try:
             self.loop.call_soon_threadsafe(self._fire)
+        except RuntimeError:
+            pass  # the view has closed: nobody is waiting
 
 
 class ViewServer:
