@@ -20,10 +20,11 @@ import numpy as np
 
 from .cost import CostModel
 from .errors import PolicyError
-from .knobs import check_budget, check_threshold  # the knobs' one rule; re-exported for callers
+from .knobs import check_budget, check_target_ms, check_threshold  # the knobs' one rule; re-exported for callers
 
 __all__ = ["BudgetPlan", "CostModel", "FixedCounts", "Pauser", "PausingPolicy", "PolicyError", "TokenSelector",
-           "check_budget", "check_threshold", "counts_for_ratio", "plan_budget", "select_tokens", "threshold_count"]
+           "check_budget", "check_target_ms", "check_threshold", "counts_for_ratio", "plan_budget", "select_tokens",
+           "threshold_count"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ model exported once, segmented through the torch-free runtime at budget 1 and 0.
 
 from __future__ import annotations
 
+import sys
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,6 +57,11 @@ DEMO_SECONDS, DEMO_SIZE, DEMO_BUDGETS = 10.0, (360, 640), (1.0, 0.5)
               help="Segment each frame at its own resolution with windows of the model's input size; STRIDE is a "
                    "fraction of the window (0.667 when given bare); needs a bundle exported with --scores.")
 @click.option("--max-frames", type=int, help="Stop after this many frames.")
+@click.option("--view", metavar="[HOST:]PORT", help="Serve a live view in the browser while it runs: overlay, pause "
+              "map, stats and the knobs (host 127.0.0.1 unless given; another host, e.g. 0.0.0.0, lets other "
+              "machines watch).")
+@click.option("--view-token", metavar="TOKEN", envvar="PAUMER_EDGE_VIEW_TOKEN", show_envvar=True,
+              help="Require this token to watch and to steer (needed for the knobs beyond 127.0.0.1).")
 @threads_option
 @memory_limit_option
 @quiet
@@ -81,6 +87,13 @@ def check_knobs(a: SimpleNamespace) -> None:
         raise UserError("--target-ms sets the budget itself: give it alone, or --budget / --threshold")
     if a.sliding is not None and a.letterbox:
         raise UserError("--sliding covers the whole frame at its own resolution: leave out --letterbox")
+    if a.view_token is not None and a.view is None:
+        raise UserError("--view-token protects the live view: give --view [HOST:]PORT too")
+    if a.view is not None:  # a mistyped address or token is said before the model loads
+        from ..runtime.view.access import check_token, parse_view_address
+
+        parse_view_address(a.view)
+        check_token(a.view_token)
 
 
 def source_inputs(source: Source) -> list[Input]:
@@ -135,6 +148,19 @@ def demo(a: SimpleNamespace) -> int:
     return 0
 
 
+def start_view(a: SimpleNamespace, pipe: Pipeline) -> Any:
+    """The live view in the browser (runtime/view) when --view asks for one; its URL is printed even when quiet."""
+    if a.view is None:
+        return None
+    from ..runtime.view.server import serve_run_view
+
+    viewer, warning = serve_run_view(pipe, a.view, a.view_token)
+    print(f"live view: {viewer.url}", flush=True)
+    if warning:
+        print(f"paumer-edge run: warning: {warning}", file=sys.stderr, flush=True)
+    return viewer
+
+
 def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float | None) -> RunSummary:
     """Segment `source` with the options in `a` and write the results; the summary of the run."""
     guard_paths([*source_inputs(source), *Input.of("--model", a.model)],
@@ -148,14 +174,21 @@ def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float |
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
                     stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost)
     info = pipe.info
-    video = VideoSink(out, source.fps or 30.0) if out else None
-    labels = LabelSink(a.save_labels) if a.save_labels else None
-    window = WindowSink() if a.show else None
+    viewer = start_view(a, pipe)
+    try:
+        video = VideoSink(out, source.fps or 30.0) if out else None
+        labels = LabelSink(a.save_labels) if a.save_labels else None
+        window = WindowSink() if a.show else None
+    except BaseException:
+        if viewer is not None:
+            viewer.close()
+        raise
     if not a.quiet:
         print(f"{source.description} -> {pipe.describe()} ({pipe.cost_source})")
 
     def view(frame: Frame, result: Result) -> np.ndarray:
-        smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None else None
+        smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None and a.pause_map \
+            else None  # (the live view turns the stage map on for itself)
         img = compose(to_rgb_uint8(frame.image), result.labels, info.palette, smap, info.num_stages,
                       a.pause_map or "beside")
         tokens = "/".join(str(c) for c in result.stats.counts)
@@ -168,13 +201,16 @@ def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float |
             video.write(view(frame, result))
 
     def show(frame: Frame, result: Result) -> bool:
+        if viewer is not None:
+            viewer.publish(frame.image, result)
         return window.write(view(frame, result)) if window is not None else True
 
     ok = False
     lost: SourceError | None = None
     try:
         pipe.warmup()
-        summary = run_stream(pipe, source, consume, show if window else None, a.max_frames, progress=not a.quiet)
+        summary = run_stream(pipe, source, consume, show if window or viewer else None, a.max_frames,
+                             progress=not a.quiet)
         ok = True
     except SourceError as e:  # a stream that dropped for good: the frames before it are good results, keep them
         if not e.after_frames:
@@ -187,6 +223,8 @@ def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float |
             labels.close(strict=ok)
         if window is not None:
             window.close()
+        if viewer is not None:
+            viewer.close()
     wrote = [f"video {out}" if video is not None and video.frames else "",
              f"labels in {a.save_labels}" if labels is not None and labels.rows else ""]
     where = ", ".join(x for x in wrote if x)
