@@ -165,7 +165,7 @@ def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float |
     """Segment `source` with the options in `a` and write the results; the summary of the run."""
     guard_paths([*source_inputs(source), *Input.of("--model", a.model)],
                 [*Output.of("--out", out), *Output.of("--save-labels", a.save_labels, "folder")])
-    if out is not None:  # the default place is ours to make
+    if out is not None and out != a.out:  # the default place (and the demo's) is ours to make; --out's is not
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None)
     # sliding windows: the same Pipeline, segmenting each frame window by window (runtime/sliding.py)
