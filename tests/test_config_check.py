@@ -194,7 +194,7 @@ def test_any_config_through_the_loaders(tiny_state: dict[str, Any], tmp_path_fac
     the work after every check is cut short. Taken exactly when the validation layer takes them (and, for a
     checkpoint, when the tiny model's weights fit)."""
     import paumer_edge.export.exporter as exporter
-    import paumer_edge.verbs.train as train
+    import paumer_edge.training as train
 
     folder = tmp_path_factory.mktemp("cfg")
     if via == "checkpoint":

@@ -28,7 +28,7 @@ sys.path.insert(0, {tests!r})
 from limits import address_space
 import cv2, numpy, onnxruntime, torch  # what every verb loads anyway: mapped before the cap is set
 import paumer_edge.cli, paumer_edge.export.exporter, paumer_edge.verbs.export, paumer_edge.verbs.run
-import paumer_edge.verbs.train
+import paumer_edge.verbs.train, paumer_edge.training
 cap = address_space() + {cap}
 resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
 results = []

@@ -140,7 +140,9 @@ def test_continuing_a_run_in_place_is_not_refused(capsys: pytest.CaptureFixture[
     import paumer_edge.verbs.train as verb
 
     reached: list[str | None] = []
-    monkeypatch.setattr(verb, "train", lambda tc, cfg, resume=None, init=None: reached.append(resume) or {})
+    import paumer_edge.training as training
+
+    monkeypatch.setattr(training, "train", lambda tc, cfg, resume=None, init=None: reached.append(resume) or {})
     monkeypatch.setattr(verb, "_report", lambda *args: None)
     (tmp_path / "last.pt").write_bytes(b"x")
     assert main(["train", "--out", str(tmp_path), "--resume", "--quiet"]) == 0

@@ -174,6 +174,7 @@ def test_page_pictures_stats_and_knobs_over_http(served) -> None:
 
 def test_events_stream_history_then_stats(served) -> None:
     _, view, _ = served
+    wait_until(lambda: view.hub.frames > 0, what="a first frame (the history the hello carries)")
     u = urlsplit(view.url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
     conn.request("GET", "/events")

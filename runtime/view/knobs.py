@@ -20,9 +20,24 @@ from .frames import FrameHub
 KNOBS = ("budget", "threshold", "target_ms", "pause_map")
 
 
+def _as_typed(value: Any) -> Any:
+    """A page's text field sends what was typed: text that reads as a number is that number; anything else
+    goes to the check as it is, so the message is the API's own."""
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
+def _field(check: Callable[..., float | None]) -> Callable[[Any], float | None]:
+    return lambda value: check(_as_typed(value))
+
+
 def _optional(check: Callable[..., float | None]) -> Callable[[Any], float | None]:
     """None (or an empty field) turns the knob off; anything else must pass `check`."""
-    return lambda value: None if value is None or (isinstance(value, str) and not value.strip()) else check(value)
+    return lambda value: None if value is None or (isinstance(value, str) and not value.strip()) else _field(check)(value)
 
 
 def _switch(value: Any) -> bool:
@@ -31,7 +46,7 @@ def _switch(value: Any) -> bool:
     return value
 
 
-CHECKS: dict[str, Callable[[Any], Any]] = {"budget": check_budget, "threshold": _optional(check_threshold),
+CHECKS: dict[str, Callable[[Any], Any]] = {"budget": _field(check_budget), "threshold": _optional(check_threshold),
                                            "target_ms": _optional(check_target_ms), "pause_map": _switch}
 
 
