@@ -37,7 +37,8 @@ def _field(check: Callable[..., float | None]) -> Callable[[Any], float | None]:
 
 def _optional(check: Callable[..., float | None]) -> Callable[[Any], float | None]:
     """None (or an empty field) turns the knob off; anything else must pass `check`."""
-    return lambda value: None if value is None or (isinstance(value, str) and not value.strip()) else _field(check)(value)
+    field = _field(check)
+    return lambda value: None if value is None or (isinstance(value, str) and not value.strip()) else field(value)
 
 
 def _switch(value: Any) -> bool:
