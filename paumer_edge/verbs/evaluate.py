@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +13,7 @@ from .. import UserError
 from ..core.atomic import write_json_atomic
 from ..core.cost import load_cost
 from ..core.pausing import check_budget, check_threshold
+from ..core.provenance import Provenance
 from ..core.windows import check_stride
 from .bundles import needs_torch
 from .params import DATA_HELP, FLOATS, model_option, quiet
@@ -52,7 +51,7 @@ def command(**options: Any) -> int:
 def run(a: SimpleNamespace) -> int:
     import torch
 
-    from ..checkpoint import load_model
+    from ..checkpoint import load_model, resolve_checkpoint
     from ..curve import curve_json, curve_points, curve_table, plot_curve, time_points
     from ..data.registry import build_dataset, check_classes, parse_data_spec
     from ..evaluate import OperatingPoint, evaluate, results_json, results_table
@@ -66,6 +65,7 @@ def run(a: SimpleNamespace) -> int:
     measured = a.speed == "measured" and bool(a.plot or a.json)
     if measured and a.timing_frames < 1:
         raise UserError(f"--timing-frames must be at least 1, got {a.timing_frames}")
+    provenance = Provenance.start(files={"checkpoint": resolve_checkpoint(a.model), "cost_profile": a.cost})
     device = pick_device(a.device)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -86,13 +86,11 @@ def run(a: SimpleNamespace) -> int:
         print(curve_table(curve))
     if a.json:
         payload = {"model": str(a.model or "sample"), "data": str(spec), "split": split, "images": n,
-                   "cost_model": model.cost_model().to_dict(),
+                   "cost_model": model.cost_model().to_dict(), "encoder_share": model.cost_model().encoder_share,
                    "sliding": sliding, "seconds": round(dt, 2), "results": results_json(results),
                    "speed": "measured" if measured else "modelled", "device": str(device),
                    "torch_threads": torch.get_num_threads(), "timing_frames": a.timing_frames if measured else 0,
-                   "machine": f"{platform.machine()} {platform.processor()}".strip(),
-                   "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews FPS
-                   "curve": curve_json(curve)}
+                   "curve": curve_json(curve), "provenance": provenance.finish()}
         write_json_atomic(Path(a.json), payload)
     if a.plot:
         threads = torch.get_num_threads()
