@@ -29,6 +29,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("train", "Train or fine-tune a pausing model (PyTorch; torchrun for several GPUs)."),
     "eval": ("evaluate", "mIoU, per-class IoU and pixel accuracy at a list of budgets and thresholds."),
     "import": ("import_weights", "Segmenter / timm / mmseg checkpoint -> paumer-edge checkpoint, with a key report."),
+    "serve": ("serve", "Serve a bundle on Triton Inference Server (HTTP, gRPC, metrics) through PyTriton."),
+    "triton": ("triton", "Write a Triton model repository (BLS model, stage graphs, bundle) for your tritonserver."),
     "info": ("info", "Versions, installed extras, inference backends and devices; a bundle's manifest."),
     "synth": ("synth", "Render synthetic street images (with labels) or a street video to try things on."),
 }

@@ -3,7 +3,9 @@ or what a bundle holds."""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import platform
 import sys
 from typing import Any
@@ -34,6 +36,11 @@ def extras_installed() -> dict[str, bool]:
     return have
 
 
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    return dict(importlib.metadata.packages_distributions())
+
+
 def _version(name: str) -> str | None:
     try:
         mod = importlib.import_module(name)
@@ -41,7 +48,12 @@ def _version(name: str) -> str | None:
         return None
     if name == "tensorrt" and not hasattr(mod, "Builder"):  # type stubs (tensorrt-stubs) are not TensorRT
         return None
-    return str(getattr(mod, "__version__", "installed"))
+    for dist in _distributions().get(name.split(".")[0], []):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return str(mod.__dict__.get("__version__", "installed"))
 
 
 def collect_info() -> dict[str, Any]:

@@ -64,7 +64,9 @@ def test_wheel_contains_every_package_and_the_sample_model(tmp_path: Path) -> No
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ["paumer_edge/__init__.py", "paumer_edge/core/pausing.py", "paumer_edge/model/segmenter.py",
                      "paumer_edge/data/render.py", "paumer_edge/training/trainer.py", "paumer_edge/export/__init__.py",
-                     "paumer_edge/runtime/__init__.py", "paumer_edge/assets/sample.pt"]:
+                     "paumer_edge/runtime/__init__.py", "paumer_edge/runtime/backends/ort.py",
+                     "paumer_edge/runtime/view/server.py", "paumer_edge/runtime/view/page.html",
+                     "paumer_edge/runtime/view/view.js", "paumer_edge/assets/sample.pt"]:
         assert required in names, required
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "paumer-edge = paumer_edge.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

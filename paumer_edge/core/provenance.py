@@ -188,13 +188,24 @@ def now() -> str:
 
 
 REQUIRED = ("command", "git", "machine", "date", "load_average_start", "load_average_end", "packages")
+# the flat record benchmarks/provenance.py wrote before it used this module (results of issues 17 and 19): command,
+# commit, machine, load and date, without package versions or the bundle's identity
+REQUIRED_FLAT = ("command", "git_commit", "git_dirty", "machine", "date")
 
 
 def missing_fields(record: Any) -> list[str]:
     """What a JSON's provenance record lacks (all of it when there is none): for checks of committed results."""
     if not isinstance(record, dict):
         return list(REQUIRED)
+    if "git_commit" in record:
+        gaps = [k for k in REQUIRED_FLAT if not record.get(k) and record.get(k) is not False]
+        return gaps + ([] if {"load_average_1_5_15", "load_average_start"} & set(record) else ["load_average"])
     gaps = [k for k in REQUIRED if k not in record]
     if isinstance(record.get("git"), dict) and not record["git"].get("commit"):
         gaps.append("git.commit")
     return gaps
+
+
+def is_flat(record: Any) -> bool:
+    """Whether a provenance record is the older flat one (no package versions, no bundle identity)."""
+    return isinstance(record, dict) and "git_commit" in record

@@ -18,6 +18,7 @@ import numpy as np
 
 from .atomic import output_error, replace_atomic, temp_path
 from .errors import OutputError
+from .paths import virtual_fs_error
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv")
 MIN_FREE_BYTES = 16 << 20  # stop writing before the disk is completely full
@@ -25,12 +26,15 @@ FREE_CHECK_EVERY = 25  # frames between free-space checks (os.statvfs: a few mic
 
 
 def check_free_space(folder: Path, path: Path) -> None:
-    """An `OutputError` (ENOSPC) when the disk holding `folder` is (nearly) full."""
+    """An `OutputError` (ENOSPC) when the disk holding `folder` is (nearly) full, or when `folder` is on a
+    virtual file system that holds no files."""
     try:
-        free = shutil.disk_usage(folder).free
+        usage = shutil.disk_usage(folder)
     except OSError:
         return
-    if free < MIN_FREE_BYTES:
+    if usage.total == 0:  # not a disk at all (/proc, /sys): "full" would be the wrong story
+        raise virtual_fs_error(path, folder)
+    if usage.free < MIN_FREE_BYTES:
         raise output_error(OSError(errno.ENOSPC, "No space left on device"), path)
 
 

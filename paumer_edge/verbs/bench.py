@@ -10,16 +10,19 @@ from typing import Any
 import click
 import numpy as np
 
-from .. import UserError
 from ..core.atomic import save_figure_atomic, write_json_atomic
 from ..core.cost import CostModel
+from ..core.knobs import MAX_SYNTH_PIXELS, check_budget, check_count, check_size, check_threads
+from ..core.paths import Input, Output, guard_paths
 from ..core.provenance import Provenance
 from ..data.streets import derive_seed, street_scene
 from ..runtime.bench import bench, full_graph_reference
 from ..runtime.pipeline import Pipeline
 from ..runtime.preprocess import labels_to_frame, preprocess
 from .bundles import bundle_for
-from .params import FLOATS, SIZE, backend_option, cost_option, quiet, threads_option
+from .params import FLOATS, SIZE, backend_option, cost_option, memory_limit_option, quiet, threads_option
+
+MAX_ROUNDS = 1_000_000
 
 
 def torch_references(pipe: Pipeline, budgets: list[float]) -> dict[str, Callable[[np.ndarray], object]]:
@@ -117,15 +120,19 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 @cost_option("measured afresh here and cached for `run`")
 @click.option("--json", metavar="FILE", help="Write the results here.")
 @click.option("--plot", metavar="FILE", help="Write a PNG of FPS and compute against budget here.")
+@memory_limit_option
 @quiet
 def command(**options: Any) -> int:
     return run(SimpleNamespace(**options))
 
 
 def run(a: SimpleNamespace) -> int:
-    if a.rounds < 1 or a.warmup < 0 or a.threads < 0:
-        raise UserError(f"--rounds {a.rounds} / --warmup {a.warmup} / --threads {a.threads}: give at least one round, "
-                        "and no negative warm-up or thread count")
+    a.rounds = check_count(a.rounds, "--rounds", 1, MAX_ROUNDS)
+    a.warmup = check_count(a.warmup, "--warmup", 0, MAX_ROUNDS)
+    a.threads = check_threads(a.threads, "--threads")
+    a.frame_size = check_size(a.frame_size, "--frame-size", MAX_SYNTH_PIXELS)
+    a.budgets = [check_budget(b, "--budgets") for b in a.budgets]
+    guard_paths(Input.of("the model", a.bundle), [*Output.of("--json", a.json), *Output.of("--plot", a.plot)])
     bundle = bundle_for(a.bundle, a.quiet)
     pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs")
     provenance = Provenance.start(pipe.bundle.manifest, bundle)

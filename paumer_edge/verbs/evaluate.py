@@ -9,14 +9,27 @@ from typing import Any
 
 import click
 
-from .. import UserError
+from ..config_check import check_model_memory
 from ..core.atomic import write_json_atomic
 from ..core.cost import load_cost
-from ..core.pausing import check_budget, check_threshold
+from ..core.knobs import check_budget, check_count, check_number, check_stride, check_threads, check_threshold
+from ..core.paths import Input, Output, guard_paths
 from ..core.provenance import Provenance
-from ..core.windows import check_stride
 from .bundles import needs_torch
-from .params import DATA_HELP, FLOATS, model_option, quiet
+from .params import DATA_HELP, FLOATS, memory_limit_option, model_option, quiet
+
+MAX_DATA_SCALE = 4.0  # real images resized beyond 4x only cost memory
+MAX_BATCH = 4096
+
+
+def check_knobs(a: SimpleNamespace) -> None:
+    """Every knob of `eval` by the one rule for it (paumer_edge.core.knobs)."""
+    a.images = None if a.images is None else check_count(a.images, "--images")
+    a.data_scale = check_number(a.data_scale, "--data-scale", f"a scale factor in (0, {MAX_DATA_SCALE:g}]", 0.0,
+                                MAX_DATA_SCALE, lo_open=True)
+    a.batch_size = check_count(a.batch_size, "--batch-size", 1, MAX_BATCH)
+    a.threads = check_threads(a.threads, "--threads")
+    a.timing_frames = check_count(a.timing_frames, "--timing-frames")
 
 
 @click.command("eval", help="Per-class IoU, mIoU and pixel accuracy of a checkpoint (PyTorch) at a list of budgets "
@@ -42,6 +55,7 @@ from .params import DATA_HELP, FLOATS, model_option, quiet
 @click.option("--speed", type=click.Choice(["measured", "modelled"]), default="measured",
               help="Curve x axis: FPS of the PyTorch forward measured in this run, or the modelled encoder compute.")
 @click.option("--timing-frames", type=int, default=20, help="Images timed one by one per setting for the FPS.")
+@memory_limit_option
 @quiet
 def command(**options: Any) -> int:
     needs_torch("eval")
@@ -57,19 +71,22 @@ def run(a: SimpleNamespace) -> int:
     from ..evaluate import OperatingPoint, evaluate, results_json, results_table
     from ..training.trainer import pick_device
 
-    points = [OperatingPoint(check_budget(b)) for b in a.budgets]
-    points += [OperatingPoint(1.0, check_threshold(t)) for t in (a.thresholds or [])]
+    check_knobs(a)
+    points = [OperatingPoint(check_budget(b, "--budgets")) for b in a.budgets]
+    points += [OperatingPoint(1.0, check_threshold(t, "--thresholds")) for t in (a.thresholds or [])]
     spec = parse_data_spec(a.data)
     split = a.split or spec.default_eval_split
-    sliding = None if a.sliding is None else check_stride(a.sliding)
+    sliding = None if a.sliding is None else check_stride(a.sliding, "--sliding")
     measured = a.speed == "measured" and bool(a.plot or a.json)
-    if measured and a.timing_frames < 1:
-        raise UserError(f"--timing-frames must be at least 1, got {a.timing_frames}")
+    guard_paths([*Input.of("--model", a.model), *Input.of("--data", spec.root, "folder"), *Input.of("--cost", a.cost)],
+                [*Output.of("--json", a.json), *Output.of("--plot", a.plot)])
     provenance = Provenance.start(files={"checkpoint": resolve_checkpoint(a.model), "cost_profile": a.cost})
     device = pick_device(a.device)
     if a.threads:
         torch.set_num_threads(a.threads)
     model = load_model(a.model, device)
+    if device.type == "cpu":  # a batch of activations beside the weights (on a GPU they live on the device)
+        check_model_memory(model.cfg, a.batch_size)
     if a.cost:  # budgets as fractions of a device's latency (what `run` uses there) instead of MACs
         model.set_cost_model(load_cost(a.cost, model.cost_model()))
     check_classes(model.cfg.num_classes, spec, f"model '{a.model or 'sample'}'")

@@ -10,11 +10,14 @@ from typing import Any
 import click
 
 from .. import UserError
+from ..core.knobs import check_count, check_size
+from ..core.paths import Input, Output, guard_paths
 from .build import engine_option_decorators
 from .bundles import needs_torch
-from .params import FLOATS, SIZE, quiet
+from .params import FLOATS, SIZE, memory_limit_option, quiet
 
 SAMPLE_BUNDLE = Path("sample.paumer")
+MAX_BATCH = 4096  # engine profiles' largest batch
 
 
 @click.command("export", help="Turn CKPT (a paumer-edge checkpoint; default: the bundled sample model) into a "
@@ -34,6 +37,7 @@ SAMPLE_BUNDLE = Path("sample.paumer")
 @click.option("--report", metavar="FILE", help="Write the verify report as JSON here.")
 @click.option("--trt", is_flag=True, help="Also build TensorRT engines (needs a GPU and TensorRT).")
 @engine_option_decorators
+@memory_limit_option
 @quiet
 def command(**options: Any) -> int:
     needs_torch("export")
@@ -49,7 +53,7 @@ def extra_sizes(text: str | None) -> tuple[tuple[int, int], ...]:
     from .params import parse_size
 
     try:
-        return tuple(parse_size(t) for t in (text or "").split(",") if t.strip())
+        return tuple(check_size(parse_size(t), "--extra-sizes") for t in (text or "").split(",") if t.strip())
     except ValueError as e:
         raise UserError(f"--extra-sizes: {e}") from None
 
@@ -67,10 +71,13 @@ def run(a: SimpleNamespace) -> int:
         tensorrt_module()
         gpu_info(cuda_runtime())
     ckpt = resolve_checkpoint(a.ckpt)
-    model = model_from_checkpoint(load_checkpoint(ckpt)).eval()
     out = Path(a.out) if a.out else default_bundle_path(ckpt, SAMPLE_CHECKPOINT)
-    opts = ExportOptions(image_size=a.image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores,
+    image_size = None if a.image_size is None else check_size(a.image_size, "--image-size")
+    opts = ExportOptions(image_size=image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores,
                          extra_sizes=extra_sizes(a.extra_sizes))
+    guard_paths([*Input.of("checkpoint", ckpt), *Input.of("--calib", getattr(a, "calib", None), "folder")],
+                [*Output.of("the bundle", out, "tree"), *Output.of("--report", a.report)])
+    model = model_from_checkpoint(load_checkpoint(ckpt)).eval()
     verified: dict[str, Any] = {}
 
     def verify(path: Path) -> None:  # the finished bundle, before it takes the place of `out`
@@ -109,7 +116,7 @@ def run(a: SimpleNamespace) -> int:
 
 
 def check_batch(values: list[float]) -> tuple[int, int, int]:
-    ints = [int(v) for v in values]
-    if any(v != int(v) for v in values) or len(ints) not in (1, 3):
+    if len(values) not in (1, 3):
         raise UserError("--batch takes N or MIN,OPT,MAX (whole numbers)")
+    ints = [check_count(v, "--batch", 1, MAX_BATCH) for v in values]
     return (1, ints[0], ints[0]) if len(ints) == 1 else (ints[0], ints[1], ints[2])

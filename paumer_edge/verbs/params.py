@@ -94,3 +94,17 @@ def cost_option(what: str) -> Callable[[F], F]:
     return click.option("--cost", type=click.Choice(["device", "macs"]), default="device", show_default=True,
                         help=f"Budgets as fractions of this device's measured latency ({what}) or of the "
                              "multiply-accumulates, as in training and eval.")
+
+
+def _set_memory_limit(ctx: click.Context, param: click.Parameter, value: float | None) -> None:
+    if value is not None:
+        from ..core.memory import set_memory_limit
+
+        set_memory_limit(value)
+
+
+def memory_limit_option(f: F) -> F:
+    """`--memory-limit GIB` on the verbs that build models or open bundles (also $PAUMER_EDGE_MEMORY_LIMIT)."""
+    return click.option("--memory-limit", type=float, metavar="GIB", expose_value=False, callback=_set_memory_limit,
+                        help="Refuse models and bundles estimated to need more memory than this [default: this "
+                             "machine's memory, at most 64 GiB; or $PAUMER_EDGE_MEMORY_LIMIT].")(f)

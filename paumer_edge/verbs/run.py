@@ -6,6 +6,7 @@ model exported once, segmented through the torch-free runtime at budget 1 and 0.
 
 from __future__ import annotations
 
+import sys
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +18,8 @@ import numpy as np
 from .. import UserError
 from ..core.cache import cache_root
 from ..core.errors import SourceError
+from ..core.knobs import check_budget, check_count, check_stride, check_target_ms, check_threads, check_threshold
+from ..core.paths import Input, Output, guard_paths
 from ..core.video import VideoSink
 from ..runtime.loop import RunSummary, run_stream
 from ..runtime.pipeline import Pipeline, Result
@@ -26,7 +29,7 @@ from ..runtime.sliding import SlidingPipeline
 from ..runtime.sources import Frame, Source, open_source
 from ..runtime.visualize import annotate, compose
 from .bundles import bundle_for
-from .params import backend_option, cost_option, model_option, quiet, threads_option
+from .params import backend_option, cost_option, memory_limit_option, model_option, quiet, threads_option
 
 DEMO_SECONDS, DEMO_SIZE, DEMO_BUDGETS = 10.0, (360, 640), (1.0, 0.5)
 
@@ -54,18 +57,17 @@ DEMO_SECONDS, DEMO_SIZE, DEMO_BUDGETS = 10.0, (360, 640), (1.0, 0.5)
               help="Segment each frame at its own resolution with windows of the model's input size; STRIDE is a "
                    "fraction of the window (0.667 when given bare); needs a bundle exported with --scores.")
 @click.option("--max-frames", type=int, help="Stop after this many frames.")
+@click.option("--view", metavar="[HOST:]PORT", help="Serve a live view in the browser while it runs: overlay, pause "
+              "map, stats and the knobs (host 127.0.0.1 unless given; another host, e.g. 0.0.0.0, lets other "
+              "machines watch).")
+@click.option("--view-token", metavar="TOKEN", envvar="PAUMER_EDGE_VIEW_TOKEN", show_envvar=True,
+              help="Require this token to watch and to steer (needed for the knobs beyond 127.0.0.1).")
 @threads_option
+@memory_limit_option
 @quiet
 def command(**options: Any) -> int:
     a = SimpleNamespace(**options)
-    if a.max_frames is not None and a.max_frames < 1:
-        raise UserError(f"--max-frames {a.max_frames}: give a positive number of frames")
-    if a.threads < 0:
-        raise UserError(f"--threads {a.threads}: give 0 (the backend's default) or a positive number")
-    if a.target_ms is not None and (a.budget is not None or a.threshold is not None):
-        raise UserError("--target-ms sets the budget itself: give it alone, or --budget / --threshold")
-    if a.sliding is not None and a.letterbox:
-        raise UserError("--sliding covers the whole frame at its own resolution: leave out --letterbox")
+    check_knobs(a)
     if a.source is None:
         return demo(a)
     source = open_source(a.source)
@@ -73,14 +75,42 @@ def command(**options: Any) -> int:
     return 0
 
 
+def check_knobs(a: SimpleNamespace) -> None:
+    """Every knob of `run` by the one rule for it (paumer_edge.core.knobs), before anything is opened."""
+    a.budget = None if a.budget is None else check_budget(a.budget, "--budget")
+    a.threshold = None if a.threshold is None else check_threshold(a.threshold, "--threshold")
+    a.target_ms = check_target_ms(a.target_ms, "--target-ms")
+    a.threads = check_threads(a.threads, "--threads")
+    a.max_frames = None if a.max_frames is None else check_count(a.max_frames, "--max-frames")
+    a.sliding = None if a.sliding is None else check_stride(a.sliding, "--sliding")
+    if a.target_ms is not None and (a.budget is not None or a.threshold is not None):
+        raise UserError("--target-ms sets the budget itself: give it alone, or --budget / --threshold")
+    if a.sliding is not None and a.letterbox:
+        raise UserError("--sliding covers the whole frame at its own resolution: leave out --letterbox")
+    if a.view_token is not None and a.view is None:
+        raise UserError("--view-token protects the live view: give --view [HOST:]PORT too")
+    if a.view is not None:  # a mistyped address or token is said before the model loads
+        from ..runtime.view.access import check_token, parse_view_address
+
+        parse_view_address(a.view)
+        check_token(a.view_token)
+
+
+def source_inputs(source: Source) -> list[Input]:
+    """What a source reads from disk: a video file, or image files and the folders they are in."""
+    files = [Path(f) for f in getattr(source, "files", [])]
+    if source.kind == "video":
+        files.append(Path(str(source.target)))
+    folders = sorted({f.parent for f in files if source.kind == "images"})
+    return [Input("the source", f) for f in files] + [Input("the source", d, "folder") for d in folders]
+
+
 def default_output(a: SimpleNamespace) -> str | None:
     """The overlay video's path: --out, or runs/run/<source>_overlay.mp4 unless the run writes elsewhere."""
     if a.out is not None or a.save_labels or a.show or a.no_save:
         return a.out
     stem = Path(a.source).stem if not a.source.isdigit() else f"camera{a.source}"
-    out = Path("runs") / "run" / f"{stem or 'stream'}_overlay.mp4"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return str(out)
+    return str(Path("runs") / "run" / f"{stem or 'stream'}_overlay.mp4")
 
 
 def demo_clip(quiet: bool) -> Path:
@@ -118,8 +148,25 @@ def demo(a: SimpleNamespace) -> int:
     return 0
 
 
+def start_view(a: SimpleNamespace, pipe: Pipeline) -> Any:
+    """The live view in the browser (runtime/view) when --view asks for one; its URL is printed even when quiet."""
+    if a.view is None:
+        return None
+    from ..runtime.view.server import serve_run_view
+
+    viewer, warning = serve_run_view(pipe, a.view, a.view_token)
+    print(f"live view: {viewer.url}", flush=True)
+    if warning:
+        print(f"paumer-edge run: warning: {warning}", file=sys.stderr, flush=True)
+    return viewer
+
+
 def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float | None) -> RunSummary:
     """Segment `source` with the options in `a` and write the results; the summary of the run."""
+    guard_paths([*source_inputs(source), *Input.of("--model", a.model)],
+                [*Output.of("--out", out), *Output.of("--save-labels", a.save_labels, "folder")])
+    if out is not None and out != a.out:  # the default place (and the demo's) is ours to make; --out's is not
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None)
     # sliding windows: the same Pipeline, segmenting each frame window by window (runtime/sliding.py)
     pipe_class = partial(SlidingPipeline, stride=a.sliding) if a.sliding is not None else Pipeline
@@ -127,14 +174,21 @@ def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float |
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
                     stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost)
     info = pipe.info
-    video = VideoSink(out, source.fps or 30.0) if out else None
-    labels = LabelSink(a.save_labels) if a.save_labels else None
-    window = WindowSink() if a.show else None
+    viewer = start_view(a, pipe)
+    try:
+        video = VideoSink(out, source.fps or 30.0) if out else None
+        labels = LabelSink(a.save_labels) if a.save_labels else None
+        window = WindowSink() if a.show else None
+    except BaseException:
+        if viewer is not None:
+            viewer.close()
+        raise
     if not a.quiet:
         print(f"{source.description} -> {pipe.describe()} ({pipe.cost_source})")
 
     def view(frame: Frame, result: Result) -> np.ndarray:
-        smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None else None
+        smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None and a.pause_map \
+            else None  # (the live view turns the stage map on for itself)
         img = compose(to_rgb_uint8(frame.image), result.labels, info.palette, smap, info.num_stages,
                       a.pause_map or "beside")
         tokens = "/".join(str(c) for c in result.stats.counts)
@@ -147,13 +201,16 @@ def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float |
             video.write(view(frame, result))
 
     def show(frame: Frame, result: Result) -> bool:
+        if viewer is not None:
+            viewer.publish(frame.image, result)
         return window.write(view(frame, result)) if window is not None else True
 
     ok = False
     lost: SourceError | None = None
     try:
         pipe.warmup()
-        summary = run_stream(pipe, source, consume, show if window else None, a.max_frames, progress=not a.quiet)
+        summary = run_stream(pipe, source, consume, show if window or viewer else None, a.max_frames,
+                             progress=not a.quiet)
         ok = True
     except SourceError as e:  # a stream that dropped for good: the frames before it are good results, keep them
         if not e.after_frames:
@@ -166,6 +223,8 @@ def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float |
             labels.close(strict=ok)
         if window is not None:
             window.close()
+        if viewer is not None:
+            viewer.close()
     wrote = [f"video {out}" if video is not None and video.frames else "",
              f"labels in {a.save_labels}" if labels is not None and labels.rows else ""]
     where = ", ".join(x for x in wrote if x)

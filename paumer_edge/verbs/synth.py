@@ -13,10 +13,23 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import UserError
+from ..core.knobs import MAX_SYNTH_PIXELS, check_count, check_fps, check_seconds, check_seed, check_size
+from ..core.paths import Output, guard_paths
 from ..data.classes import STREET_PALETTE
 from ..data.streets import check_video_path, derive_seed, street_frames, street_scene, write_video
 from ..runtime.sinks import write_image_atomic
 from .params import SIZE, quiet
+
+MAX_IMAGES = 1_000_000
+
+
+def check_knobs(a: SimpleNamespace) -> None:
+    """Every knob of `synth` by the one rule for it (paumer_edge.core.knobs)."""
+    a.size = check_size(a.size, "--size", MAX_SYNTH_PIXELS)
+    a.seconds = check_seconds(a.seconds, "--seconds")
+    a.fps = check_fps(a.fps, "--fps")
+    a.count = check_count(a.count, "--count", 1, MAX_IMAGES)
+    a.seed = check_seed(a.seed, "--seed")
 
 
 @click.command("synth", help="Render synthetic street scenes: WHAT is `video` (a camera driving down a street while "
@@ -36,6 +49,8 @@ def command(**options: Any) -> int:
 
 def run(a: SimpleNamespace) -> int:
     t0 = time.perf_counter()
+    check_knobs(a)
+    guard_paths({}, Output.of("the output", a.out, "file" if a.what == "video" else "folder"))
     if a.what == "video":
         check_video_path(a.out)
         frames = street_frames(a.seed, a.size, a.seconds, a.fps)
