@@ -105,11 +105,16 @@ def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds
 def speedups(base_ms: Sequence[float], ms: Sequence[float], paired: bool = True) -> dict[str, float]:
     """Speed-ups of a setting over budget 1 from their times per frame: `speedup_vs_budget1`, the ratio of mean
     FPS, and `speedup_paired`, the median over rounds of budget 1's time over the setting's time in the same
-    round, so a slow stretch of the machine hits both sides of each ratio. Settings not run in the same rounds
-    (`paired=False`: a second phase, run at other times) get the ratio of medians instead."""
+    round, so a slow stretch of the machine hits both sides of each ratio, with `speedup_paired_quartiles`, the
+    spread of those ratios. Settings not run in the same rounds (`paired=False`: a second phase, run at other
+    times) get the ratio of medians instead, and no quartiles."""
     base, t = np.asarray(base_ms, dtype=float), np.asarray(ms, dtype=float)
-    pair = np.median(base / t) if paired else np.median(base) / np.median(t)
-    return {"speedup_vs_budget1": float(base.mean() / t.mean()), "speedup_paired": float(pair)}
+    plain = float(base.mean() / t.mean())
+    if not paired:
+        return {"speedup_vs_budget1": plain, "speedup_paired": float(np.median(base) / np.median(t))}
+    ratios = base / t
+    return {"speedup_vs_budget1": plain, "speedup_paired": float(np.median(ratios)),
+            "speedup_paired_quartiles": [float(q) for q in np.percentile(ratios, [25, 75])]}
 
 
 def full_graph_reference(pipe: Pipeline) -> Callable[[np.ndarray], np.ndarray]:

@@ -55,9 +55,11 @@ def test_paired_speed_up_is_the_median_of_per_round_ratios() -> None:
     base, half = [20.0, 40.0, 60.0, 80.0], [10.0, 20.0, 30.0, 80.0]  # one round where the setting stalled
     s = speedups(base, half)
     assert s["speedup_paired"] == 2.0  # median of 2, 2, 2, 1
+    assert s["speedup_paired_quartiles"] == pytest.approx([1.75, 2.0])  # the spread of the pairs
     assert s["speedup_vs_budget1"] == pytest.approx(50 / 35)  # ratio of mean FPS: hit by the stall
     drift = speedups([10.0, 10.0, 40.0, 40.0], [5.0, 5.0, 40.0, 40.0], paired=False)
     assert drift["speedup_paired"] == pytest.approx(25 / 22.5)  # not paired: the ratio of medians
+    assert "speedup_paired_quartiles" not in drift
 
 
 class Clock:
