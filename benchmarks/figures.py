@@ -13,14 +13,16 @@ Marks are HTML comments, invisible when the Markdown is rendered:
     -->
 
 names the source of what follows (until the next such mark). When a table follows it, `row:` says which JSON
-object a row is (`{}` is the row's first cell, after any `alias:`), and each `COLUMN: EXPR` line which value every
-number in that column is; a column with numbers but no line, or a table with numbers but no mark, is an unsourced
-figure (a table of non-measurements says `<!-- figures: none (why) -->`). In prose, `<!-- = EXPR -->` right after a
-figure checks it: `budget 0.5 ran at 1.87x<!-- = {results[name=budget 0.5].speedup_paired} -->`.
+object a row is (`{}` is the row's first cell, after any `alias:`; without `row:`, the whole JSON), and each
+`COLUMN: EXPR` line which value every number in that column is (`ROW | COLUMN: EXPR`: one row's cell); a column
+with numbers but no line, or a table with numbers but no mark, is an unsourced figure (a table of
+non-measurements says `<!-- figures: none (why) -->`). In prose, `<!-- = EXPR -->` right after a figure checks
+it: `budget 0.5 ran at 1.87x<!-- = {results[name=budget 0.5].speedup_paired} -->`; a number with a unit that is
+not a measurement (a target, a setting, a limit) says so: `target < 2%<!-- given: a target -->`.
 
 EXPR is arithmetic (+ - * /, min, max, median, mean, [a, b]) over `{key.path}` values of the source JSON. A key path
-is dotted keys with `[3]` (an index), `[*]` (every element) or `[field=value]` (the one element whose field prints
-as value). A figure matches when its value, rounded as printed, is the JSON's: 65.86 matches 0.658574 * 100; a
+is dotted keys with `[3]` (an index), `[*]` (every element), `[field=value]` (the one element whose field prints
+as value) or `[?field=value]` (every such element). A figure matches when its value, rounded as printed, is the JSON's: 65.86 matches 0.658574 * 100; a
 list (512/330/212/137) or range (80-129%) matches element by element. Every source JSON must carry its provenance
 (`paumer_edge.core.provenance`).
 """
@@ -46,7 +48,7 @@ from paumer_edge.core.provenance import missing_fields
 ROOT = Path(__file__).resolve().parents[1]
 NUMBER = r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 COMMENT = re.compile(r"<!--(.*?)-->", re.S)
-FIGURE_BEFORE = re.compile(rf"{NUMBER}(?:(?:\s*-\s*|\s*/\s*|\s+to\s+){NUMBER})*[\s*%x)]*(?:ms|MiB|FPS)?[\s*)]*$")
+FIGURE_BEFORE = re.compile(rf"{NUMBER}(?:(?:\s*-\s*|\s*/\s*|\s+to\s+){NUMBER})*[\s*%x)]*(?:[A-Za-z/]+)?[\s*)]*$")
 # in prose, a number with one of these units is a measured figure: it needs a mark
 PROSE_FIGURE = re.compile(rf"{NUMBER}\s?(?:%|x(?!\w)|ms\b|FPS\b|MiB\b|mIoU\b|points\b)")
 
@@ -90,6 +92,9 @@ def _select(items: Any, selector: str, path: str) -> Any:
         raise FigureError(f"'{path}': [{selector}] applies to a list, found {type(items).__name__}")
     if selector == "*":
         return items
+    if selector.startswith("?"):  # every element whose field prints as the value
+        field, _, want = selector[1:].partition("=")
+        return [x for x in items if isinstance(x, dict) and field in x and _matches(x[field], want.strip())]
     if re.fullmatch(r"-?\d+", selector):
         return items[int(selector)]
     field, _, want = selector.partition("=")
@@ -110,7 +115,7 @@ def resolve(data: Any, path: str) -> Any:
             value = value[key]
         for selector in re.findall(r"\[([^\]]*)\]", brackets):
             value = _select(value, selector.strip(), path)
-            if selector.strip() == "*":
+            if selector.strip() == "*" or selector.strip().startswith("?"):
                 rest = ".".join(k + b for k, b in parts[i + 1:])
                 return [resolve(v, rest) if rest else v for v in value]
     return value
@@ -199,7 +204,7 @@ def parse_mark(body: str, line: int) -> Mark:
         if key == "row":
             mark.row = value
         elif key == "alias":
-            readme, _, json_name = value.partition("=")
+            readme, _, json_name = value.rpartition("=")
             mark.aliases.append((readme.strip(), json_name.strip()))
         else:
             mark.columns[key] = value
@@ -232,17 +237,19 @@ def table_figures(table: list[tuple[int, str]], mark: Mark | None, data: Any) ->
                 raise FigureError(f"line {line}: a results table without a figures mark (column '{column}': {cell})")
             if not mark.source:
                 continue
-            if column not in mark.columns:
-                raise FigureError(f"line {line}: column '{column}' has figures ({cell}) but the mark gives no source")
             label = re.sub(r"[*`]", "", row[0])
+            name = row_name(label, mark.aliases)
+            expr = mark.columns.get(f"{name} | {column}", mark.columns.get(column))
+            if expr is None:
+                raise FigureError(f"line {line}: column '{column}' has figures ({cell}) but the mark gives no source")
             where = f"line {line}, {label} / {column}"
             try:
-                obj = resolve(data, mark.row.replace("{}", row_name(label, mark.aliases)))
-                expected = evaluate(mark.columns[column], obj)
+                obj = resolve(data, mark.row.replace("{}", name))
+                expected = evaluate(expr, obj)
             except FigureError as e:
                 raise FigureError(f"{where}: {e}") from None
             compare(printed, expected, where)
-            yield Figure(line, cell, expected.tolist(), mark.source, f"{mark.row} -> {mark.columns[column]}")
+            yield Figure(line, cell, expected.tolist(), mark.source, f"{mark.row} -> {expr}")
 
 
 def _blank(text: str, spans: list[tuple[int, int]]) -> str:
@@ -286,6 +293,11 @@ def check_markdown(path: Path, root: Path = ROOT) -> tuple[list[Figure], list[st
                         problems.append(f"line {line}: {mark.source} lacks provenance ({', '.join(gaps)}); re-run "
                                         "the command that makes it")
                 table_mark = mark if scan[m.end():].lstrip().startswith("|") else None
+            elif kind == "comment" and m[1].strip().startswith("given:"):  # a target, setting or limit
+                before = FIGURE_BEFORE.search(scan[max(0, offset - 80):offset])
+                if before is None:
+                    raise FigureError(f"the mark '{m[0]}' does not follow a figure")
+                covered.append((max(0, offset - 80) + before.start(), offset))
             elif kind == "comment" and m[1].strip().startswith("="):
                 if mark is None or not mark.source:
                     raise FigureError("a figure mark before any `figures: SOURCE` mark")
@@ -299,8 +311,8 @@ def check_markdown(path: Path, root: Path = ROOT) -> tuple[list[Figure], list[st
                 figures.append(Figure(line, before[0].strip(), evaluate(expr, data).tolist(), mark.source, expr))
             elif kind == "table":
                 rows = [(line + i, t) for i, t in enumerate(m[0].splitlines())]
-                figures += list(table_figures(rows, table_mark, data))
-                table_mark = None
+                this, table_mark = table_mark, None
+                figures += list(table_figures(rows, this, data))
         except FigureError as e:
             problems.append(str(e) if str(e).startswith("line") else f"line {line}: {e}")
     prose = _blank(scan, [(m.start(), m.end()) for m in comments + tables]

@@ -102,7 +102,7 @@ def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds
     return rows
 
 
-def speedups(base_ms: Sequence[float], ms: Sequence[float], paired: bool = True) -> dict[str, float]:
+def speedups(base_ms: Sequence[float], ms: Sequence[float], paired: bool = True) -> dict[str, Any]:
     """Speed-ups of a setting over budget 1 from their times per frame: `speedup_vs_budget1`, the ratio of mean
     FPS, and `speedup_paired`, the median over rounds of budget 1's time over the setting's time in the same
     round, so a slow stretch of the machine hits both sides of each ratio, with `speedup_paired_quartiles`, the
