@@ -80,7 +80,6 @@ def run(a: SimpleNamespace) -> int:
     measured = a.speed == "measured" and bool(a.plot or a.json)
     guard_paths([*Input.of("--model", a.model), *Input.of("--data", spec.root, "folder"), *Input.of("--cost", a.cost)],
                 [*Output.of("--json", a.json), *Output.of("--plot", a.plot)])
-    provenance = Provenance.start(files={"checkpoint": resolve_checkpoint(a.model), "cost_profile": a.cost})
     device = pick_device(a.device)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -90,6 +89,8 @@ def run(a: SimpleNamespace) -> int:
     if a.cost:  # budgets as fractions of a device's latency (what `run` uses there) instead of MACs
         model.set_cost_model(load_cost(a.cost, model.cost_model()))
     check_classes(model.cfg.num_classes, spec, f"model '{a.model or 'sample'}'")
+    # once the inputs are known to be readable (a missing one is the loaders' one-line error, not an OSError here)
+    provenance = Provenance.start(files={"checkpoint": resolve_checkpoint(a.model), "cost_profile": a.cost})
     data = build_dataset(spec, split, model.cfg.image_size, a.images, progress=not a.quiet, scale=a.data_scale)
     n = len(data)  # type: ignore[arg-type]
     t0 = time.perf_counter()
