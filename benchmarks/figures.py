@@ -14,7 +14,8 @@ Marks are HTML comments, invisible when the Markdown is rendered:
 
 names the source of what follows (until the next such mark). When a table follows it, `row:` says which JSON
 object a row is (`{}` is the row's first cell, after any `alias:`; without `row:`, the whole JSON), and each
-`COLUMN: EXPR` line which value every number in that column is (`ROW | COLUMN: EXPR`: one row's cell); a column
+`COLUMN: EXPR` line which value every number in that column is (`ROW | COLUMN: EXPR`: one row's cell, over the
+whole JSON); a column
 with numbers but no line, or a table with numbers but no mark, is an unsourced figure (a table of
 non-measurements says `<!-- figures: none (why) -->`). In prose, `<!-- = EXPR -->` right after a figure checks
 it: `budget 0.5 ran at 1.87x<!-- = {results[name=budget 0.5].speedup_paired} -->`; a number with a unit that is
@@ -48,7 +49,8 @@ from paumer_edge.core.provenance import missing_fields
 ROOT = Path(__file__).resolve().parents[1]
 NUMBER = r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 COMMENT = re.compile(r"<!--(.*?)-->", re.S)
-FIGURE_BEFORE = re.compile(rf"{NUMBER}(?:(?:\s*-\s*|\s*/\s*|\s+to\s+){NUMBER})*[\s*%x)]*(?:[A-Za-z/]+)?[\s*)]*$")
+JOIN = r"(?:\s*->\s*|\s*-\s*|\s*/\s*|\s+to\s+)"  # 1.0-1.2, 512/330, 149.4 -> 149.6, 2 to 4
+FIGURE_BEFORE = re.compile(rf"{NUMBER}(?:{JOIN}{NUMBER})*[\s*%x)]*(?:[A-Za-z/]+)?[\s*)]*$")
 # in prose, a number with one of these units is a measured figure: it needs a mark
 PROSE_FIGURE = re.compile(rf"{NUMBER}\s?(?:%|x(?!\w)|ms\b|FPS\b|MiB\b|mIoU\b|points\b)")
 
@@ -239,12 +241,13 @@ def table_figures(table: list[tuple[int, str]], mark: Mark | None, data: Any) ->
                 continue
             label = re.sub(r"[*`]", "", row[0])
             name = row_name(label, mark.aliases)
-            expr = mark.columns.get(f"{name} | {column}", mark.columns.get(column))
+            own = mark.columns.get(f"{name} | {column}")  # one row's cell: over the whole JSON
+            expr = own if own is not None else mark.columns.get(column)
             if expr is None:
                 raise FigureError(f"line {line}: column '{column}' has figures ({cell}) but the mark gives no source")
             where = f"line {line}, {label} / {column}"
             try:
-                obj = resolve(data, mark.row.replace("{}", name))
+                obj = data if own is not None else resolve(data, mark.row.replace("{}", name))
                 expected = evaluate(expr, obj)
             except FigureError as e:
                 raise FigureError(f"{where}: {e}") from None
