@@ -288,7 +288,7 @@ def check_markdown(path: Path, root: Path = ROOT) -> tuple[list[Figure], list[st
         line = line_at(offset)
         try:
             if kind == "comment" and m[1].strip().startswith("figures:"):
-                mark = parse_mark(m[1], line)
+                mark, data = parse_mark(m[1], line), None
                 data = load_json(root / mark.source, cache) if mark.source else None
                 if mark.source:
                     gaps = missing_fields(data.get("provenance") if isinstance(data, dict) else None)
