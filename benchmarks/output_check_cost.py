@@ -33,7 +33,7 @@ def time_alone(check: Callable[..., None], args: tuple[Any, ...]) -> float:
 
 def measure(bundle: Path, budgets: list[float], rounds: int, warmup: int) -> list[dict[str, Any]]:
     import paumer_edge.runtime.output_check as oc
-    from paumer_edge.core.pausing import PausingPolicy
+    from paumer_edge.core.pausing import Pauser, PausingPolicy
     from paumer_edge.data.streets import derive_seed, street_scene
     from paumer_edge.runtime import Pipeline
     from paumer_edge.runtime.preprocess import preprocess
@@ -60,7 +60,7 @@ def measure(bundle: Path, budgets: list[float], rounds: int, warmup: int) -> lis
     rows = []
     try:
         for b in budgets:
-            policy = PausingPolicy(b)
+            policy = Pauser(pipe.cost, PausingPolicy(b))  # the selector the runner takes
             on: list[float] = []
             off: list[float] = []
             inside: list[float] = []
