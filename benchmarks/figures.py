@@ -252,7 +252,8 @@ def table_figures(table: list[tuple[int, str]], mark: Mark | None, data: Any) ->
             except FigureError as e:
                 raise FigureError(f"{where}: {e}") from None
             compare(printed, expected, where)
-            yield Figure(line, cell, expected.tolist(), mark.source, f"{mark.row} -> {expr}")
+            path = expr if own is not None else f"{mark.row.replace('{}', name)} -> {expr}"
+            yield Figure(line, f"{label} / {column}: {cell}", expected.tolist(), mark.source, path)
 
 
 def _blank(text: str, spans: list[tuple[int, int]]) -> str:
