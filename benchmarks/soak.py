@@ -77,7 +77,9 @@ def aged_vs_fresh(aged: Any, bundle: Path, frames: list[np.ndarray], count: int,
     so what differs is what the long run left behind (and the labels must agree)."""
     from paumer_edge.runtime import Pipeline
 
-    fresh = Pipeline(bundle, threads=threads)
+    # the aged pipeline's cost model: a latency profile re-measured meanwhile (another `bench` on this bundle writes
+    # the cache) would give other token counts at the same budget, and so other labels
+    fresh = Pipeline(bundle, threads=threads, cost=aged.cost)
     fresh.warmup()
     times: dict[str, list[float]] = {"aged": [], "fresh": []}
     disagree = 0
