@@ -91,7 +91,8 @@ def test_prose_figures_need_a_mark_and_targets_say_so(tmp_path: Path) -> None:
     _, problems = check(tmp_path, f"<!-- figures: {src} -->\nIt ran at 32.5 ms and 1.87x.\n")
     assert [p.split("'")[1] for p in problems] == ["32.5 ms", "1.87x"]
     text = (f"<!-- figures: {src} -->\nIt ran at 32.5 ms<!-- = {{results[name=budget 1].ms_p50}} --> "
-            "(target < 40 ms<!-- given: the target -->), spread 17-32 ms<!-- = [min({results[*].ms_p50}), max({results[*].ms_p50})] -->.\n")
+            "(target < 40 ms<!-- given: the target -->), "
+            "spread 17-32 ms<!-- = [min({results[*].ms_p50}), max({results[*].ms_p50})] -->.\n")
     figures, problems = check(tmp_path, text)
     assert problems == [] and [f.printed for f in figures] == ["32.5 ms", "17-32 ms"]
 
