@@ -9,15 +9,18 @@ the ratios between them are what to read.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from paumer_edge.checkpoint import load_model
+from paumer_edge.checkpoint import load_model, resolve_checkpoint
 from paumer_edge.core.atomic import save_figure_atomic, write_json_atomic
+from paumer_edge.core.cost import CostModel
+from paumer_edge.core.provenance import Provenance
 from paumer_edge.verbs.params import parse_floats
 
 
@@ -31,6 +34,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
+    provenance = Provenance.start(files={"checkpoint": resolve_checkpoint(a.model)})
     if a.threads:
         torch.set_num_threads(a.threads)
     model = load_model(a.model)
@@ -56,32 +60,43 @@ def main() -> None:
                 times[name].append((time.perf_counter() - t0) * 1000)
         plans = {b: model(x, budget=b) for b in a.budgets}
 
-    base = float(np.median(times["budget 1"])) if 1.0 in a.budgets else float(np.median(times["unpaused"]))
-    rows = []
-    for name, b in settings:
-        ms = np.array(times[name])
-        row = {"setting": name, "budget": b, "ms_p50": float(np.median(ms)), "ms_p90": float(np.percentile(ms, 90)),
-               "ms_min": float(ms.min()), "speedup_vs_budget1": base / float(np.median(ms))}
-        if b is not None:
-            out = plans[b]
-            row.update(counts=list(out.counts), modelled_compute=out.cost_fraction,
-                       ideal_speedup=1.0 / out.cost_fraction)
-        rows.append(row)
+    rows = summarise(settings, times, {b: (list(out.counts), out.cost_fraction) for b, out in plans.items()},
+                     model.cost_model())
     result = {
         "model": str(a.model or "sample"), "config": cfg.name, "image_size": list(cfg.image_size),
         "batch": a.batch, "rounds": a.rounds, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "machine": f"{platform.machine()} {platform.processor()}".strip(), "results": rows,
+        "results": rows, "provenance": provenance.finish(),
     }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "forward_time.json", result)
-    print(f"{'setting':<14}{'p50 ms':>9}{'p90 ms':>9}{'speed-up':>10}{'ideal':>8}  tokens per stage")
+    print(f"{'setting':<14}{'p50 ms':>9}{'p90 ms':>9}{'paired':>9}{'ideal':>8}  tokens per stage")
     for r in rows:
         ideal = f"{r['ideal_speedup']:.2f}x" if "ideal_speedup" in r else "-"
-        print(f"{r['setting']:<14}{r['ms_p50']:>9.2f}{r['ms_p90']:>9.2f}{r['speedup_vs_budget1']:>9.2f}x{ideal:>8}  "
+        print(f"{r['setting']:<14}{r['ms_p50']:>9.2f}{r['ms_p90']:>9.2f}{r['speedup_paired']:>8.2f}x{ideal:>8}  "
               f"{r.get('counts', '')}")
     _plot(rows, out / "forward_time.png", cfg.name)
     print(f"wrote {out / 'forward_time.json'} and {out / 'forward_time.png'}")
+
+
+def summarise(settings: Sequence[tuple[str, float | None]], times: dict[str, list[float]],
+              plans: dict[float, tuple[list[int], float]], cost: CostModel) -> list[dict[str, Any]]:
+    """One row per setting: median / p90 / min ms; the speed-up over budget 1 (over the unpaused network when budget
+    1 was not timed) as the ratio of medians and paired (the median over rounds of the ratio within a round, the
+    figure to read where the machine's speed drifts); for budgets, the tokens kept and the cost model's ideal."""
+    base = np.asarray(times["budget 1" if "budget 1" in times else "unpaused"])
+    rows = []
+    for name, b in settings:
+        ms = np.asarray(times[name])
+        row: dict[str, Any] = {"setting": name, "budget": b, "ms_p50": float(np.median(ms)),
+                               "ms_p90": float(np.percentile(ms, 90)), "ms_min": float(ms.min()),
+                               "speedup_vs_budget1": float(np.median(base) / np.median(ms)),
+                               "speedup_paired": float(np.median(base / ms))}
+        if b is not None:
+            counts, fraction = plans[b]
+            row.update(counts=counts, modelled_compute=fraction, ideal_speedup=cost.ideal_speedup(fraction))
+        rows.append(row)
+    return rows
 
 
 def _plot(rows: list[dict], path: Path, name: str) -> None:
@@ -93,7 +108,7 @@ def _plot(rows: list[dict], path: Path, name: str) -> None:
     pts = [r for r in rows if r["budget"] is not None]
     b = [r["budget"] for r in pts]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot(b, [r["speedup_vs_budget1"] for r in pts], "o-", label="measured speed-up (PyTorch)")
+    ax.plot(b, [r["speedup_paired"] for r in pts], "o-", label="measured speed-up (PyTorch, paired)")
     ax.plot(b, [r["ideal_speedup"] for r in pts], "s--", label="cost model ideal")
     ax.set_xlabel("budget (fraction of encoder compute)")
     ax.set_ylabel("speed-up over budget 1")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from paumer_edge.core.provenance import Provenance
 from paumer_edge.data.streets import derive_seed, street_scene
 from paumer_edge.runtime import Pipeline
 
@@ -55,7 +56,11 @@ def main() -> int:
         return 1 if differ else 0
     if not a.bundle:
         p.error("give a bundle, or --compare BEFORE AFTER")
-    result = {"bundle": a.bundle, "frames": a.frames, "settings": digests(a.bundle, a.frames)}
+    from paumer_edge.runtime.bundle import load_bundle
+
+    provenance = Provenance.start(load_bundle(a.bundle).manifest, a.bundle)
+    result = {"bundle": a.bundle, "frames": a.frames, "settings": digests(a.bundle, a.frames),
+              "provenance": provenance.finish()}
     text = json.dumps(result, indent=2)
     if a.json:
         Path(a.json).write_text(text + "\n")

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -28,21 +26,6 @@ import numpy as np
 RESULTS = Path(__file__).parent / "results"
 
 
-def provenance(argv: list[str]) -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[1]
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {"command": " ".join(["python", "benchmarks/output_check_cost.py", *argv]), "git_commit": git("rev-parse",
-            "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "machine": f"{platform.machine()} {platform.processor()}".strip(), "cpus": os.cpu_count(),
-            "load_average_1min": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d %H:%M")}
-
-
 def time_alone(check: Callable[..., None], args: tuple[Any, ...]) -> float:
     """Seconds one check call takes when it runs undisturbed: the minimum over repeats of 200 calls."""
     return min(timeit.repeat(lambda: check(*args), number=200, repeat=15)) / 200
@@ -50,7 +33,7 @@ def time_alone(check: Callable[..., None], args: tuple[Any, ...]) -> float:
 
 def measure(bundle: Path, budgets: list[float], rounds: int, warmup: int) -> list[dict[str, Any]]:
     import paumer_edge.runtime.output_check as oc
-    from paumer_edge.core.pausing import PausingPolicy
+    from paumer_edge.core.pausing import Pauser, PausingPolicy
     from paumer_edge.data.streets import derive_seed, street_scene
     from paumer_edge.runtime import Pipeline
     from paumer_edge.runtime.preprocess import preprocess
@@ -77,7 +60,7 @@ def measure(bundle: Path, budgets: list[float], rounds: int, warmup: int) -> lis
     rows = []
     try:
         for b in budgets:
-            policy = PausingPolicy(b)
+            policy = Pauser(pipe.cost, PausingPolicy(b))  # the selector the runner takes
             on: list[float] = []
             off: list[float] = []
             inside: list[float] = []
@@ -123,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (bundle / "manifest.json").exists():
         subprocess.run([sys.executable, "-m", "paumer_edge.cli", "export", "-o", str(bundle), "--no-verify",
                         "--quiet"], check=True)
-    load = os.getloadavg()[0]
+    from paumer_edge.core.provenance import Provenance
+    from paumer_edge.runtime.bundle import load_bundle
+
+    prov = Provenance.start(load_bundle(bundle).manifest, bundle)
     rows = measure(bundle, [float(b) for b in a.budgets.split(",")], a.rounds, a.warmup)
     result = {"what": "run-time output checks of every graph (shape, dtype, class range) per staged forward",
-              "bundle": str(bundle), "results": rows, **provenance(argv), "load_average_start": round(load, 2)}
+              "bundle": str(bundle), "results": rows, "provenance": prov.finish()}
     write_json_atomic(a.json, result)
     for r in rows:
         print(f"budget {r['budget']:g}: checks {r['checks_us_alone']:.1f} us per frame alone, "

@@ -6,36 +6,15 @@ Every benchmark JSON carries this block, so a number in the README can be traced
 from __future__ import annotations
 
 import os
-import platform
-import shlex
-import subprocess
 import sys
-import time
-from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from paumer_edge.core.provenance import Provenance
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def provenance(argv: list[str] | None = None) -> dict[str, Any]:
-    """The block to store under "provenance" in a results JSON (load average read now: call it at the start)."""
-    args = sys.argv if argv is None else [sys.argv[0], *argv]
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = []
-    return {"command": "python " + shlex.join([os.path.relpath(args[0], ROOT), *args[1:]]),
-            "git_commit": _git("rev-parse", "HEAD") or None, "git_dirty": bool(_git("status", "--porcelain")),
-            "machine": f"{platform.machine()} {platform.processor()}".strip(), "cpus": os.cpu_count(),
-            "system": platform.platform(), "python": platform.python_version(), "load_average_1_5_15": load,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+def provenance(argv: list[str] | None = None) -> Provenance:
+    """Start the record of a measurement (paumer_edge.core.provenance, the one helper): call it at the start,
+    store `.finish()` under "provenance" in the results JSON (that adds the load average at the end)."""
+    return Provenance.start(argv=None if argv is None else [sys.executable, sys.argv[0], *argv])
 
 
 def rss_mib(pid: int | str = "self") -> float:

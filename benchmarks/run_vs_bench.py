@@ -6,14 +6,14 @@
 overlay video in three threads, which on a small CPU compete with inference for the cores. Both use the
 same bundle, backend and latency profile (bench measures it, run reads it), each in its own process
 (as a user runs them). Bench and run alternate, `--repeats` times per budget, and the figure is the
-median of the paired ratios: a machine whose speed drifts (a shared host) then moves both sides alike.
+median of the paired ratios, quoted with their spread (lowest to highest pair): a machine whose speed drifts
+(a shared host) moves both sides of a pair alike, but not always, and the spread says how much.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import subprocess
 import sys
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from paumer_edge.core.atomic import write_json_atomic
+from paumer_edge.core.provenance import Provenance
 from paumer_edge.verbs.params import parse_floats
 
 SUMMARY = re.compile(r"(\d+) frames in ([\d.]+) s: ([\d.]+) FPS")
@@ -33,6 +34,21 @@ def cli(*args: str) -> str:
     if proc.returncode != 0:
         raise SystemExit(f"paumer-edge {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc.stdout
+
+
+def parse_summary(out: str) -> dict[str, float | int]:
+    """Frames, seconds and FPS from the summary line `paumer-edge run` ends with."""
+    found = SUMMARY.search(out)
+    if not found:
+        raise SystemExit(f"no summary line in the output of run: {out!r}")
+    return {"run_frames": int(found[1]), "run_seconds": float(found[2]), "run_fps": float(found[3])}
+
+
+def summarise_pairs(pairs: list[dict]) -> dict[str, float]:
+    """The median run/bench ratio over the pairs, and its spread (the lowest and the highest pair)."""
+    ratios = [p["run_fps"] / p["bench_fps"] for p in pairs]
+    return {"run_over_bench_median": float(np.median(ratios)), "run_over_bench_min": float(min(ratios)),
+            "run_over_bench_max": float(max(ratios))}
 
 
 def main() -> None:
@@ -47,6 +63,7 @@ def main() -> None:
     ap.add_argument("--run-args", default="", help="extra `run` options, e.g. '--pause-map'")
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
+    provenance = Provenance.start()
     model = ["--model", a.bundle] if a.bundle else []
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(a.video) if a.video else Path(tmp) / "drive.mp4"
@@ -59,22 +76,21 @@ def main() -> None:
                 bench_json = Path(tmp) / "bench.json"
                 cli("bench", *([a.bundle] if a.bundle else []), "--budgets", f"{budget:g}", "--rounds", str(a.rounds),
                     "--frame-size", a.size, "--no-torch", "--quiet", "--json", str(bench_json))
-                bench_fps = json.loads(bench_json.read_text())["results"][0]["fps"]
+                report = json.loads(bench_json.read_text())
+                provenance.measured.setdefault("bundle", report["provenance"]["measured"].get("bundle"))
+                bench_fps = report["results"][0]["fps"]
                 out = cli("run", str(video), *model, "--budget", f"{budget:g}", "--out", str(Path(tmp) / "o.mp4"),
                           "--quiet", *a.run_args.split())
-                found = SUMMARY.search(out)
-                if not found:
-                    raise SystemExit(f"no summary line in the output of run: {out!r}")
-                pairs.append({"bench_fps": bench_fps, "run_fps": float(found[3]), "run_frames": int(found[1]),
-                              "run_seconds": float(found[2]), "run_over_bench": float(found[3]) / bench_fps,
+                run = parse_summary(out)
+                pairs.append({"bench_fps": bench_fps, **run, "run_over_bench": run["run_fps"] / bench_fps,
                               "run_summary": out.strip().splitlines()[-1]})
-            ratio = float(np.median([p["run_over_bench"] for p in pairs]))
-            rows.append({"budget": budget, "run_over_bench_median": ratio, "pairs": pairs})
+            summary = summarise_pairs(pairs)
+            rows.append({"budget": budget, **summary, "pairs": pairs})
             fps = ", ".join(f"{p['run_fps']:.1f}/{p['bench_fps']:.1f}" for p in pairs)
-            print(f"budget {budget:g}: run/bench {fps} FPS; median {100 * ratio:.0f}% of bench")
+            print(f"budget {budget:g}: run/bench {fps} FPS; median {100 * summary['run_over_bench_median']:.0f}% of "
+                  f"bench ({100 * summary['run_over_bench_min']:.0f}-{100 * summary['run_over_bench_max']:.0f}%)")
     result = {"video": a.video or f"generated street drive, {a.seconds:g} s", "size": a.size, "run_args": a.run_args,
-              "bench_rounds": a.rounds, "repeats": a.repeats,
-              "machine": f"{platform.machine()} {platform.processor()}".strip(), "results": rows}
+              "bench_rounds": a.rounds, "repeats": a.repeats, "results": rows, "provenance": provenance.finish()}
     suffix = "_".join(a.run_args.replace("-", "").split())
     path = Path(a.out) / f"run_vs_bench{'_' + suffix if suffix else ''}.json"
     write_json_atomic(path, result)

@@ -20,8 +20,6 @@ load average and date.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import signal
 import subprocess
 import sys
@@ -36,21 +34,6 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SUSTAINED = 0.95
-
-
-def provenance(argv: list[str]) -> dict[str, Any]:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                                  cwd=Path(__file__).parent).stdout.strip()
-        except OSError:
-            return ""
-
-    return {"command": " ".join(["python", "benchmarks/serve_load.py", *argv]), "git_commit": git("rev-parse", "HEAD"),
-            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "machine": f"{platform.machine()} {platform.processor()}".strip(), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "load_average_start": round(os.getloadavg()[0], 2),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def street_frames(count: int, size: tuple[int, int]) -> list[np.ndarray]:
@@ -155,10 +138,13 @@ def cameras(url: str, frames: list[np.ndarray], count: int, a: argparse.Namespac
 
 
 def measure(a: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from paumer_edge.core.provenance import Provenance
     from paumer_edge.runtime import Pipeline
+    from paumer_edge.runtime.bundle import load_bundle
     from paumer_edge.runtime.serving import SegmentClient
 
-    result: dict[str, Any] = {"provenance": provenance(argv), "budget": a.budget, "frame_size": [a.height, a.width],
+    prov = Provenance.start(load_bundle(a.bundle).manifest, a.bundle)
+    result: dict[str, Any] = {"budget": a.budget, "frame_size": [a.height, a.width],
                               "max_batch": a.max_batch, "max_delay_us": a.max_delay_us}
     frames = street_frames(a.distinct, (a.height, a.width))
     pipe = Pipeline(a.bundle, cost="macs", budget=a.budget, shared_threads=True)  # as the server's (and `run`'s)
@@ -193,7 +179,7 @@ def measure(a: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-    result["provenance"]["load_average_end"] = round(os.getloadavg()[0], 2)
+    result["provenance"] = prov.finish()
     return result
 
 

@@ -117,7 +117,8 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
     from paumer_edge.runtime.view import ViewConfig
 
     return {"what": f"FPS of pipe(frame) + view.publish with {a.viewers} viewers attached / with no view, paired",
-            "provenance": prov, "bundle": a.bundle, "backend": pipe.backend.describe(), "cost": pipe.cost_source,
+            "provenance": prov.finish(), "bundle": a.bundle, "backend": pipe.backend.describe(),
+            "cost": pipe.cost_source,
             "frame_size": [a.height, a.width], "seconds_per_block": a.seconds, "viewers": a.viewers,
             "view_config": dataclasses.asdict(ViewConfig()),
             "onnxruntime": onnxruntime.__version__, "target_ratio": TARGET,

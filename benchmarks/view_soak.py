@@ -75,7 +75,8 @@ def soak(a: argparse.Namespace) -> dict[str, Any]:
     left = {k: after[k] - baseline[k] for k in ("threads", "fds", "connections")}
     return {
         "what": "live view soak: one Pipeline publishing every frame; a viewer connecting and leaving",
-        "provenance": prov, "bundle": a.bundle, "backend": pipe.backend.describe(), "frame_size": [a.height, a.width],
+        "provenance": prov.finish(), "bundle": a.bundle, "backend": pipe.backend.describe(),
+        "frame_size": [a.height, a.width],
         "seconds": a.seconds, "frames": n, "fps": round(n / a.seconds, 2), "warmup_s": a.warmup,
         "visits": len(visits["visits"]), "stalled_visits": sum(1 for v in visits["visits"] if not v[2]),
         "pictures_received": visits["pictures"], "stats_events_received": visits["events"],

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"RSS {row['rss_serving_mib']:.0f} MiB", flush=True)
     shape = list(pictures[0].shape)
     result = {"what": "MJPEG vs WebRTC encoders, aiohttp vs Starlette+uvicorn serving MJPEG",
-              "provenance": prov, "picture_shape": shape, "viewers": a.viewers,
+              "provenance": prov.finish(), "picture_shape": shape, "viewers": a.viewers,
               "pictures_per_s": PICTURES_PER_S, "encoders": encoders, "servers": servers}
     write_json_atomic(a.json, result)
     print(f"wrote {a.json}")

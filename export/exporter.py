@@ -146,11 +146,14 @@ def size_name(size: tuple[int, int]) -> str:
 
 
 def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, source: str = "",
-                  progress: bool = True, after_graph: Callable[[str], None] | None = None) -> Path:
+                  progress: bool = True, after_graph: Callable[[str], None] | None = None,
+                  check: Callable[[Path], None] | None = None) -> Path:
     """Write the bundle for `model` to `out` (a directory), atomically. Returns `out`.
 
     `opts.extra_sizes` adds the staged graphs at other input sizes as variants (folder and name "HxW"; no
-    full graph), for budgets that are cheaper at a lower resolution."""
+    full graph), for budgets that are cheaper at a lower resolution. `check(path)` sees the finished bundle in
+    its temporary folder before it takes `out`'s place (the export verb verifies it there): if it raises, nothing
+    is written and a bundle already at `out` stays as it was."""
     opts.validate()
     check_model_memory(model.cfg, batch=2, image_size=opts.image_size)  # the graphs are traced on a batch of 2
     model = model.eval().float()
@@ -177,6 +180,8 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
             variants.append(Variant(name, (int(size[0]), int(size[1])), "fp32", found, CostModel.from_config(at.cfg)))
         manifest = dataclasses.replace(build_manifest(model, graphs, opts, source), variants=tuple(variants))
         write_json_atomic(tmp / MANIFEST, manifest.to_dict())
+        if check is not None:
+            check(tmp)
         replace_dir_atomic(tmp, out, lambda p: (p / MANIFEST).exists(), "paumer-edge bundle")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

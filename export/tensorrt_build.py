@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -74,6 +75,12 @@ def engine_key(sha: str, trt_version: str, gpu: GpuInfo, precision: str, profile
                        "precision": precision, "profiles": profiles, "dla": dla}, sort_keys=True, default=list)
     return f"{precision}-sm{gpu.compute_capability.replace('.', '')}-trt{trt_version}-" \
            f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def is_engine_key(name: str) -> bool:
+    """Whether a folder name under engines/ is one `engine_key` made (others, e.g. ONNX Runtime's TensorRT cache in
+    engines/ort-trt, are not ours to clean up)."""
+    return re.fullmatch(rf"({'|'.join(PRECISIONS)})-sm\d+-trt[\w.]+-[0-9a-f]{{12}}", name) is not None
 
 
 def _parse(trt_mod: Any, network: trt.INetworkDefinition, logger: trt.ILogger, model: onnx.ModelProto,
@@ -169,5 +176,5 @@ def _record(root: Path, entries: list[EngineEntry]) -> None:
     write_json_atomic(root / MANIFEST, dataclasses.replace(manifest, engines=engines).to_dict())
     live = {Path(e.file).parent.name for e in engines}
     for folder in (root / "engines").iterdir():  # engines no manifest entry points to
-        if folder.is_dir() and folder.name not in live:
+        if folder.is_dir() and is_engine_key(folder.name) and folder.name not in live:
             shutil.rmtree(folder, ignore_errors=True)

@@ -35,6 +35,14 @@ AGREE_FULL = 0.999  # label agreement at budget 1
 AGREE_PAUSED = 0.995  # label agreement below budget 1
 
 
+class VerificationFailed(Exception):
+    """A bundle's graphs differ from PyTorch beyond tolerance (not a user mistake: `export` and `verify` exit 1)."""
+
+    def __init__(self, report: VerifyReport):
+        super().__init__(f"{sum(not c.ok for c in report.checks)} checks beyond tolerance")
+        self.report = report
+
+
 @dataclass
 class Check:
     graph: str

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from . import UserError, __version__
+from .core.provenance import cli_invocation
 
 # verb -> (module in paumer_edge.verbs, one-line help): the one table the group and its help are built from
 VERBS: dict[str, tuple[str, str]] = {
@@ -81,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     prog = _verb(args)
     try:
-        result: Any = cli.main(args=args, prog_name="paumer-edge", standalone_mode=False)
+        with cli_invocation(args):  # results record the command that made them
+            result: Any = cli.main(args=args, prog_name="paumer-edge", standalone_mode=False)
     except click.exceptions.Exit as e:  # --help, --version
         return int(e.exit_code)
     except click.exceptions.NoArgsIsHelpError as e:  # no verb: the help, and the exit code of a usage error

@@ -172,4 +172,5 @@ def results_table(results: list[PointResult], class_names: tuple[str, ...]) -> s
 
 
 def results_json(results: list[PointResult]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in results]
+    """Every setting's results, named as the tables print it ("budget 0.5", "threshold 0.2")."""
+    return [{"setting": OperatingPoint(r.budget, r.threshold).label, **asdict(r)} for r in results]

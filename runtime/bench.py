@@ -9,7 +9,7 @@ End to end = pre-processing + staged inference + labels back to the frame.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,27 +45,28 @@ class Timing:
 def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds: int = 50, warmup: int = 5,
           references: dict[str, Callable[[np.ndarray], object]] | None = None,
           other_framework: dict[str, Callable[[np.ndarray], object]] | None = None,
-          progress: bool = True) -> list[dict]:
+          progress: bool = True, clock: Callable[[], float] = time.perf_counter) -> list[dict]:
     """Per budget (and per reference callable): latency percentiles, FPS, per-stage times, tokens.
 
     `references` run interleaved with the budgets; `other_framework` ones (PyTorch) in a second phase of
     their own, interleaved among themselves: two frameworks' thread pools taking turns would slow both.
+    `clock` (seconds) times every call.
     """
     timings = [Timing(f"budget {b:g}", b) for b in budgets]
     refs = [(Timing(name, None), fn) for name, fn in (references or {}).items()]
     others = [(Timing(name, None), fn) for name, fn in (other_framework or {}).items()]
 
     def step(t: Timing, frame: np.ndarray) -> None:
-        t0 = time.perf_counter()
+        t0 = clock()
         result = pipe(frame, budget=t.budget)
-        t.total_ms.append((time.perf_counter() - t0) * 1000)
+        t.total_ms.append((clock() - t0) * 1000)
         t.stage_ms.append([*result.stats.stage_ms, result.stats.decoder_ms])
         t.counts, t.cost_fraction = result.stats.counts, result.stats.cost_fraction
 
     def call(t: Timing, fn: Callable[[np.ndarray], object], frame: np.ndarray) -> None:
-        t0 = time.perf_counter()
+        t0 = clock()
         fn(frame)
-        t.total_ms.append((time.perf_counter() - t0) * 1000)
+        t.total_ms.append((clock() - t0) * 1000)
 
     def caller(fn: Callable[[np.ndarray], object]) -> Callable[[Timing, np.ndarray], None]:
         def run(t: Timing, frame: np.ndarray) -> None:
@@ -89,25 +90,31 @@ def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds
             bar.update()
     bar.close()
     same_phase = {id(t) for t, _ in phases[0]}
-    refs = refs + others
     base = next((t for t in timings if t.budget == 1.0), None)
     rows = []
-    for t in timings + [t for t, _ in refs]:
+    for t in timings + [t for t, _ in refs + others]:
         row = t.summary()
         if base is not None:
-            row["speedup_vs_budget1"] = float(np.mean(base.total_ms) / np.mean(t.total_ms))
-            # Paired: the median over rounds of budget 1's time / this setting's time in the same round, so
-            # a slow stretch of the machine hits both sides of each ratio (settings of the second phase, run
-            # at other times, get the ratio of medians instead).
-            if id(t) in same_phase:
-                paired = np.median(np.asarray(base.total_ms) / np.asarray(t.total_ms))
-            else:
-                paired = np.median(base.total_ms) / np.median(t.total_ms)
-            row["speedup_paired"] = float(paired)
+            row.update(speedups(base.total_ms, t.total_ms, paired=id(t) in same_phase))
             if t.budget is not None:
                 row["ideal_speedup"] = pipe.cost.ideal_speedup(t.cost_fraction)
         rows.append(row)
     return rows
+
+
+def speedups(base_ms: Sequence[float], ms: Sequence[float], paired: bool = True) -> dict[str, Any]:
+    """Speed-ups of a setting over budget 1 from their times per frame: `speedup_vs_budget1`, the ratio of mean
+    FPS, and `speedup_paired`, the median over rounds of budget 1's time over the setting's time in the same
+    round, so a slow stretch of the machine hits both sides of each ratio, with `speedup_paired_quartiles`, the
+    spread of those ratios. Settings not run in the same rounds (`paired=False`: a second phase, run at other
+    times) get the ratio of medians instead, and no quartiles."""
+    base, t = np.asarray(base_ms, dtype=float), np.asarray(ms, dtype=float)
+    plain = float(base.mean() / t.mean())
+    if not paired:
+        return {"speedup_vs_budget1": plain, "speedup_paired": float(np.median(base) / np.median(t))}
+    ratios = base / t
+    return {"speedup_vs_budget1": plain, "speedup_paired": float(np.median(ratios)),
+            "speedup_paired_quartiles": [float(q) for q in np.percentile(ratios, [25, 75])]}
 
 
 def full_graph_reference(pipe: Pipeline) -> Callable[[np.ndarray], np.ndarray]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +77,22 @@ def committed_bundle() -> Path:
     """A tiny bundle committed with the tests (tests/fixtures/make_tiny_bundle.py makes it): runtime tests run on it
     where PyTorch is not installed."""
     return FIXTURE_BUNDLE
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """TensorRT and cuda-python replaced by CPU fakes (tests/fake_tensorrt.py, tests/fake_cudart.py) modelled on their
+    real APIs: a fresh fake GPU ("NVIDIA Fake GPU", sm 8.7) and TensorRT 10.3.0 for every test. Returns a namespace
+    with the `device` (memory, copies), the fake `trt` module and its `state` (builds, calibration, executions)."""
+    from types import SimpleNamespace
+
+    import fake_cudart
+    import fake_tensorrt
+
+    device, state = fake_cudart.Device(), fake_tensorrt.State()
+    monkeypatch.setattr(fake_cudart, "DEVICE", device)
+    monkeypatch.setattr(fake_tensorrt, "STATE", state)
+    monkeypatch.setattr(fake_tensorrt, "__version__", "10.3.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", fake_cudart)
+    return SimpleNamespace(device=device, trt=fake_tensorrt, state=state)

@@ -9,6 +9,7 @@ import cv2
 import pytest
 
 from paumer_edge.cli import main
+from paumer_edge.core.provenance import file_identity, missing_fields
 
 
 def test_curve_with_measured_fps(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -27,6 +28,10 @@ def test_curve_with_measured_fps(tiny_ckpt: Path, tmp_path: Path, capsys: pytest
         assert point["compute"] == result["cost_fraction"]
         assert point["ms_p50"] > 0 and point["fps"] == pytest.approx(1000 / point["ms_p50"])
     assert curve[0]["compute"] == 1.0 and curve[2]["compute"] < curve[1]["compute"] < 1.0
+    assert [r["setting"] for r in data["results"]] == [p["setting"] for p in curve]  # rows named as printed
+    prov = data["provenance"]
+    assert prov["command"].startswith("paumer-edge eval ") and missing_fields(prov) == []
+    assert prov["measured"] == {"checkpoint": file_identity(tiny_ckpt)}
     img = cv2.imread(str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and img is not None and img.shape[0] > 200
 

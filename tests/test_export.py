@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -23,7 +25,7 @@ from paumer_edge.export.exporter import ExportOptions, export_bundle
 from paumer_edge.export.fp16 import convert_to_fp16
 from paumer_edge.export.graphs import StageK
 from paumer_edge.export.tensorrt_build import EngineOptions, engine_key
-from paumer_edge.export.verify import verify_bundle
+from paumer_edge.export.verify import STAGE_TOL, verify_bundle
 from paumer_edge.runtime.bundle import BundleError, load_bundle
 from paumer_edge.runtime.gpu import GpuInfo
 from paumer_edge.runtime.profiles import profile_shapes
@@ -114,6 +116,59 @@ def test_verify_catches_a_wrong_model(tiny_bundle: Path) -> None:
     report = verify_bundle(tiny_bundle, other, frames=2, budgets=(1.0,))
     assert not report.ok
     assert any(not c.ok and c.graph == "stage0" for c in report.checks)
+
+
+def plant_error(graph: Path, factor: float = 1.01) -> str:
+    """Scale the largest weight matrix of an ONNX graph by `factor` (a 1% error in one layer); returns the new file's
+    sha256. (One single weight 1% off moves the tiny model's tokens by ~5e-5, inside the 1e-4 tolerance of float
+    noise: an error that small is not one verify can tell from noise.)"""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(graph))
+    init = max((t for t in model.graph.initializer if len(t.dims) == 2), key=lambda t: int(np.prod(t.dims)))
+    values = numpy_helper.to_array(init) * np.float32(factor)
+    init.CopyFrom(numpy_helper.from_array(values, init.name))
+    onnx.save(model, str(graph))
+    return hashlib.sha256(graph.read_bytes()).hexdigest()
+
+
+def test_verify_finds_one_layer_one_percent_off_in_one_graph(tiny_bundle: Path, tiny_ckpt: Path,
+                                                               tmp_path: Path) -> None:
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["graphs"]["stage2"]["sha256"] = plant_error(b / "stage2.onnx")  # as if exported so
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    report = verify_bundle(b, load_model(tiny_ckpt), frames=4)
+    failed = {c.graph for c in report.checks if not c.ok}
+    assert not report.ok and "stage2" in failed
+    assert failed <= {"stage2", "pipeline"}, report.table()  # every other graph is checked on its own inputs
+    worst = max(c.value for c in report.checks if c.graph == "stage2" and c.kind == "max_abs_err")
+    assert worst > 10 * STAGE_TOL  # far beyond the tolerance, not at its edge
+
+
+def test_export_that_fails_verification_exits_1_and_writes_nothing(tiny_ckpt: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    from paumer_edge.cli import main
+    from paumer_edge.export import exporter
+
+    export_graphs = exporter.export_graphs
+
+    def faulty(model: Any, bundle: Path, *args: Any, **kwargs: Any) -> Any:  # one layer of stage1 1% off
+        graphs = export_graphs(model, bundle, *args, **kwargs)
+        sha = plant_error(bundle / graphs["stage1"].file)
+        return {**graphs, "stage1": dataclasses.replace(graphs["stage1"], sha256=sha)}
+
+    monkeypatch.setattr(exporter, "export_graphs", faulty)
+    out = tmp_path / "mine.paumer"
+    assert main(["export", str(tiny_ckpt), "-o", str(out), "--quiet", "--report", str(tmp_path / "r.json")]) == 1
+    printed = capsys.readouterr()
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no bundle, no leftovers
+    rows = [line for line in printed.out.splitlines() if line.rstrip().endswith(" NO")]
+    assert rows and all(line.startswith(("stage1", "pipeline")) for line in rows)
+    assert "not exported" in printed.out and "BEYOND TOLERANCE" in printed.out and printed.err == ""
+    assert any(not c["ok"] and c["graph"] == "stage1" for c in json.loads((tmp_path / "r.json").read_text()))
 
 
 def test_export_at_another_image_size(tiny_ckpt: Path, tmp_path: Path) -> None:
@@ -288,7 +343,8 @@ def test_cli_export_and_verify(tiny_ckpt: Path, tmp_path: Path) -> None:
                            "--ckpt", str(tmp_path / "other.pt"), "--frames", "2"], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 1
-    assert "BEYOND TOLERANCE" in proc.stdout and " NO" not in proc.stderr
+    failed = [line for line in proc.stdout.splitlines() if line.rstrip().endswith(" NO")]  # the table's verdicts
+    assert failed and "BEYOND TOLERANCE" in proc.stdout and "Traceback" not in proc.stderr
 
 
 def test_int8_calibration_data_is_what_each_stage_sees(tiny_bundle: Path, tmp_path: Path) -> None:

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 from paumer_edge import UserError
+from paumer_edge.core.provenance import bundle_identity, missing_fields
 from paumer_edge.data.streets import street_frames, write_video
 from paumer_edge.export import GRAPHS_REVISION
 from paumer_edge.runtime import Pipeline
+from paumer_edge.runtime.bundle import load_bundle
 from paumer_edge.runtime.loop import run_stream
 from paumer_edge.runtime.sources import open_source
 
@@ -175,6 +177,10 @@ def test_bench_writes_table_json_and_plot(tiny_bundle: Path, tmp_path: Path) -> 
         assert r["speedup_paired"] > 0 and r["speedup_vs_budget1"] > 0
     assert b1["speedup_paired"] == 1.0  # budget 1 against itself, round by round
     assert json.loads(js.read_text())["cost_model"]["stage_ms"]  # budgets were fractions of measured latency
+    prov = json.loads(js.read_text())["provenance"]  # what was run, on what, by which code
+    assert prov["command"].startswith("paumer-edge bench ") and "--rounds 4" in prov["command"]
+    assert prov["measured"]["bundle"] == bundle_identity(load_bundle(tiny_bundle).manifest, tiny_bundle)
+    assert missing_fields(prov) == []
     assert png.stat().st_size > 1000
     out = proc.stdout
     assert "budget 0.5" in out and "full.onnx" in out and "benchmarked 2 budgets" in out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,11 +10,11 @@ from typing import Any
 import click
 import numpy as np
 
-from .. import __version__
 from ..core.atomic import save_figure_atomic, write_json_atomic
 from ..core.cost import CostModel
 from ..core.knobs import MAX_SYNTH_PIXELS, check_budget, check_count, check_size, check_threads
 from ..core.paths import Input, Output, guard_paths
+from ..core.provenance import Provenance
 from ..data.streets import derive_seed, street_scene
 from ..runtime.bench import bench, full_graph_reference
 from ..runtime.pipeline import Pipeline
@@ -136,6 +135,7 @@ def run(a: SimpleNamespace) -> int:
     guard_paths(Input.of("the model", a.bundle), [*Output.of("--json", a.json), *Output.of("--plot", a.plot)])
     bundle = bundle_for(a.bundle, a.quiet)
     pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs")
+    provenance = Provenance.start(pipe.bundle.manifest, bundle)
     if a.cost == "device":  # a benchmark measures the device afresh (and leaves the profile for `run`)
         if not a.quiet:
             print("measuring this device's latency profile of the bundle ...")
@@ -156,9 +156,7 @@ def run(a: SimpleNamespace) -> int:
     rows = bench(pipe, frames, a.budgets, a.rounds, a.warmup, refs, torch_refs, progress=not a.quiet)
     print(table(rows))
     result = {"bundle": str(bundle), "backend": pipe.backend.describe(), "frame_size": [h, w], "rounds": a.rounds,
-              "cost_model": pipe.cost.to_dict(),
-              "paumer_edge": __version__, "machine": f"{platform.machine()} {platform.processor()}".strip(),
-              "results": rows}
+              "cost_model": pipe.cost.to_dict(), "results": rows, "provenance": provenance.finish()}
     if a.json:
         write_json_atomic(Path(a.json), result)
     if a.plot:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +14,7 @@ from ..core.atomic import write_json_atomic
 from ..core.cost import load_cost
 from ..core.knobs import check_budget, check_count, check_number, check_stride, check_threads, check_threshold
 from ..core.paths import Input, Output, guard_paths
+from ..core.provenance import Provenance
 from .bundles import needs_torch
 from .params import DATA_HELP, FLOATS, memory_limit_option, model_option, quiet
 
@@ -66,7 +65,7 @@ def command(**options: Any) -> int:
 def run(a: SimpleNamespace) -> int:
     import torch
 
-    from ..checkpoint import load_model
+    from ..checkpoint import load_model, resolve_checkpoint
     from ..curve import curve_json, curve_points, curve_table, plot_curve, time_points
     from ..data.registry import build_dataset, check_classes, parse_data_spec
     from ..evaluate import OperatingPoint, evaluate, results_json, results_table
@@ -90,6 +89,8 @@ def run(a: SimpleNamespace) -> int:
     if a.cost:  # budgets as fractions of a device's latency (what `run` uses there) instead of MACs
         model.set_cost_model(load_cost(a.cost, model.cost_model()))
     check_classes(model.cfg.num_classes, spec, f"model '{a.model or 'sample'}'")
+    # once the inputs are known to be readable (a missing one is the loaders' one-line error, not an OSError here)
+    provenance = Provenance.start(files={"checkpoint": resolve_checkpoint(a.model), "cost_profile": a.cost})
     data = build_dataset(spec, split, model.cfg.image_size, a.images, progress=not a.quiet, scale=a.data_scale)
     n = len(data)  # type: ignore[arg-type]
     t0 = time.perf_counter()
@@ -103,13 +104,11 @@ def run(a: SimpleNamespace) -> int:
         print(curve_table(curve))
     if a.json:
         payload = {"model": str(a.model or "sample"), "data": str(spec), "split": split, "images": n,
-                   "cost_model": model.cost_model().to_dict(),
+                   "cost_model": model.cost_model().to_dict(), "encoder_share": model.cost_model().encoder_share,
                    "sliding": sliding, "seconds": round(dt, 2), "results": results_json(results),
                    "speed": "measured" if measured else "modelled", "device": str(device),
                    "torch_threads": torch.get_num_threads(), "timing_frames": a.timing_frames if measured else 0,
-                   "machine": f"{platform.machine()} {platform.processor()}".strip(),
-                   "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews FPS
-                   "curve": curve_json(curve)}
+                   "curve": curve_json(curve), "provenance": provenance.finish()}
         write_json_atomic(Path(a.json), payload)
     if a.plot:
         threads = torch.get_num_threads()

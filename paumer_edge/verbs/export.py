@@ -22,7 +22,8 @@ MAX_BATCH = 4096  # engine profiles' largest batch
 
 @click.command("export", help="Turn CKPT (a paumer-edge checkpoint; default: the bundled sample model) into a "
                "deployment bundle: staged ONNX graphs split at the pausing points, the unsplit full graph and a "
-               "manifest, written atomically, then verified against PyTorch (exit 1 beyond tolerance).")
+               "manifest, verified against PyTorch before it is written (atomically); beyond tolerance nothing is "
+               "written and the exit code is 1.")
 @click.argument("ckpt", required=False)
 @click.option("-o", "--out", metavar="DIR", help="Bundle directory [default: beside the checkpoint, CKPT.paumer; "
               "./sample.paumer for the sample].")
@@ -61,7 +62,7 @@ def run(a: SimpleNamespace) -> int:
     from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from ..core.atomic import write_json_atomic
     from ..export.exporter import ExportOptions, export_bundle
-    from ..export.verify import verify_bundle
+    from ..export.verify import VerificationFailed, verify_bundle
     from ..runtime.gpu import cuda_runtime, gpu_info, tensorrt_module
     from .build import build_and_report, engine_options
 
@@ -77,28 +78,41 @@ def run(a: SimpleNamespace) -> int:
     guard_paths([*Input.of("checkpoint", ckpt), *Input.of("--calib", getattr(a, "calib", None), "folder")],
                 [*Output.of("the bundle", out, "tree"), *Output.of("--report", a.report)])
     model = model_from_checkpoint(load_checkpoint(ckpt)).eval()
-    t0 = time.perf_counter()
-    export_bundle(model, out, opts, source=str(ckpt), progress=not a.quiet)
-    export_s = time.perf_counter() - t0
-    size_mb = sum(p.stat().st_size for p in out.rglob("*.onnx")) / 1e6
-    ok = True
-    verdict = "not verified (--no-verify)"
-    if not a.no_verify:
+    verified: dict[str, Any] = {}
+
+    def verify(path: Path) -> None:  # the finished bundle, before it takes the place of `out`
         t1 = time.perf_counter()
-        report = verify_bundle(out, model)
+        report = verify_bundle(path, model)
+        verified.update(report=report, seconds=time.perf_counter() - t1)
+        if not report.ok:
+            raise VerificationFailed(report)
+
+    t0 = time.perf_counter()
+    try:
+        export_bundle(model, out, opts, source=str(ckpt), progress=not a.quiet, check=None if a.no_verify else verify)
+        ok = True
+    except VerificationFailed:
+        ok = False
+    export_s = time.perf_counter() - t0 - verified.get("seconds", 0.0)
+    verdict = "not verified (--no-verify)"
+    if "report" in verified:
+        report = verified["report"]
         print(report.summary())
         if a.report:
             write_json_atomic(Path(a.report), report.to_json())
-        ok = report.ok
         worst = max((c.value for c in report.checks if c.kind == "max_abs_err"), default=0.0)
         agree = min((c.value for c in report.checks if c.kind == "agreement"), default=1.0)
-        verdict = (f"verified in {time.perf_counter() - t1:.1f} s: max error {worst:.1e}, "
+        verdict = (f"verified in {verified['seconds']:.1f} s: max error {worst:.1e}, "
                    f"min label agreement {100 * agree:.2f}%" + ("" if ok else " -- BEYOND TOLERANCE"))
-    if engines is not None and ok:
+    if not ok:  # nothing written: a bundle that disagrees with its checkpoint never takes a bundle's place
+        print(f"not exported: the graphs disagree with the checkpoint ({verdict}); nothing was written to {out}")
+        return 1
+    if engines is not None:
         build_and_report(out, engines, quiet=a.quiet)
+    size_mb = sum(p.stat().st_size for p in out.rglob("*.onnx")) / 1e6
     print(f"exported {out} ({len(list(out.rglob('*.onnx')))} graphs, {size_mb:.1f} MB) in {export_s:.1f} s; "
           f"{verdict}")
-    return 0 if ok else 1
+    return 0
 
 
 def check_batch(values: list[float]) -> tuple[int, int, int]:

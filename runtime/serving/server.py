@@ -46,7 +46,7 @@ class ServeConfig:
     backend: str = "auto"
     cost: str = "device"  # budgets as fractions of this device's latency, as `paumer-edge run`; or "macs"
     threads: int = 0
-    shared_threads: bool = True  # see Pipeline: one ONNX Runtime pool for the process (about 15% faster on CPUs)
+    shared_threads: bool = True  # see Pipeline: one ONNX Runtime pool for the process, as `run` uses
     max_cameras: int = 1024
     exit_timeout_s: int = 30  # how long Ctrl-C waits for in-flight requests
     log_file: str | None = None  # Triton's own log (default: a file in the temp folder)
