@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from paumer_edge import UserError, __version__
 from paumer_edge.config import ModelConfig
-from paumer_edge.core.atomic import write_json_atomic
+from paumer_edge.core.atomic import replace_dir_atomic, write_json_atomic
 from paumer_edge.core.contract import MANIFEST, BatchRange, ExporterInfo, GraphSpec, Manifest, ModelInfo, Variant
 from paumer_edge.core.names import (
     ACTIVE,
@@ -111,24 +111,6 @@ def build_manifest(model: PausingSegmenter, graphs: dict[str, GraphSpec], opts: 
                     created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
-def replace_dir_atomic(tmp: Path, out: Path) -> None:
-    """Swap a finished directory into place; an existing bundle at `out` survives until the swap."""
-    old = None
-    if out.exists():
-        if not (out / MANIFEST).exists() and any(out.iterdir()):
-            raise UserError(f"'{out}' exists and is not a paumer-edge bundle; refusing to replace it")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_graphs(model: PausingSegmenter, bundle: Path, opts: ExportOptions, folder: str = "", full: bool = True,
                   after_graph: Callable[[str], None] | None = None, progress: bool = True) -> dict[str, GraphSpec]:
     """Every graph of `model` (at its config's input size) into `bundle`/`folder`; their specs, with file names
@@ -190,7 +172,7 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
             variants.append(Variant(name, (int(size[0]), int(size[1])), "fp32", found, CostModel.from_config(at.cfg)))
         manifest = dataclasses.replace(build_manifest(model, graphs, opts, source), variants=tuple(variants))
         write_json_atomic(tmp / MANIFEST, manifest.to_dict())
-        replace_dir_atomic(tmp, out)
+        replace_dir_atomic(tmp, out, MANIFEST)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -11,13 +11,14 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
+from .errors import OutputError, UserError
 
 _ADVICE = {
     errno.ENOSPC: "the disk is full: free some space or write elsewhere",
@@ -121,3 +122,51 @@ def save_figure_atomic(fig: Any, path: str | Path, dpi: int = 120) -> None:
     """A matplotlib figure saved atomically (the format follows the suffix, which the temporary keeps)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi)
+
+
+def replace_dir_atomic(tmp: Path, out: Path, marker: str) -> None:
+    """Swap a finished directory into place; an existing one at `out` survives until the swap. `out` is replaced
+    only if it holds `marker` (e.g. a bundle's manifest) or is empty: never a folder of something else."""
+    old = None
+    if out.exists():
+        if not (out / marker).exists() and any(out.iterdir()):
+            raise UserError(f"'{out}' exists and is not a paumer-edge bundle; refusing to replace it")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def updating_dir(out: str | Path, marker: str) -> Iterator[Path]:
+    """A working copy of directory `out` to change; on success it replaces `out` in one step, on any error it
+    is removed and `out` stays as it was. Files are hard links where the file system allows (cheap for large
+    graphs, and safe: every write here replaces a file rather than changing it in place)."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    try:
+        try:
+            shutil.copytree(out, tmp, copy_function=link, symlinks=True)
+        except OSError as e:
+            raise output_error(e, tmp) from None
+        yield tmp
+        try:
+            replace_dir_atomic(tmp, out, marker)
+        except OSError as e:
+            raise output_error(e, out) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
