@@ -39,6 +39,7 @@ from paumer_edge import UserError
 from paumer_edge.core.atomic import updating_dir, write_json_atomic
 from paumer_edge.core.contract import MANIFEST, GraphSpec, Variant
 from paumer_edge.core.pausing import check_budget
+from paumer_edge.runtime.backends.ort import uses_shared_pool
 from paumer_edge.runtime.bundle import Bundle, load_bundle, sha256_file
 
 from .calibration import SYNTHETIC_NOTE, CalibrationData, folder_frames, synthetic_frames
@@ -150,6 +151,10 @@ def quantize_graph(src: Path, dst: Path, graph: str, feeds: list[dict[str, np.nd
     recipes can be tried without calibrating again (benchmarks)."""
     q = _quantization()
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if uses_shared_pool():
+        raise UserError("INT8 quantization cannot run in a process whose ONNX Runtime uses the shared thread pool "
+                        "(a Pipeline with shared_threads=True came first): quantize before, or in another process")
 
     pre = work / f"{graph}.pre.onnx"
     with _quiet():

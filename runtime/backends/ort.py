@@ -72,6 +72,12 @@ def shared_thread_pool(threads: int) -> bool:
     return _shared["pool"]
 
 
+def uses_shared_pool() -> bool:
+    """Whether this process runs ONNX Runtime on the shared thread pool (then it accepts no session with a pool of
+    its own, such as the ones ONNX Runtime's quantization tools create)."""
+    return bool(_shared.get("pool"))
+
+
 class OrtSession:
     def __init__(self, ort: Any, session: Any, device: str, device_id: int):
         self._ort, self._session = ort, session
