@@ -28,6 +28,15 @@ def parse_size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+def parse_precisions(text: str) -> list[str]:
+    """'fp32,int8' -> the runtime precisions eval scores (fp16 needs TensorRT, which eval does not run)."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in ("fp32", "int8")]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of fp32 and int8")
+    return values
+
+
 def parse_floats(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -39,6 +48,8 @@ def parse_floats(text: str) -> list[float]:
 
 
 DATA_HELP = "dataset: synthetic, cityscapes:DIR or ade20k:DIR"
+PRECISION_HELP = ("graphs to run: fp32 (default), int8 (the bundle's INT8 Q/DQ graphs: export or build with --int8; "
+                  "a checkpoint or the sample is exported with them) or fp16 (TensorRT backends only)")
 
 
 def one_line(text: str) -> str:
@@ -54,6 +65,7 @@ class _Parser(argparse.ArgumentParser):
 # ---- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from .config import PRESETS
+    from .core.contract import PRECISIONS
     from .runtime.backends.select import BACKENDS
 
     p = _Parser(prog="paumer-edge", description="Deploy PAUMER segmentation transformers: pause the tokens "
@@ -109,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="budgets as fractions of a device's measured latency, as `run` spends them there: a "
                         "`bench --json` report or a cached profile (default: MACs)")
     e.add_argument("--thresholds", type=parse_floats, help="also evaluate these entropy thresholds")
+    e.add_argument("--precision", type=parse_precisions, metavar="P[,P]",
+                   help="score through the deployed runtime (the model's bundle in ONNX Runtime) at these precisions, "
+                        "e.g. fp32,int8 (default: the PyTorch model)")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--device", default="auto")
     e.add_argument("--threads", type=int, default=0)
@@ -133,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no-verify", action="store_true", help="skip the parity check against PyTorch")
     x.add_argument("--report", help="write the verify report as JSON here")
     x.add_argument("--trt", action="store_true", help="also build TensorRT engines (needs a GPU and TensorRT)")
-    _engine_args(x)
+    _engine_args(x, "also write INT8 graphs (Q/DQ, calibrated on --calib frames) beside the fp32 ones, for "
+                 "`run --precision int8` on CPUs and, with --trt, INT8 TensorRT engines")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func="export")
 
@@ -147,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="build TensorRT engines for a bundle (GPU + TensorRT)")
     b.add_argument("bundle")
-    _engine_args(b)
+    _engine_args(b, "INT8 engines from the bundle's INT8 Q/DQ graphs (made first, on --calib frames, when the "
+                 "bundle has none or --calib / --calib-method is given)")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func="build")
 
@@ -158,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threshold", type=float, help="pause tokens whose normalised entropy is below this")
     r.add_argument("--target-ms", type=float, help="adjust the budget frame by frame to hit this latency")
     r.add_argument("--backend", default="auto", choices=list(BACKENDS))
+    r.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     r.add_argument("--cost", default="device", choices=["device", "macs"],
                    help="budgets as fractions of this device's measured latency (default; measured once and "
                         "cached) or of the multiply-accumulates, as in training and eval")
@@ -180,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("bundle", nargs="?", help="bundle or checkpoint (default: the bundled sample)")
     n.add_argument("--budgets", type=parse_floats, default=[1.0, 0.75, 0.5, 0.25])
     n.add_argument("--backend", default="auto", choices=list(BACKENDS))
+    n.add_argument("--precision", choices=PRECISIONS,
+                   help=PRECISION_HELP + "; int8 adds fp32 budget 1 as a paired reference")
     n.add_argument("--rounds", type=int, default=50)
     n.add_argument("--warmup", type=int, default=5)
     n.add_argument("--frame-size", type=parse_size, default=(360, 640), help="HxW of the test frames")
@@ -236,10 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _engine_args(p: argparse.ArgumentParser) -> None:
+def _engine_args(p: argparse.ArgumentParser, int8_help: str) -> None:
+    from .export.quantize import METHODS, QuantOptions
+
     p.add_argument("--fp16", action="store_true", help="half-precision engines")
-    p.add_argument("--int8", action="store_true", help="INT8 engines, calibrated on --calib images (TensorRT 10)")
-    p.add_argument("--calib", help="folder of typical frames for INT8 calibration")
+    p.add_argument("--int8", action="store_true", help=int8_help)
+    p.add_argument("--calib", metavar="DIR",
+                   help="folder of typical frames to calibrate INT8 on (default: rendered street scenes; your own "
+                        "camera's frames calibrate better)")
+    p.add_argument("--calib-images", type=int, default=QuantOptions.calib_images,
+                   help=f"calibration frames to use (default {QuantOptions.calib_images})")
+    p.add_argument("--calib-method", choices=METHODS,
+                   help=f"how activation ranges are calibrated (default {QuantOptions.method}, measured best here)")
     p.add_argument("--engine-budgets", type=parse_floats, default=[0.5],
                    help="budgets the engines are tuned for: one profile each (default 0.5)")
     p.add_argument("--dla", type=int, help="build for this DLA core (Jetson), falling back to the GPU")

@@ -44,6 +44,18 @@ def torch_references(pipe: Pipeline, budgets: list[float]) -> dict[str, Callable
     return refs
 
 
+def fp32_references(pipe: Pipeline, bundle: Path, a: argparse.Namespace) -> dict[str, Callable[[np.ndarray], object]]:
+    """The unsplit fp32 `full.onnx`, and for a pipeline of other graphs (int8) the fp32 ones at budget 1, run
+    interleaved with the budgets so the speed-ups are paired."""
+    if pipe.bundle.manifest.precision == "fp32":
+        return {"full.onnx": full_graph_reference(pipe)}
+    fp32 = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs")
+    refs: dict[str, Callable[[np.ndarray], object]] = {"fp32 budget 1": lambda frame: fp32(frame, budget=1.0)}
+    if fp32.bundle.manifest.has_full:
+        refs["full.onnx"] = full_graph_reference(fp32)
+    return refs
+
+
 def profile_line(cost: CostModel) -> str:
     """The measured latency profile in one line: stage 0, then each later stage at all and half its tokens."""
     n = cost.num_patches
@@ -104,15 +116,16 @@ def run(a: argparse.Namespace) -> int:
     if a.rounds < 1 or a.warmup < 0 or a.threads < 0:
         raise UserError(f"--rounds {a.rounds} / --warmup {a.warmup} / --threads {a.threads}: give at least one round, "
                         "and no negative warm-up or thread count")
-    bundle = bundle_for(a.bundle, a.quiet)
-    pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs")
+    bundle = bundle_for(a.bundle, a.quiet, int8=a.precision == "int8")
+    pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs",
+                    precision=a.precision)
     if a.cost == "device":  # a benchmark measures the device afresh (and leaves the profile for `run`)
         if not a.quiet:
             print("measuring this device's latency profile of the bundle ...")
         pipe.calibrate()
     h, w = a.frame_size
     frames = [street_scene(derive_seed(77, i), (h, w))[0] for i in range(4)]
-    refs: dict[str, Callable[[np.ndarray], object]] = {"full.onnx": full_graph_reference(pipe)}
+    refs = fp32_references(pipe, bundle, a)
     torch_refs: dict[str, Callable[[np.ndarray], object]] = {}
     if not a.no_torch:
         try:
@@ -125,7 +138,11 @@ def run(a: argparse.Namespace) -> int:
             print(profile_line(pipe.cost))
     rows = bench(pipe, frames, a.budgets, a.rounds, a.warmup, refs, torch_refs, progress=not a.quiet)
     print(table(rows))
+    if "fp32 budget 1" in refs:
+        vs = next(r for r in rows if r["name"] == "fp32 budget 1")
+        print(f"{pipe.bundle.manifest.precision} budget 1 vs fp32 budget 1: {1 / vs['speedup_paired']:.2f}x (paired)")
     result = {"bundle": str(bundle), "backend": pipe.backend.describe(), "frame_size": [h, w], "rounds": a.rounds,
+              "precision": pipe.bundle.manifest.precision,
               "cost_model": pipe.cost.to_dict(),
               "paumer_edge": __version__, "machine": f"{platform.machine()} {platform.processor()}".strip(),
               "results": rows}

@@ -10,9 +10,10 @@ from .. import UserError
 from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from ..core.atomic import write_json_atomic
 from ..export.exporter import ExportOptions, export_bundle
-from ..export.verify import verify_bundle
+from ..export.quantize import VARIANT
+from ..export.verify import VerifyReport, verify_bundle
 from ..runtime.gpu import cuda_runtime, gpu_info, tensorrt_module
-from .build import build_and_report, engine_options
+from .build import build_and_report, engine_options, quant_options
 
 
 def default_bundle_path(ckpt: Path) -> Path:
@@ -21,14 +22,16 @@ def default_bundle_path(ckpt: Path) -> Path:
 
 
 def run(a: argparse.Namespace) -> int:
-    engines = engine_options(a) if a.trt else None
+    quant = quant_options(a) if a.int8 else None
+    engines = engine_options(a, quantize=False) if a.trt else None  # the INT8 graphs come from this export
     if a.trt:  # fail before spending a minute on ONNX when engines cannot be built here
         tensorrt_module()
         gpu_info(cuda_runtime())
     ckpt = resolve_checkpoint(a.ckpt)
     model = model_from_checkpoint(load_checkpoint(ckpt)).eval()
     out = Path(a.out) if a.out else default_bundle_path(ckpt)
-    opts = ExportOptions(image_size=a.image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores)
+    opts = ExportOptions(image_size=a.image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores,
+                         int8=quant)
     t0 = time.perf_counter()
     export_bundle(model, out, opts, source=str(ckpt), progress=not a.quiet)
     export_s = time.perf_counter() - t0
@@ -42,14 +45,28 @@ def run(a: argparse.Namespace) -> int:
         if a.report:
             write_json_atomic(Path(a.report), report.to_json())
         ok = report.ok
-        worst = max((c.value for c in report.checks if c.kind == "max_abs_err"), default=0.0)
-        agree = min((c.value for c in report.checks if c.kind == "agreement"), default=1.0)
+        fp32 = [c for c in report.checks if not c.graph.startswith("int8")]
+        worst = max((c.value for c in fp32 if c.kind == "max_abs_err"), default=0.0)
+        agree = min((c.value for c in fp32 if c.kind == "agreement"), default=1.0)
         verdict = (f"verified in {time.perf_counter() - t1:.1f} s: max error {worst:.1e}, "
-                   f"min label agreement {100 * agree:.2f}%" + ("" if ok else " -- BEYOND TOLERANCE"))
+                   f"min label agreement {100 * agree:.2f}%" + int8_verdict(report)
+                   + ("" if ok else " -- BEYOND TOLERANCE"))
     if engines is not None and ok:
         build_and_report(out, engines, quiet=a.quiet)
-    print(f"exported {out} ({len(list(out.glob('*.onnx')))} graphs, {size_mb:.1f} MB) in {export_s:.1f} s; {verdict}")
+    int8 = f" + {len(list((out / VARIANT).glob('*.onnx')))} INT8" if a.int8 else ""
+    print(f"exported {out} ({len(list(out.glob('*.onnx')))} graphs{int8}, {size_mb:.1f} MB) in {export_s:.1f} s; "
+          f"{verdict}")
     return 0 if ok else 1
+
+
+def int8_verdict(report: VerifyReport) -> str:
+    """The INT8 graphs' worst end-to-end figures against fp32 ('' when the bundle has none)."""
+    pipe = [c for c in report.checks if c.graph == "int8 pipeline"]
+    if not pipe:
+        return ""
+    agree = min(c.value for c in pipe if c.kind == "agreement")
+    kept = min((c.value for c in pipe if c.kind == "kept"), default=1.0)
+    return f"; INT8 vs fp32: min label agreement {100 * agree:.2f}%, kept tokens {100 * kept:.2f}%"
 
 
 def check_batch(values: list[float]) -> tuple[int, int, int]:

@@ -15,7 +15,8 @@ from ..core.cache import cache_root
 from ..core.errors import SourceError
 from ..core.video import VideoSink
 from ..export import GRAPHS_REVISION
-from ..runtime.bundle import MANIFEST, BundleError, load_bundle
+from ..export.quantize import VARIANT, QuantOptions, add_int8
+from ..runtime.bundle import MANIFEST, Bundle, BundleError, load_bundle
 from ..runtime.loop import run_stream
 from ..runtime.pipeline import Pipeline, Result
 from ..runtime.preprocess import grid_to_frame, to_rgb_uint8
@@ -25,10 +26,11 @@ from ..runtime.sources import Frame, open_source
 from ..runtime.visualize import annotate, compose
 
 
-def bundle_for(model: str | None, quiet: bool = False, scores: bool = False) -> Path:
+def bundle_for(model: str | None, quiet: bool = False, scores: bool = False, int8: bool = False) -> Path:
     """A bundle directory as given, or the cached export of a checkpoint (the sample when None).
 
-    `scores`: the export's decoder also gives class probabilities (what sliding windows average)."""
+    `scores`: the export's decoder also gives class probabilities (what sliding windows average); `int8`: the
+    export also has INT8 graphs (calibrated on rendered street scenes)."""
     if model is not None and Path(model).is_dir():
         return Path(model)
     ckpt = resolve_checkpoint(model)
@@ -37,27 +39,33 @@ def bundle_for(model: str | None, quiet: bool = False, scores: bool = False) -> 
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
     name = "sample" if ckpt == SAMPLE_CHECKPOINT else ckpt.stem
     out = cache_root() / "bundles" / f"{name}-{digest}{'-scores' if scores else ''}.paumer"
-    if not _usable(out):
+    usable = _usable(out)
+    if not usable:
         from ..export.exporter import ExportOptions, export_bundle
 
         if not quiet:
             print(f"exporting {ckpt} once to {out} ...")
-        export_bundle(model_from_checkpoint(load_checkpoint(ckpt)), out, ExportOptions(scores=scores), source=str(ckpt),
+        export_bundle(model_from_checkpoint(load_checkpoint(ckpt)), out,
+                      ExportOptions(scores=scores, int8=QuantOptions() if int8 else None), source=str(ckpt),
                       progress=not quiet)
+    elif int8 and VARIANT not in usable.manifest.variant_names:  # INT8 graphs added to the cached export, once
+        if not quiet:
+            print(f"adding INT8 graphs to {out} once ...")
+        add_int8(out, QuantOptions(), progress=not quiet)
     return out
 
 
-def _usable(cached: Path) -> bool:
-    """Whether a cached export is there, intact and current; a damaged one (an edited file, a crash of an older
+def _usable(cached: Path) -> Bundle | None:
+    """A cached export if it is there, intact and current; a damaged one (an edited file, a crash of an older
     version mid-export) is exported again rather than refused: the cache holds only what it can remake."""
     if not (cached / MANIFEST).exists():
-        return False
+        return None
     try:
         bundle = load_bundle(cached)
     except BundleError:
-        return False
+        return None
     # an export by an older exporter is remade: the cache should give what exporting now gives
-    return bundle.manifest.exporter.graphs_revision == GRAPHS_REVISION
+    return bundle if bundle.manifest.exporter.graphs_revision == GRAPHS_REVISION else None
 
 
 def run(a: argparse.Namespace) -> int:
@@ -70,12 +78,13 @@ def run(a: argparse.Namespace) -> int:
     source = open_source(a.source)
     if a.sliding is not None and a.letterbox:
         raise UserError("--sliding covers the whole frame at its own resolution: leave out --letterbox")
-    bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None)
+    bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None, int8=a.precision == "int8")
     # sliding windows: the same Pipeline, segmenting each frame window by window (runtime/sliding.py)
     pipe_class = partial(SlidingPipeline, stride=a.sliding) if a.sliding is not None else Pipeline
     pipe = pipe_class(bundle, backend=a.backend, budget=a.budget if a.budget is not None else 1.0,
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
-                    stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost)
+                    stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost,
+                    precision=a.precision)
     info = pipe.info
     out = a.out
     if out is None and not (a.save_labels or a.show or a.no_save):
