@@ -1,12 +1,13 @@
 """Which nodes of a bundle graph do what, read from the graph's structure: the groups an INT8 recipe quantizes
 or keeps in float.
 
-Groups by role: `linear` (MatMul / Gemm with a weight: qkv, projection, MLP, heads), `attention` (MatMul of two
-activations: q k^T and attention x v), `patch_embed` (Conv), `norm` (LayerNormalization), `softmax`, `elementwise`
-(Add, Mul); and by region: `pausing_head` (the nodes that only feed the entropy output: the head's norm and
-linear layer and the entropy itself) and `decoder` (every node of the decoder graph). A node belongs to its role
-and to its region, so a recipe can keep e.g. all LayerNorms, or the whole pausing head, in float. Structure, not
-names, decides, so any exported model (linear or mask-transformer decoder, any depth) is classified alike.
+Groups by role: `linear` (MatMul / Gemm with a weight: qkv, projection, MLP, heads), `attention_scores` (q k^T: a
+MatMul of two activations), `attention_values` (softmax(q k^T) v: the one whose input comes from a Softmax),
+`patch_embed` (Conv), `norm` (LayerNormalization), `softmax`, `elementwise` (Add, Mul); and by region:
+`pausing_head` (the nodes that only feed the entropy output: the head's norm and linear layer and the entropy
+itself) and `decoder` (every node of the decoder graph). A node belongs to its role and to its region, so a
+recipe can keep e.g. all LayerNorms, or the whole pausing head, in float. Structure, not names, decides, so any
+exported model (linear or mask-transformer decoder, any depth) is classified alike.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import onnx
 
 from paumer_edge.core.names import DECODER, ENTROPY, TOKENS, TOKENS_OUT
 
-ROLES = ("linear", "attention", "patch_embed", "norm", "softmax", "elementwise")
+ROLES = ("linear", "attention_scores", "attention_values", "patch_embed", "norm", "softmax", "elementwise")
 REGIONS = ("pausing_head", "decoder")
 GROUPS = ROLES + REGIONS
 _WEIGHTED = ("MatMul", "Gemm")
+_MOVES = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Cast", "Identity")
 _ROLE_OF_OP = {"Conv": "patch_embed", "LayerNormalization": "norm", "Softmax": "softmax", "Add": "elementwise",
                "Mul": "elementwise"}
 
@@ -45,10 +47,21 @@ def _ancestors(graph: onnx.GraphProto, outputs: Iterable[str]) -> set[str]:
     return seen
 
 
-def role(node: onnx.NodeProto, constants: set[str]) -> str | None:
+def _source(name: str, producer: dict[str, onnx.NodeProto]) -> str:
+    """The op that computed a tensor, looking through the ops that only move data."""
+    node = producer.get(name)
+    while node is not None and node.op_type in _MOVES:
+        node = producer.get(node.input[0])
+    return node.op_type if node is not None else ""
+
+
+def role(node: onnx.NodeProto, constants: set[str], producer: dict[str, onnx.NodeProto]) -> str | None:
     """The quantizable role of a node, or None (data movement, shape arithmetic, the rest)."""
     if node.op_type in _WEIGHTED:
-        return "linear" if any(i in constants for i in node.input[:2]) else "attention"
+        if any(i in constants for i in node.input[:2]):
+            return "linear"
+        return "attention_values" if "Softmax" in {_source(i, producer) for i in node.input[:2]} \
+            else "attention_scores"
     return _ROLE_OF_OP.get(node.op_type)
 
 
@@ -58,12 +71,13 @@ def node_groups(model: onnx.ModelProto, graph_name: str) -> dict[str, set[str]]:
     if len({n.name for n in graph.node}) != len(graph.node) or not all(n.name for n in graph.node):
         raise ValueError(f"graph {graph_name} has unnamed or repeated node names; groups need unique names")
     constants = _constants(graph)
+    producer = {o: n for n in graph.node for o in n.output}
     groups: dict[str, set[str]] = {g: set() for g in GROUPS}
     outputs = {o.name for o in graph.output}
     head = _ancestors(graph, [ENTROPY]) - _ancestors(graph, outputs & {TOKENS, TOKENS_OUT}) if ENTROPY in outputs \
         else set()
     for node in graph.node:
-        r = role(node, constants)
+        r = role(node, constants, producer)
         if r is not None:
             groups[r].add(node.name)
         if graph_name == DECODER:
