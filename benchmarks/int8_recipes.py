@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import load_average, provenance  # noqa: E402
+from provenance import cpu, load_average, provenance  # noqa: E402
 
-from paumer_edge.cli import parse_floats  # noqa: E402
 from paumer_edge.core.atomic import save_figure_atomic, write_json_atomic  # noqa: E402
 from paumer_edge.core.contract import Variant  # noqa: E402
 from paumer_edge.core.pausing import Pauser, PausingPolicy  # noqa: E402
@@ -39,6 +38,7 @@ from paumer_edge.runtime.backends import OrtBackend  # noqa: E402
 from paumer_edge.runtime.bundle import Bundle, load_bundle  # noqa: E402
 from paumer_edge.runtime.preprocess import resize_normalise  # noqa: E402
 from paumer_edge.runtime.staged import StagedRunner  # noqa: E402
+from paumer_edge.verbs.params import parse_floats  # noqa: E402
 
 # from everything in int8 to only the big matrix products, one kind of part moved to float at a time
 MATMUL_CONV = ("softmax", "norm", "elementwise")
@@ -139,8 +139,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30, help="paired speed rounds per recipe")
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
-    prov = provenance()
-    from paumer_edge.verbs.run import bundle_for
+    prov = {**provenance(), "cpu": cpu()}
+    from paumer_edge.verbs.bundles import bundle_for
 
     bundle = load_bundle(bundle_for(a.bundle))
     names = a.recipes.split() if a.recipes else list(RECIPES)
@@ -171,7 +171,7 @@ def main() -> None:
                       f"speed-up {row['speed']['int8_b1_speedup']:.2f}x", flush=True)
     out = Path(a.out)
     result = {"what": "int8 recipes and calibration methods on one bundle: accuracy against fp32, speed",
-              "provenance": {**prov, "load_average_end": load_average()}, "bundle": str(bundle.path),
+              "provenance": {**prov, "load_average_end_1_5_15": load_average()}, "bundle": str(bundle.path),
               "calibration": {"frames": a.calib_images, "source": "synthetic street scenes", "budgets": a.budgets,
                               "record_s": round(record_s, 1)},
               "held_out_frames": a.frames, "speed_rounds": a.rounds, "results": rows}

@@ -25,9 +25,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import load_average, provenance  # noqa: E402
+from provenance import cpu, load_average, provenance  # noqa: E402
 
-from paumer_edge.cli import parse_floats  # noqa: E402
 from paumer_edge.core.atomic import save_figure_atomic, write_json_atomic  # noqa: E402
 from paumer_edge.core.pausing import Pauser, PausingPolicy  # noqa: E402
 from paumer_edge.data.streets import derive_seed, street_scene  # noqa: E402
@@ -40,6 +39,7 @@ from paumer_edge.runtime.bench import bench  # noqa: E402
 from paumer_edge.runtime.bundle import Bundle, load_bundle  # noqa: E402
 from paumer_edge.runtime.preprocess import resize_normalise  # noqa: E402
 from paumer_edge.runtime.staged import StagedRunner  # noqa: E402
+from paumer_edge.verbs.params import parse_floats  # noqa: E402
 
 
 def op_profile(bundle: Bundle, image: np.ndarray, budget: float, runs: int) -> dict[str, float]:
@@ -83,7 +83,7 @@ def paired(fp32: Pipeline, int8: Pipeline, frames: list[np.ndarray], budgets: li
 
 
 def sample_section(a: argparse.Namespace) -> dict[str, Any]:
-    from paumer_edge.verbs.run import bundle_for
+    from paumer_edge.verbs.bundles import bundle_for
 
     path = bundle_for(a.bundle, int8=True)
     fp32 = Pipeline(path, shared_threads=True, cost="macs")
@@ -183,13 +183,13 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
     result: dict[str, Any] = {"what": "INT8 (Q/DQ) against fp32 graphs, ONNX Runtime on this CPU",
-                              "provenance": provenance()}
+                              "provenance": {**provenance(), "cpu": cpu()}}
     vit_s = vit_s_bundle(a) if a.vit_s or a.vit_s_only else None
     if not a.vit_s_only:
         result["sample"] = sample_section(a)
     if vit_s is not None:
         result["vit_s"] = vit_s_section(a, vit_s)
-    result["provenance"]["load_average_end"] = load_average()
+    result["provenance"]["load_average_end_1_5_15"] = load_average()
     out = Path(a.out)
     name = "int8_speed_vit_s" if a.vit_s_only else "int8_speed"
     write_json_atomic(out / f"{name}.json", result)

@@ -1,27 +1,36 @@
-"""Where a benchmark figure came from: the command, the code (git commit, dirty or not), the machine and its load,
-the date and the library versions. Every benchmark JSON carries it, so a number in the README can be traced."""
+"""Where a benchmark figure came from: the command, the code (git commit, dirty or not), the machine, its load, when.
+
+Every benchmark JSON carries this block, so a number in the README can be traced to what produced it.
+"""
 
 from __future__ import annotations
 
-import datetime
 import os
 import platform
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
 def _git(*args: str) -> str:
     try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (empty where the system has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
 
 
 def cpu() -> dict[str, Any]:
@@ -31,9 +40,7 @@ def cpu() -> dict[str, Any]:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             key = key.strip().lower()
-            if key in ("model name", "hardware") and not model:
-                model = value.strip()
-            elif key == "model name":
+            if key in ("model name", "hardware"):
                 model = value.strip()
             elif key in ("flags", "features") and not flags:
                 flags = set(value.split())
@@ -43,24 +50,25 @@ def cpu() -> dict[str, Any]:
             "int8_features": sorted(f for f in CPU_FEATURES if f in flags)}
 
 
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def provenance(argv: list[str] | None = None) -> dict[str, Any]:
-    """The provenance block of a benchmark JSON (call at the start; add `load_average_end` at the end)."""
-    import numpy
-    import onnxruntime
+    """The block to store under "provenance" in a results JSON (load average read now: call it at the start)."""
+    args = sys.argv if argv is None else [sys.argv[0], *argv]
+    load = load_average()
+    return {"command": "python " + shlex.join([os.path.relpath(args[0], ROOT), *args[1:]]),
+            "git_commit": _git("rev-parse", "HEAD") or None, "git_dirty": bool(_git("status", "--porcelain")),
+            "machine": f"{platform.machine()} {platform.processor()}".strip(), "cpus": os.cpu_count(),
+            "system": platform.platform(), "python": platform.python_version(), "load_average_1_5_15": load,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
-    argv = sys.argv if argv is None else argv
-    commit = _git("rev-parse", "HEAD")
-    return {
-        "command": " ".join(shlex.quote(a) for a in ["python", *argv]),
-        "git_commit": commit,
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else None,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {**cpu(), "platform": platform.platform()},
-        "load_average_start": load_average(),
-        "versions": {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-                     "numpy": numpy.__version__},
-    }
+
+def rss_mib(pid: int | str = "self") -> float:
+    """Resident memory of a process, in MiB (Linux /proc)."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from paumer_edge import UserError
+from paumer_edge.core.imread import imread
+from paumer_edge.core.knobs import check_budget
 from paumer_edge.core.names import stage_name
-from paumer_edge.core.pausing import Pauser, PausingPolicy, check_budget
+from paumer_edge.core.pausing import Pauser, PausingPolicy
 from paumer_edge.runtime.backends import OrtBackend
 from paumer_edge.runtime.bundle import Bundle
 from paumer_edge.runtime.preprocess import resize_normalise, to_rgb_uint8
@@ -39,7 +40,7 @@ def folder_frames(folder: str | Path, count: int) -> list[np.ndarray]:
         raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in calibration folder '{folder}'")
     frames = []
     for f in files:
-        frame = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        frame = imread(f)
         if frame is None:
             raise UserError(f"calibration image '{f}' cannot be read")
         frames.append(to_rgb_uint8(frame, bgr=frame.ndim == 3))

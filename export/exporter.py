@@ -19,8 +19,10 @@ from tqdm import tqdm
 
 from paumer_edge import UserError, __version__
 from paumer_edge.config import ModelConfig
+from paumer_edge.config_check import check_model_memory
 from paumer_edge.core.atomic import replace_dir_atomic, write_json_atomic
 from paumer_edge.core.contract import MANIFEST, BatchRange, ExporterInfo, GraphSpec, Manifest, ModelInfo, Variant
+from paumer_edge.core.knobs import check_size
 from paumer_edge.core.names import (
     ACTIVE,
     DECODER,
@@ -63,6 +65,8 @@ class ExportOptions:
         if self.opset not in SUPPORTED_OPSETS:
             raise UserError(f"opset {self.opset} is not supported; use one of {SUPPORTED_OPSETS} "
                             "(the ones TensorRT 10 parses)")
+        if self.image_size is not None:
+            check_size(self.image_size, "image size")
         lo, opt, hi = self.batch
         if not 1 <= lo <= opt <= hi:
             raise UserError(f"batch {self.batch} must satisfy 1 <= min <= opt <= max")
@@ -152,6 +156,7 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
     `opts.extra_sizes` adds the staged graphs at other input sizes as variants (folder and name "HxW"; no
     full graph), for budgets that are cheaper at a lower resolution."""
     opts.validate()
+    check_model_memory(model.cfg, batch=2, image_size=opts.image_size)  # the graphs are traced on a batch of 2
     model = model.eval().float()
     if opts.image_size is not None:
         model = at_image_size(model, opts.image_size)
@@ -178,7 +183,7 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
         write_json_atomic(tmp / MANIFEST, manifest.to_dict())
         if opts.int8 is not None:  # quantized from the graphs just written, before the bundle is swapped in
             add_int8_variant(tmp, opts.int8, progress)
-        replace_dir_atomic(tmp, out, MANIFEST)
+        replace_dir_atomic(tmp, out, lambda p: (p / MANIFEST).exists(), "paumer-edge bundle")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

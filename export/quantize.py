@@ -38,7 +38,13 @@ import onnx
 from paumer_edge import UserError
 from paumer_edge.core.atomic import updating_dir, write_json_atomic
 from paumer_edge.core.contract import MANIFEST, GraphSpec, Variant
-from paumer_edge.core.pausing import check_budget
+from paumer_edge.core.knobs import (
+    CALIB_METHODS,
+    DEFAULT_CALIB_IMAGES,
+    check_budget,
+    check_calib_images,
+    check_calib_method,
+)
 from paumer_edge.runtime.backends.ort import uses_shared_pool
 from paumer_edge.runtime.bundle import Bundle, load_bundle, sha256_file
 
@@ -46,7 +52,7 @@ from .calibration import SYNTHETIC_NOTE, CalibrationData, folder_frames, synthet
 from .qdq_groups import GROUPS, quantized_nodes
 
 VARIANT = "int8"  # the variant's name and folder
-METHODS = ("minmax", "entropy", "percentile")
+METHODS = CALIB_METHODS
 # Kept in float by measurement on the sample model (benchmarks/results/int8_recipes.json): quantizing LayerNorm,
 # Softmax or the residual adds costs accuracy and, on ONNX Runtime's CPU kernels, speed; int8 noise in the
 # pausing heads changes which tokens pause.
@@ -59,17 +65,15 @@ class QuantOptions:
     """How the INT8 graphs are made: calibration frames, budgets and method, and what stays in float."""
 
     calib_dir: str | None = None  # a folder of typical frames; None: rendered street scenes (with a note)
-    calib_images: int = 32
+    calib_images: int = DEFAULT_CALIB_IMAGES
     method: str = "minmax"  # minmax | entropy | percentile (ONNX Runtime's calibrators)
     budgets: tuple[float, ...] = DEFAULT_BUDGETS  # the pipeline runs the frames at each: stages see what they will
     keep_float: tuple[str, ...] = DEFAULT_KEEP_FLOAT  # groups of `qdq_groups` left in float
     per_channel: bool = True  # weight scales per output channel
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise UserError(f"calibration method '{self.method}' is not one of {', '.join(METHODS)}")
-        if self.calib_images < 1:
-            raise UserError(f"--calib-images {self.calib_images}: give at least one calibration frame")
+        check_calib_method(self.method)
+        check_calib_images(self.calib_images)
         unknown = sorted(set(self.keep_float) - set(GROUPS))
         if unknown:
             raise UserError(f"unknown graph part(s) {', '.join(unknown)} to keep in float; use {', '.join(GROUPS)}")
@@ -236,6 +240,6 @@ def add_int8(bundle_path: str | Path, opts: QuantOptions, progress: bool = True)
     copy that replaces it only when everything is written and checked."""
     opts.validate()
     load_bundle(bundle_path)  # a clear error for a missing or broken bundle before any copying
-    with updating_dir(bundle_path, MANIFEST) as work:
+    with updating_dir(bundle_path, MANIFEST, "paumer-edge bundle") as work:
         variant = add_int8_variant(work, opts, progress)
     return variant

@@ -151,7 +151,7 @@ def test_precisions_a_bundle_cannot_give_are_refused(tiny_bundle: Path) -> None:
     for opts, message in [(QuantOptions(method="kl"), "calibration method 'kl' is not one of minmax"),
                           (QuantOptions(keep_float=("gelu",)), "unknown graph part"),
                           (QuantOptions(calib_dir="/nowhere"), "calibration folder '/nowhere' does not exist"),
-                          (QuantOptions(calib_images=0), "at least one calibration frame")]:
+                          (QuantOptions(calib_images=0), "calibration images 0 is out of range")]:
         with pytest.raises(UserError, match=message):
             opts.validate()
 

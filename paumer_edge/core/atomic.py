@@ -13,12 +13,12 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError, UserError
+from .errors import OutputError
 
 _ADVICE = {
     errno.ENOSPC: "the disk is full: free some space or write elsewhere",
@@ -79,6 +79,26 @@ def replace_atomic(tmp: str | Path, path: str | Path, durable: bool = True) -> N
         raise output_error(e, path) from None
 
 
+def replace_dir_atomic(tmp: Path, out: Path, ours: Callable[[Path], bool], what: str) -> None:
+    """Swap a finished directory into place; an existing one at `out` survives until the swap.
+
+    An existing non-empty `out` that `ours` does not recognise (as a `what`) is refused, never replaced."""
+    old = None
+    if out.exists():
+        if not ours(out) and any(out.iterdir()):
+            raise OutputError(f"'{out}' exists and is not a {what}; refusing to replace it")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextmanager
 def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
     """Write to the yielded temporary path; on success it replaces `path`, on any error it is removed.
@@ -124,27 +144,8 @@ def save_figure_atomic(fig: Any, path: str | Path, dpi: int = 120) -> None:
         fig.savefig(tmp, dpi=dpi)
 
 
-def replace_dir_atomic(tmp: Path, out: Path, marker: str) -> None:
-    """Swap a finished directory into place; an existing one at `out` survives until the swap. `out` is replaced
-    only if it holds `marker` (e.g. a bundle's manifest) or is empty: never a folder of something else."""
-    old = None
-    if out.exists():
-        if not (out / marker).exists() and any(out.iterdir()):
-            raise UserError(f"'{out}' exists and is not a paumer-edge bundle; refusing to replace it")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 @contextmanager
-def updating_dir(out: str | Path, marker: str) -> Iterator[Path]:
+def updating_dir(out: str | Path, marker: str, what: str) -> Iterator[Path]:
     """A working copy of directory `out` to change; on success it replaces `out` in one step, on any error it
     is removed and `out` stays as it was. Files are hard links where the file system allows (cheap for large
     graphs, and safe: every write here replaces a file rather than changing it in place)."""
@@ -165,7 +166,7 @@ def updating_dir(out: str | Path, marker: str) -> Iterator[Path]:
             raise output_error(e, tmp) from None
         yield tmp
         try:
-            replace_dir_atomic(tmp, out, marker)
+            replace_dir_atomic(tmp, out, lambda p: (p / marker).exists(), what)
         except OSError as e:
             raise output_error(e, out) from None
     finally:
