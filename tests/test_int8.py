@@ -207,3 +207,48 @@ def test_variant_manifest_keeps_an_int8_entry_valid(int8_bundle: Path) -> None:
     assert entry["name"] == "int8" and entry["precision"] == "int8" and entry["input_size"] == [32, 64]
     v = Manifest.from_dict(raw, "m").variants[0]
     assert isinstance(v, Variant) and v.cost.stage_ms is None  # MACs: budgets mean the same tokens as fp32
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export", "--calib", "frames"], "--calib only apply to INT8 graphs: add --int8"),
+    (["build", ".", "--calib-method", "entropy"], "--calib-method only apply to INT8 graphs: add --int8"),
+    (["export", "--int8", "--calib-method", "kl"], "Invalid value for '--calib-method': 'kl' is not one of"),
+    (["export", "--int8", "--calib-images", "0"], "--calib-images 0 is out of range"),
+    (["export", "--int8", "--calib", "nowhere"], "calibration folder 'nowhere' does not exist"),
+    (["run", "x.mp4", "--precision", "int4"], "Invalid value for '--precision': 'int4' is not one of"),
+    (["eval", "--precision", "fp16"], "'fp16' is not a list of fp32 and int8"),
+])
+def test_int8_option_mistakes_get_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    proc = cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_export_bench_and_eval_int8_from_the_command_line(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """export --int8 on a folder of frames, bench --precision int8 (paired against fp32 budget 1), and eval
+    --precision fp32,int8 through the runtime."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, f in enumerate(synthetic_frames(2, (60, 100), seed=9)):
+        cv2.imwrite(str(frames / f"{i}.png"), f[..., ::-1])
+    out = tmp_path / "tiny.paumer"
+    proc = cli("export", str(tiny_ckpt), "-o", str(out), "--int8", "--calib", str(frames), "--calib-images", "2",
+               "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "of them INT8" in proc.stdout and "INT8 vs fp32: min label agreement" in proc.stdout
+    assert sorted(p.name for p in (out / "int8").glob("*.onnx")) == ["decoder.onnx",
+                                                                    *(f"stage{k}.onnx" for k in range(4))]
+    proc = cli("bench", str(out), "--precision", "int8", "--budgets", "1,0.5", "--rounds", "2", "--warmup", "0",
+               "--no-torch", "--cost", "macs", "--json", str(tmp_path / "b.json"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "int8 budget 1 vs fp32 budget 1:" in proc.stdout
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["precision"] == "int8" and {"fp32 budget 1", "full.onnx"} <= {r["name"] for r in result["results"]}
+    proc = cli("eval", "--model", str(tiny_ckpt), "--precision", "fp32,int8", "--images", "4", "--budgets", "1,0.5",
+               "--json", str(tmp_path / "e.json"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads((tmp_path / "e.json").read_text())["precisions"]
+    assert set(scores) == {"fp32", "int8"} and [r["budget"] for r in scores["int8"]] == [1.0, 0.5]
+    assert all(0 <= r["miou"] <= 1 for p in scores.values() for r in p)
+    assert "int8 mIoU" in proc.stdout

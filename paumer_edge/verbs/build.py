@@ -75,7 +75,7 @@ def check_calib_flags(a: SimpleNamespace) -> None:
     """Calibration options calibrate INT8 graphs: without --int8 they would be silently ignored."""
     given = [flag for flag, value in (("--calib", a.calib), ("--calib-method", a.calib_method)) if value is not None]
     if given and not a.int8:
-        raise UserError(f"{' and '.join(given)} calibrate INT8 graphs: add --int8")
+        raise UserError(f"{' and '.join(given)} only apply to INT8 graphs: add --int8")
 
 
 def quant_options(a: SimpleNamespace) -> QuantOptions:
