@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from .. import UserError
-from ..core.knobs import CALIB_METHODS, DEFAULT_CALIB_IMAGES, check_calib_images, check_calib_method
+from ..core.knobs import (
+    CALIB_METHODS,
+    DEFAULT_CALIB_IMAGES,
+    DEFAULT_CALIB_METHOD,
+    check_calib_images,
+    check_calib_method,
+)
 from .params import FLOATS, quiet
 
 if TYPE_CHECKING:
@@ -29,8 +35,8 @@ def calib_option_decorators(int8_help: str) -> Callable[[F], F]:
                      "rendered street scenes; your own camera's frames calibrate better]."),
         click.option("--calib-images", type=int, default=DEFAULT_CALIB_IMAGES, help="Calibration frames to use."),
         click.option("--calib-method", type=click.Choice(CALIB_METHODS),
-                     help="How activation ranges are calibrated (ONNX Runtime's calibrators) [default: minmax, "
-                          "measured best on the sample model]."),
+                     help="How activation ranges are calibrated (ONNX Runtime's calibrators) [default: "
+                          f"{DEFAULT_CALIB_METHOD}, the most accurate on the sample model]."),
     ]
 
     def apply(f: F) -> F:
