@@ -6,7 +6,10 @@ Every benchmark JSON carries this block, so a number in the README can be traced
 from __future__ import annotations
 
 import os
+import platform
 import sys
+from pathlib import Path
+from typing import Any
 
 from paumer_edge.core.provenance import Provenance
 
@@ -15,6 +18,26 @@ def provenance(argv: list[str] | None = None) -> Provenance:
     """Start the record of a measurement (paumer_edge.core.provenance, the one helper): call it at the start,
     store `.finish()` under "provenance" in the results JSON (that adds the load average at the end)."""
     return Provenance.start(argv=None if argv is None else [sys.executable, sys.argv[0], *argv])
+
+
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu() -> dict[str, Any]:
+    """Processor model, cores and the vector / integer dot-product features INT8 kernels care about."""
+    model, flags = platform.processor(), set[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "hardware"):
+                model = value.strip()
+            elif key in ("flags", "features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "cores": os.cpu_count(), "arch": platform.machine(),
+            "int8_features": sorted(f for f in CPU_FEATURES if f in flags)}
 
 
 def rss_mib(pid: int | str = "self") -> float:

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                     for side, cli, bundle in (order if i % 2 == 0 else order[::-1])}
             pairs.append(pair)
     result = {"what": "bench FPS of this checkout over another revision, paired runs alternating in order",
-              "provenance": record, "old_commit": commit_of(a.old_cli), "new_commit": record["git_commit"],
+              "provenance": record.finish(), "old_commit": commit_of(a.old_cli), "new_commit": record.git.get("commit"),
               "cost": "macs", "rounds": a.rounds, "results": summarise(pairs),
               "pairs": [{side: {str(b): round(f, 3) for b, f in fps.items()} for side, fps in pair.items()}
                         for pair in pairs]}

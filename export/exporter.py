@@ -45,6 +45,7 @@ from paumer_edge.runtime.bundle import sha256_file
 from . import GRAPHS_REVISION
 from .graphs import Decoder, Full, Stage0, StageK, at_image_size
 from .onnx_graph import export_module, tensor_specs
+from .quantize import QuantOptions, add_int8_variant
 
 SUPPORTED_OPSETS = (17, 18)
 
@@ -56,8 +57,11 @@ class ExportOptions:
     batch: tuple[int, int, int] = (1, 1, 8)  # min, opt, max (engine profiles; ONNX batch is dynamic)
     scores: bool = False  # decoder also outputs per-class probabilities
     extra_sizes: tuple[tuple[int, int], ...] = ()  # the staged graphs again at these input sizes (variants)
+    int8: QuantOptions | None = None  # also INT8 Q/DQ graphs, made this way (the `int8` variant)
 
     def validate(self) -> None:
+        if self.int8 is not None:
+            self.int8.validate()
         if self.opset not in SUPPORTED_OPSETS:
             raise UserError(f"opset {self.opset} is not supported; use one of {SUPPORTED_OPSETS} "
                             "(the ones TensorRT 10 parses)")
@@ -180,7 +184,9 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
             variants.append(Variant(name, (int(size[0]), int(size[1])), "fp32", found, CostModel.from_config(at.cfg)))
         manifest = dataclasses.replace(build_manifest(model, graphs, opts, source), variants=tuple(variants))
         write_json_atomic(tmp / MANIFEST, manifest.to_dict())
-        if check is not None:
+        if opts.int8 is not None:  # quantized from the graphs just written, before the bundle is swapped in
+            add_int8_variant(tmp, opts.int8, progress)
+        if check is not None:  # verified as it will be, before it replaces anything
             check(tmp)
         replace_dir_atomic(tmp, out, lambda p: (p / MANIFEST).exists(), "paumer-edge bundle")
     finally:

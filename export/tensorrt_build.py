@@ -2,9 +2,11 @@
 cache kept in the bundle, every engine keyed by graph sha256 + TensorRT version + GPU + precision +
 profiles and recorded in the manifest.
 
-Follows the TensorRT 10 API (weakly typed network, builder precision flags, INT8 entropy calibrator;
-TensorRT 8.6 on JetPack needs the explicit-batch flag) and the TensorRT 11 one (strongly typed network:
-the precision comes from the ONNX graph, so fp16 builds an fp16 copy of it first).
+Follows the TensorRT 10 API (weakly typed network, builder precision flags; TensorRT 8.6 on JetPack needs the
+explicit-batch flag) and the TensorRT 11 one (strongly typed network: the precision comes from the ONNX graph,
+so fp16 builds an fp16 copy of it first). INT8 is explicit quantization on both: the engines are built from the
+bundle's Q/DQ graphs (its `int8` variant, made by `export.quantize` first if the bundle has none), which
+TensorRT 10 reads with the INT8 flag (and FP16 for the layers left in float) and TensorRT 11 as typed.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from paumer_edge.core.atomic import write_bytes_atomic, write_json_atomic
 from paumer_edge.core.contract import MANIFEST, EngineEntry, GpuSpec
 from paumer_edge.core.knobs import check_budget, check_count, check_number
 from paumer_edge.core.names import FULL
-from paumer_edge.runtime.bundle import load_bundle, sha256_file
+from paumer_edge.runtime.bundle import Bundle, load_bundle, sha256_file
 from paumer_edge.runtime.gpu import GpuInfo, cuda_runtime, gpu_info, tensorrt_module
 from paumer_edge.runtime.profiles import profile_shapes
 
 from .fp16 import convert_to_fp16
+from .quantize import VARIANT, QuantOptions, add_int8
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -44,18 +47,16 @@ PRECISIONS = ("fp32", "fp16", "int8")
 class EngineOptions:
     precision: str = "fp16"
     budgets: tuple[float, ...] = (0.5,)  # expected budgets: one optimisation profile each (opt n)
-    calib_dir: str | None = None  # images for INT8 calibration
-    calib_images: int = 64
+    quant: QuantOptions | None = None  # INT8: (re)make the bundle's Q/DQ graphs this way first (None: as they are,
+    # or with the defaults if the bundle has none)
     dla_core: int | None = None
     workspace_gib: float = 2.0
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
             raise UserError(f"precision '{self.precision}' is not one of {', '.join(PRECISIONS)}")
-        if self.precision == "int8" and not self.calib_dir:
-            raise UserError("INT8 needs calibration images: add --calib DIR (a folder of typical frames)")
-        if self.calib_dir and not Path(self.calib_dir).is_dir():
-            raise UserError(f"calibration folder '{self.calib_dir}' does not exist")
+        if self.quant is not None:
+            self.quant.validate()
         if not self.budgets:
             raise UserError("give at least one expected budget for the engine profiles")
         for b in self.budgets:
@@ -96,19 +97,15 @@ def build_engines(bundle_path: str | Path, opts: EngineOptions, progress: bool =
     opts.validate()
     trt_mod = tensorrt_module()
     gpu = gpu_info(cuda_runtime())
-    bundle = load_bundle(bundle_path)
+    bundle, variant = _graphs_for(Path(bundle_path), opts, progress)
     major = trt_major(trt_mod)
     strongly_typed = major >= 11
-    if strongly_typed and opts.precision == "int8":
-        raise UserError("TensorRT 11 builds strongly typed networks: INT8 needs an explicitly quantized ONNX "
-                        "(Q/DQ nodes, e.g. from NVIDIA ModelOpt), not --calib; use --fp16, or TensorRT 10")
     logger = trt_mod.Logger(trt_mod.Logger.WARNING)
     root = Path(bundle_path)
     engines_dir = root / "engines"
     engines_dir.mkdir(exist_ok=True)
     cache_path = engines_dir / f"timing-sm{gpu.compute_capability.replace('.', '')}-trt{trt_mod.__version__}.cache"
     entries = []
-    calib = None
     names = bundle.manifest.run_graphs + ([FULL] if bundle.manifest.has_full else [])
     for name in tqdm(names, desc="building engines", unit="engine", disable=not progress):
         spec = bundle.graphs[name]
@@ -132,13 +129,8 @@ def build_engines(bundle_path: str | Path, opts: EngineOptions, progress: bool =
             config.set_memory_pool_limit(trt_mod.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
             if not strongly_typed and opts.precision in ("fp16", "int8"):
                 config.set_flag(trt_mod.BuilderFlag.FP16)
-            if not strongly_typed and opts.precision == "int8":
+            if not strongly_typed and opts.precision == "int8":  # explicit: the Q/DQ nodes say where, no calibrator
                 config.set_flag(trt_mod.BuilderFlag.INT8)
-                if calib is None:
-                    from .calibration import CalibrationData
-
-                    calib = CalibrationData(bundle, opts.calib_dir or "", opts.calib_images, opts.budgets[0])
-                config.int8_calibrator = calib.calibrator(trt_mod, name, engines_dir / key / f"{name}.calib")
             if opts.dla_core is not None:
                 if builder.num_DLA_cores <= opts.dla_core:
                     raise UserError(f"DLA core {opts.dla_core} asked for, this device has {builder.num_DLA_cores}")
@@ -161,11 +153,22 @@ def build_engines(bundle_path: str | Path, opts: EngineOptions, progress: bool =
         entries.append(EngineEntry(
             graph=name, key=key, file=str(out.relative_to(root)), sha256=sha256_file(out), graph_sha256=spec.sha256,
             tensorrt=trt_mod.__version__, gpu=GpuSpec(gpu.name, gpu.compute_capability, gpu.index, gpu.memory_gib),
-            precision=opts.precision, strongly_typed=strongly_typed, dla_core=opts.dla_core,
+            precision=opts.precision, variant=variant, strongly_typed=strongly_typed, dla_core=opts.dla_core,
             profiles=tuple({k: [list(s) for s in v] for k, v in p.items()} for p in profiles),
             budgets=tuple(opts.budgets), build_s=round(time.perf_counter() - t0, 2)))
     _record(root, entries)
     return entries
+
+
+def _graphs_for(root: Path, opts: EngineOptions, progress: bool) -> tuple[Bundle, str]:
+    """The bundle (as a bundle of the graphs to build) and the variant name of the graphs the engines come from:
+    the main graphs, or for INT8 the Q/DQ ones, quantized first when asked or when the bundle has none."""
+    bundle = load_bundle(root)
+    if opts.precision != "int8":
+        return bundle, ""
+    if opts.quant is not None or VARIANT not in bundle.manifest.variant_names:
+        add_int8(root, opts.quant or QuantOptions(), progress)
+    return load_bundle(root).at_precision("int8"), VARIANT
 
 
 def _record(root: Path, entries: list[EngineEntry]) -> None:

@@ -1,4 +1,5 @@
-"""`paumer-edge verify`: every graph of a bundle in ONNX Runtime against the PyTorch model.
+"""`paumer-edge verify`: every graph of a bundle in ONNX Runtime against the PyTorch model (and its INT8 graphs
+against its fp32 ones: `verify_int8`).
 
 Per graph: the largest absolute error of each output (labels: their agreement) against the PyTorch
 module it was exported from, on what the graph really sees (the staged network run by the runtime's
@@ -43,18 +44,29 @@ class VerificationFailed(Exception):
         self.report = report
 
 
+ERRORS = ("max_abs_err", "rel_err")  # kinds where lower is better; "agreement" and "kept" (fractions): higher
+
+
 @dataclass
 class Check:
     graph: str
     case: str
     output: str
     value: float
-    kind: str  # "max_abs_err" | "agreement"
+    kind: str  # "max_abs_err" | "rel_err" (error norm / signal norm) | "agreement" (labels) | "kept" (tokens)
     limit: float
+    detail: dict[str, float] = field(default_factory=dict)  # further statistics of the same comparison
 
     @property
     def ok(self) -> bool:
-        return self.value <= self.limit if self.kind == "max_abs_err" else self.value >= self.limit
+        return self.value <= self.limit if self.kind in ERRORS else self.value >= self.limit
+
+    def shown(self) -> tuple[str, str]:
+        """Value and limit as the tables print them."""
+        if self.kind == "max_abs_err":
+            return f"{self.value:.2e}", f"{self.limit:.0e}"
+        rel = self.kind in ERRORS
+        return f"{100 * self.value:.3f}%", f"{'<=' if rel else '>='}{100 * self.limit:.1f}%"
 
 
 @dataclass
@@ -66,27 +78,26 @@ class VerifyReport:
         return all(c.ok for c in self.checks)
 
     def table(self) -> str:
-        lines = [f"{'graph':<9}{'case':<26}{'output':<12}{'measure':<13}{'value':>12}{'limit':>10}  ok"]
+        lines = [f"{'graph':<14}{'case':<26}{'output':<12}{'measure':<13}{'value':>12}{'limit':>10}  ok"]
         for c in self.checks:
-            value = f"{c.value:.3e}" if c.kind == "max_abs_err" else f"{100 * c.value:.3f}%"
-            limit = f"{c.limit:.0e}" if c.kind == "max_abs_err" else f"{100 * c.limit:.1f}%"
-            lines.append(f"{c.graph:<9}{c.case:<26}{c.output:<12}{c.kind:<13}{value:>12}{limit:>10}  "
+            value, limit = c.shown()
+            lines.append(f"{c.graph:<14}{c.case:<26}{c.output:<12}{c.kind:<13}{value:>12}{limit:>10}  "
                          f"{'yes' if c.ok else 'NO'}")
         return "\n".join(lines)
 
     def summary(self) -> str:
         """One row per graph output: the worst case over every input and token count checked."""
-        rows: dict[tuple[str, str, str], list[Check]] = {}
-        for c in self.checks:  # the pipeline keeps one row per budget
-            rows.setdefault((c.graph, c.output, c.case if c.graph == "pipeline" else ""), []).append(c)
-        lines = [f"{'graph':<10}{'output':<10}{'worst':>12}{'limit':>10}  {'cases':<44}ok"]
-        for (graph, output, _), cs in rows.items():
-            worst = max(cs, key=lambda c: c.value) if cs[0].kind == "max_abs_err" else min(cs, key=lambda c: c.value)
-            value = f"{worst.value:.2e}" if worst.kind == "max_abs_err" else f"{100 * worst.value:.3f}%"
-            limit = f"{worst.limit:.0e}" if worst.kind == "max_abs_err" else f">={100 * worst.limit:.1f}%"
+        rows: dict[tuple[str, str, str, str], list[Check]] = {}
+        for c in self.checks:  # the pipelines keep one row per budget
+            rows.setdefault((c.graph, c.output, c.kind, c.case if c.graph.endswith("pipeline") else ""),
+                            []).append(c)
+        lines = [f"{'graph':<14}{'output':<10}{'worst':>12}{'limit':>10}  {'cases':<44}ok"]
+        for (graph, output, kind, _), cs in rows.items():
+            worst = max(cs, key=lambda c: c.value) if kind in ERRORS else min(cs, key=lambda c: c.value)
+            value, limit = worst.shown()
             cases = "; ".join(sorted({c.case for c in cs}))
             cases = cases if len(cases) <= 42 else f"{len(cs)} cases (n = 1 .. all)"
-            lines.append(f"{graph:<10}{output:<10}{value:>12}{limit:>10}  {cases:<44}"
+            lines.append(f"{graph:<14}{output:<10}{value:>12}{limit:>10}  {cases:<44}"
                          f"{'yes' if all(c.ok for c in cs) else 'NO'}")
         return "\n".join(lines)
 
@@ -192,4 +203,8 @@ def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: 
             report.checks.append(Check("pipeline", f"budget {budget:g}, {frames} frames", LABELS,
                                        float((labels == ref_labels).mean()), "agreement",
                                        AGREE_FULL if budget >= 1 else AGREE_PAUSED))
+    if "int8" in bundle.manifest.variant_names:  # the INT8 graphs against these fp32 ones
+        from .verify_int8 import check_int8
+
+        check_int8(bundle, real, budgets, report, threads)
     return report

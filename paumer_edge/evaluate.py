@@ -7,6 +7,7 @@ evaluate on a sharded validation set.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -116,11 +117,17 @@ def _shard(n: int) -> range:
     return range(n)
 
 
+Predictor = Callable[[torch.Tensor, OperatingPoint], Prediction]  # normalised images, a setting -> labels
+
+
 @torch.no_grad()
 def evaluate(model: PausingSegmenter, dataset: Dataset, points: list[OperatingPoint], batch_size: int = 16,
-             device: str | torch.device = "cpu", progress: bool = True, sliding: float | None = None
-             ) -> list[PointResult]:
-    """Score `model` on `dataset` at every operating point (see `predict` for images of other sizes)."""
+             device: str | torch.device = "cpu", progress: bool = True, sliding: float | None = None,
+             predictor: Predictor | None = None) -> list[PointResult]:
+    """Score `model` on `dataset` at every operating point (see `predict` for images of other sizes).
+
+    `predictor` replaces the PyTorch forward with another way of predicting the same model (e.g. its deployed
+    graphs in the runtime: `runtime_eval.RuntimePredictor`); `model` still gives classes and normalisation."""
     cfg = model.cfg
     k = cfg.num_classes
     was_training = model.training
@@ -139,7 +146,10 @@ def evaluate(model: PausingSegmenter, dataset: Dataset, points: list[OperatingPo
                 # as it runs when deployed, not with the count the most uncertain image of a batch needs
                 step = 1 if point.threshold is not None else len(images)
                 for i in range(0, len(images), step):
-                    pred = predict(model, images[i : i + step], point, sliding, batch_size if step > 1 else 1)
+                    if predictor is not None:
+                        pred = predictor(images[i : i + step], point)
+                    else:
+                        pred = predict(model, images[i : i + step], point, sliding, batch_size if step > 1 else 1)
                     conf[p] += confusion(pred.labels, labels[i : i + step], k)
                     cost[p] += torch.tensor([pred.cost_fraction, 1.0], dtype=torch.float64, device=device)
                     counts[p] += torch.tensor(pred.counts, dtype=torch.float64, device=device)

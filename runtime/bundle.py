@@ -26,6 +26,7 @@ from paumer_edge.core.contract import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    PRECISIONS,
     REEXPORT,
     BatchRange,
     EngineEntry,
@@ -35,7 +36,7 @@ from paumer_edge.core.contract import (
     TensorSpec,
 )
 from paumer_edge.core.cost import CostModel
-from paumer_edge.core.errors import BundleError
+from paumer_edge.core.errors import BundleError, UserError
 from paumer_edge.core.memory import MemoryLimitError, check_memory, frame_bytes
 
 from .onnx_scan import IoSpec, OnnxFormatError, scan_onnx
@@ -88,6 +89,21 @@ class Bundle:
             return Bundle(self.path, self.manifest.view(name))
         except KeyError as e:
             raise BundleError(f"bundle '{self.path}': {e.args[0]}") from None
+
+    def at_precision(self, precision: str | None) -> Bundle:
+        """The graphs to run at `precision`: these for None, their own precision or fp16 (TensorRT makes fp16 from
+        fp32 graphs), else the variant of that precision at this input size (the `int8` Q/DQ graphs)."""
+        if precision in (None, self.manifest.precision) or (precision == "fp16" and self.manifest.precision == "fp32"):
+            return self
+        if precision not in PRECISIONS:
+            raise UserError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
+        found = [v.name for v in self.manifest.variants
+                 if v.precision == precision and v.input_size == self.model.input_size]
+        if not found:
+            how = f"; add them with `paumer-edge build {self.path} --int8` (or export with --int8)" \
+                if precision == "int8" else ""
+            raise BundleError(f"bundle '{self.path}' has no {precision} graphs at its input size{how}")
+        return self.variant(found[0])
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

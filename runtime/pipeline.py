@@ -86,7 +86,8 @@ class Pipeline:
         self.tiler: Tiler = WholeFrame(letterbox, bgr)
         self._lock = threading.Lock()  # the staged graphs: one frame at a time
         self._control = threading.Lock()  # the controller's state
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        # precision="int8" runs the bundle's Q/DQ graphs (its int8 variant); fp16 comes from TensorRT
+        self.bundle = (bundle if isinstance(bundle, Bundle) else load_bundle(bundle)).at_precision(precision)
         self.backend = open_backend(backend, self.bundle, threads=threads, precision=precision,
                                     shared_threads=shared_threads, budgets=(self._budget,))
         self.runner = StagedRunner(self.bundle, self.backend)

@@ -24,6 +24,7 @@ from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, plan_budg
 from paumer_edge.export.exporter import ExportOptions, export_bundle
 from paumer_edge.export.fp16 import convert_to_fp16
 from paumer_edge.export.graphs import StageK
+from paumer_edge.export.quantize import QuantOptions
 from paumer_edge.export.tensorrt_build import EngineOptions, engine_key
 from paumer_edge.export.verify import STAGE_TOL, verify_bundle
 from paumer_edge.runtime.bundle import BundleError, load_bundle
@@ -233,8 +234,9 @@ def test_options_are_checked() -> None:
         ExportOptions(opset=13).validate()
     with pytest.raises(UserError, match="1 <= min <= opt <= max"):
         ExportOptions(batch=(2, 1, 4)).validate()
-    with pytest.raises(UserError, match="INT8 needs calibration images"):
-        EngineOptions(precision="int8").validate()
+    with pytest.raises(UserError, match="calibration method 'kl' is not one of"):
+        EngineOptions(precision="int8", quant=QuantOptions(method="kl")).validate()
+    EngineOptions(precision="int8").validate()  # INT8 needs no frames of the user's: rendered scenes calibrate
 
 
 def test_fp16_graphs_for_strongly_typed_tensorrt(tiny_bundle: Path) -> None:
@@ -345,25 +347,3 @@ def test_cli_export_and_verify(tiny_ckpt: Path, tmp_path: Path) -> None:
     assert proc.returncode == 1
     failed = [line for line in proc.stdout.splitlines() if line.rstrip().endswith(" NO")]  # the table's verdicts
     assert failed and "BEYOND TOLERANCE" in proc.stdout and "Traceback" not in proc.stderr
-
-
-def test_int8_calibration_data_is_what_each_stage_sees(tiny_bundle: Path, tmp_path: Path) -> None:
-    import cv2
-
-    from paumer_edge.data.streets import street_scene
-    from paumer_edge.export.calibration import CalibrationData
-
-    for i in range(3):
-        cv2.imwrite(str(tmp_path / f"f{i}.png"), street_scene(i, (60, 100))[0][..., ::-1])
-    bundle = load_bundle(tiny_bundle)
-    data = CalibrationData(bundle, tmp_path, count=8, budget=0.5)
-    counts = plan_budget(bundle.cost, 0.5).counts
-    assert set(data.inputs) == {"stage0", "stage1", "stage2", "stage3", "decoder", "full"}
-    assert all(len(v) == 3 for v in data.inputs.values())
-    assert data.inputs["stage0"][0]["image"].shape == (1, 3, 32, 64)
-    for k in (1, 2, 3):  # the engine profile's opt shape at that budget
-        assert data.inputs[f"stage{k}"][0]["active"].shape == (1, counts[k])
-        assert data.inputs[f"stage{k}"][0]["tokens"].shape == (1, 33, 32)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no images"):
-        CalibrationData(bundle, tmp_path / "empty", count=1, budget=0.5)

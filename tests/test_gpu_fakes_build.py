@@ -1,6 +1,6 @@
-"""Building TensorRT engines on the CPU through the fakes (tests/fake_tensorrt.py): `build_engines`' manifest entries,
-keys and reuse, precision by TensorRT version, INT8 calibration, DLA, failures; and that the fakes keep to TensorRT's
-real API (mypy against tensorrt-stubs, enum values read from the stubs)."""
+"""Building TensorRT engines on the CPU through the fakes (tests/fake_tensorrt.py): `build_engines`' manifest
+entries, keys and reuse, precision by TensorRT version, INT8 from the Q/DQ graphs, DLA, failures; and that the fakes
+keep to TensorRT's real API (mypy against tensorrt-stubs, enum values read from the stubs)."""
 
 from __future__ import annotations
 
@@ -92,58 +92,30 @@ def test_network_flags_and_precision_follow_the_tensorrt_version(bundle: Path, f
     builder_fp16 = [bool(b["flags"] & 1) for b in fake_gpu.state.builds]
     # TensorRT 11 takes precision from the graph (an fp16 copy), older ones from the builder flag
     assert fp16_weights == [strongly_typed] * 6 and builder_fp16 == [not strongly_typed] * 6
-    if strongly_typed:
-        with pytest.raises(UserError, match="TensorRT 11 builds strongly typed networks: INT8 needs"):
-            build_engines(bundle, EngineOptions(precision="int8", calib_dir=str(bundle)), progress=False)
 
 
-def test_int8_calibrates_each_stage_on_what_it_sees_and_caches_the_table(bundle: Path, fake_gpu: Any,
-                                                                        tmp_path: Path) -> None:
-    import cv2
+@pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])
+def test_int8_engines_come_from_the_qdq_graphs_without_a_calibrator(bundle: Path, fake_gpu: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    version: str) -> None:
+    import onnx
 
-    from paumer_edge.export.calibration import CalibrationData
+    from paumer_edge.export.quantize import VARIANT
 
-    calib = tmp_path / "frames"
-    calib.mkdir()
-    rng = np.random.default_rng(5)
-    for i in range(3):
-        cv2.imwrite(str(calib / f"f{i}.png"), rng.integers(0, 255, (60, 100, 3), dtype=np.uint8))
-    entries = build_engines(bundle, EngineOptions(precision="int8", budgets=(0.5,), calib_dir=str(calib)),
-                            progress=False)
-    want = CalibrationData(load_bundle(bundle), calib, 64, 0.5).inputs
-    batches = fake_gpu.state.calibration_batches  # read back from the device by the fake builder
-    assert len(batches) == 6 * 3
-    for g, graph in enumerate(GRAPHS):
-        for i in range(3):
-            seen, sent = batches[3 * g + i], want[graph][i]
-            assert set(seen) == set(sent) and all(np.array_equal(seen[k], sent[k]) for k in sent)
-    assert all((bundle / e.file).with_suffix(".calib").is_file() for e in entries)
-    for e in entries:
-        (bundle / e.file).unlink()  # engines gone, calibration tables kept: rebuild without calibrating again
-    build_engines(bundle, EngineOptions(precision="int8", budgets=(0.5,), calib_dir=str(calib)), progress=False)
-    assert len(fake_gpu.state.calibration_batches) == 18 and len(fake_gpu.state.builds) == 12
-    assert fake_gpu.state.builds[6]["calibration"] == fake_gpu.state.builds[0]["calibration"]
-
-
-def test_the_calibrator_feeds_batches_through_reused_device_memory(fake_gpu: Any, tmp_path: Path) -> None:
-    import gc
-
-    from paumer_edge.export.calibration import make_calibrator
-
-    batches = [{"x": np.full((1, 4), i, np.float32), "n": np.arange(3, dtype=np.int64)[None] + i} for i in range(3)]
-    calibrator = make_calibrator(fake_gpu.trt, batches, tmp_path / "t.calib")
-    assert isinstance(calibrator, fake_gpu.trt.IInt8EntropyCalibrator2) and calibrator.get_batch_size() == 1
-    for i in range(3):
-        x, n = calibrator.get_batch(["x", "n"])
-        assert np.frombuffer(fake_gpu.device.read(x, 16), np.float32).tolist() == [i] * 4
-        assert np.frombuffer(fake_gpu.device.read(n, 24), np.int64).tolist() == [i, i + 1, i + 2]
-    assert calibrator.get_batch(["x", "n"]) is None and fake_gpu.device.mallocs == 2  # allocated once
-    assert calibrator.read_calibration_cache() is None
-    calibrator.write_calibration_cache(b"table")
-    assert calibrator.read_calibration_cache() == b"table" == (tmp_path / "t.calib").read_bytes()
-    del calibrator
-    gc.collect()
-    assert fake_gpu.device.live == {}
+    monkeypatch.setattr(fake_gpu.trt, "__version__", version)
+    entries = build_engines(bundle, EngineOptions(precision="int8", budgets=(0.5,)), progress=False)
+    loaded = load_bundle(bundle)
+    int8 = loaded.at_precision("int8")  # made first: the bundle had no Q/DQ graphs
+    assert VARIANT in loaded.manifest.variant_names and [e.graph for e in entries] == int8.manifest.run_graphs
+    assert all(e.variant == VARIANT and e.precision == "int8" and e.graph_sha256 == int8.graphs[e.graph].sha256
+               for e in entries)
+    parsed = [onnx.load_from_string(m) for m in fake_gpu.state.parsed]
+    assert all(any(n.op_type == "QuantizeLinear" for n in m.graph.node) for m in parsed)  # explicit quantization
+    strongly_typed = version.startswith("11")
+    int8_flag = 1 << int(fake_gpu.trt.BuilderFlag.INT8)
+    assert [bool(b["flags"] & int8_flag) for b in fake_gpu.state.builds] == [not strongly_typed] * len(entries)
+    assert all(b["strongly_typed"] == strongly_typed and b["calibration"] is None for b in fake_gpu.state.builds)
+    assert fake_gpu.state.calibration_batches == []  # the Q/DQ nodes carry the scales: nothing calibrates
 
 
 def test_dla_builds_need_a_core_and_fall_back_to_the_gpu(bundle: Path, fake_gpu: Any) -> None:

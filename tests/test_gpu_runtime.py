@@ -97,3 +97,40 @@ def test_native_tensorrt_pipeline_runs_the_built_engines(tiny_bundle: Path, tmp_
         a, b = trt(frame, budget=0.5), cpu(frame, budget=0.5)
         assert a.stats.counts == b.stats.counts
         assert (a.labels == b.labels).mean() >= 0.99
+
+
+@pytest.mark.skipif(bool(_tensorrt_gpu()), reason=f"needs TensorRT and an NVIDIA GPU: {_tensorrt_gpu()}")
+def test_native_tensorrt_int8_engines_come_from_the_qdq_graphs(tiny_bundle: Path, tmp_path: Path) -> None:
+    """Explicit quantization: TensorRT 10 (INT8 flag) and 11 (strongly typed) build the bundle's Q/DQ graphs."""
+    from paumer_edge.export.quantize import QuantOptions
+    from paumer_edge.export.tensorrt_build import EngineOptions, build_engines
+
+    bundle = tmp_path / "b.paumer"
+    shutil.copytree(tiny_bundle, bundle)
+    quant = QuantOptions(calib_images=3, budgets=(1.0, 0.5))
+    entries = build_engines(bundle, EngineOptions(precision="int8", budgets=(0.5,), quant=quant), progress=False)
+    assert {e.graph for e in entries} == {"stage0", "stage1", "stage2", "stage3", "decoder"}
+    assert all(e.variant == "int8" and e.precision == "int8" for e in entries)
+    trt = Pipeline(bundle, backend="trt", precision="int8", cost="macs")
+    cpu = Pipeline(bundle, backend="ort", precision="int8", cost="macs")
+    assert trt.bundle.graphs["stage1"].file == "int8/stage1.onnx"
+    for frame in _frames(4):
+        for budget in (1.0, 0.5):
+            a, b = trt(frame, budget=budget), cpu(frame, budget=budget)
+            assert a.stats.counts == b.stats.counts
+            assert (a.labels == b.labels).mean() >= 0.97
+    again = build_engines(bundle, EngineOptions(precision="int8", budgets=(0.5,)), progress=False)
+    assert [e.key for e in again] == [e.key for e in entries]  # the same Q/DQ graphs: engines reused
+
+
+@_needs("TensorrtExecutionProvider")
+def test_ort_tensorrt_provider_runs_the_int8_graphs(tiny_bundle: Path, tmp_path: Path) -> None:
+    from paumer_edge.export.quantize import QuantOptions, add_int8
+
+    bundle = tmp_path / "b.paumer"
+    shutil.copytree(tiny_bundle, bundle)
+    add_int8(bundle, QuantOptions(calib_images=3, budgets=(1.0, 0.5)), progress=False)
+    gpu = Pipeline(bundle, backend="ort-trt", precision="int8", cost="macs")
+    cpu = Pipeline(bundle, backend="ort", precision="int8", cost="macs")
+    agree = [(gpu(f, budget=0.5).labels == cpu(f, budget=0.5).labels).mean() for f in _frames(4)]
+    assert np.mean(agree) >= 0.97

@@ -142,3 +142,32 @@ def save_figure_atomic(fig: Any, path: str | Path, dpi: int = 120) -> None:
     """A matplotlib figure saved atomically (the format follows the suffix, which the temporary keeps)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi)
+
+
+@contextmanager
+def updating_dir(out: str | Path, marker: str, what: str) -> Iterator[Path]:
+    """A working copy of directory `out` to change; on success it replaces `out` in one step, on any error it
+    is removed and `out` stays as it was. Files are hard links where the file system allows (cheap for large
+    graphs, and safe: every write here replaces a file rather than changing it in place)."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    try:
+        try:
+            shutil.copytree(out, tmp, copy_function=link, symlinks=True)
+        except OSError as e:
+            raise output_error(e, tmp) from None
+        yield tmp
+        try:
+            replace_dir_atomic(tmp, out, lambda p: (p / marker).exists(), what)
+        except OSError as e:
+            raise output_error(e, out) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

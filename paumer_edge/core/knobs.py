@@ -30,9 +30,15 @@ MAX_FPS = 1000.0
 MAX_TARGET_MS = 3_600_000.0  # an hour a frame: beyond, a latency target is not one
 MAX_COUNT = 1 << 31  # frames, images, steps, rounds: anything a 32-bit counter holds
 MAX_SEED = (1 << 63) - 1
+CALIB_METHODS = ("minmax", "entropy", "percentile")  # ONNX Runtime's calibrators, for INT8 Q/DQ graphs
+# percentile: on the sample model the best label agreement and kept tokens of the three (int8_recipes.json)
+DEFAULT_CALIB_METHOD = "percentile"
+DEFAULT_CALIB_IMAGES = 32
+MAX_CALIB_IMAGES = 4096  # calibration frames: every graph's feeds are kept in memory while it is quantized
 
-__all__ = ["MAX_FRAME_PIXELS", "MIN_STRIDE", "THREADS_PER_CORE", "available_cores", "check_budget",
-           "check_budget_range", "check_count", "check_fps", "check_number", "check_seconds", "check_seed",
+__all__ = ["CALIB_METHODS", "DEFAULT_CALIB_IMAGES", "DEFAULT_CALIB_METHOD", "MAX_FRAME_PIXELS", "MIN_STRIDE",
+           "THREADS_PER_CORE", "available_cores", "check_budget", "check_budget_range", "check_calib_images",
+           "check_calib_method", "check_count", "check_fps", "check_number", "check_seconds", "check_seed",
            "check_size", "check_stride", "check_target_ms", "check_threads", "check_threshold", "max_threads",
            "show_value"]
 
@@ -163,3 +169,16 @@ def check_seconds(seconds: Any, name: str = "seconds", hi: float = MAX_SYNTH_SEC
 
 def check_seed(seed: Any, name: str = "seed") -> int:
     return check_count(seed, name, 0, MAX_SEED, what="a whole number from 0 to 2^63-1")
+
+
+# ---- INT8 calibration ----------------------------------------------------------------------------------
+def check_calib_method(method: Any, name: str = "calibration method") -> str:
+    """One of ONNX Runtime's calibrators: minmax, entropy or percentile."""
+    if method not in CALIB_METHODS:
+        raise PolicyError(f"{name} {show_value(method)} is not one of {', '.join(CALIB_METHODS)}")
+    return str(method)
+
+
+def check_calib_images(count: Any, name: str = "calibration images") -> int:
+    """How many calibration frames: 1 to MAX_CALIB_IMAGES (their recorded feeds are held in memory)."""
+    return check_count(count, name, 1, MAX_CALIB_IMAGES)

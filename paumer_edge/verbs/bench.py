@@ -20,7 +20,16 @@ from ..runtime.bench import bench, full_graph_reference
 from ..runtime.pipeline import Pipeline
 from ..runtime.preprocess import labels_to_frame, preprocess
 from .bundles import bundle_for
-from .params import FLOATS, SIZE, backend_option, cost_option, memory_limit_option, quiet, threads_option
+from .params import (
+    FLOATS,
+    SIZE,
+    backend_option,
+    cost_option,
+    memory_limit_option,
+    precision_option,
+    quiet,
+    threads_option,
+)
 
 MAX_ROUNDS = 1_000_000
 
@@ -47,6 +56,18 @@ def torch_references(pipe: Pipeline, budgets: list[float]) -> dict[str, Callable
             return labels_to_frame(labels, placement)
 
         refs[f"pytorch {b:g}"] = run
+    return refs
+
+
+def fp32_references(pipe: Pipeline, bundle: Path, a: SimpleNamespace) -> dict[str, Callable[[np.ndarray], object]]:
+    """The unsplit fp32 `full.onnx`, and for a pipeline of other graphs (int8) the fp32 ones at budget 1, run
+    interleaved with the budgets so the speed-ups are paired."""
+    if pipe.bundle.manifest.precision == "fp32":
+        return {"full.onnx": full_graph_reference(pipe)}
+    fp32 = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs")
+    refs: dict[str, Callable[[np.ndarray], object]] = {"fp32 budget 1": lambda frame: fp32(frame, budget=1.0)}
+    if fp32.bundle.manifest.has_full:
+        refs["full.onnx"] = full_graph_reference(fp32)
     return refs
 
 
@@ -112,6 +133,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 @click.argument("bundle", required=False, envvar="PAUMER_EDGE_MODEL")
 @click.option("--budgets", type=FLOATS, default="1,0.75,0.5,0.25", help="Budgets to time.")
 @backend_option
+@precision_option("int8 adds fp32 budget 1 as a paired reference")
 @click.option("--rounds", type=int, default=50, help="Timed rounds (each runs every setting once).")
 @click.option("--warmup", type=int, default=5, help="Untimed rounds first.")
 @click.option("--frame-size", type=SIZE, default="360x640", help="HxW of the street frames.")
@@ -133,8 +155,9 @@ def run(a: SimpleNamespace) -> int:
     a.frame_size = check_size(a.frame_size, "--frame-size", MAX_SYNTH_PIXELS)
     a.budgets = [check_budget(b, "--budgets") for b in a.budgets]
     guard_paths(Input.of("the model", a.bundle), [*Output.of("--json", a.json), *Output.of("--plot", a.plot)])
-    bundle = bundle_for(a.bundle, a.quiet)
-    pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs")
+    bundle = bundle_for(a.bundle, a.quiet, int8=a.precision == "int8")
+    pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs",
+                    precision=a.precision)
     provenance = Provenance.start(pipe.bundle.manifest, bundle)
     if a.cost == "device":  # a benchmark measures the device afresh (and leaves the profile for `run`)
         if not a.quiet:
@@ -142,7 +165,7 @@ def run(a: SimpleNamespace) -> int:
         pipe.calibrate()
     h, w = a.frame_size
     frames = [street_scene(derive_seed(77, i), (h, w))[0] for i in range(4)]
-    refs: dict[str, Callable[[np.ndarray], object]] = {"full.onnx": full_graph_reference(pipe)}
+    refs = fp32_references(pipe, bundle, a)
     torch_refs: dict[str, Callable[[np.ndarray], object]] = {}
     if not a.no_torch:
         try:
@@ -155,8 +178,12 @@ def run(a: SimpleNamespace) -> int:
             print(profile_line(pipe.cost))
     rows = bench(pipe, frames, a.budgets, a.rounds, a.warmup, refs, torch_refs, progress=not a.quiet)
     print(table(rows))
+    if "fp32 budget 1" in refs:
+        vs = next(r for r in rows if r["name"] == "fp32 budget 1")
+        print(f"{pipe.bundle.manifest.precision} budget 1 vs fp32 budget 1: {1 / vs['speedup_paired']:.2f}x (paired)")
     result = {"bundle": str(bundle), "backend": pipe.backend.describe(), "frame_size": [h, w], "rounds": a.rounds,
-              "cost_model": pipe.cost.to_dict(), "results": rows, "provenance": provenance.finish()}
+              "precision": pipe.bundle.manifest.precision, "cost_model": pipe.cost.to_dict(), "results": rows,
+              "provenance": provenance.finish()}
     if a.json:
         write_json_atomic(Path(a.json), result)
     if a.plot:

@@ -10,7 +10,7 @@ from ..core.cache import cache_root
 from ..core.contract import MANIFEST
 from ..core.errors import BundleError
 from ..export import GRAPHS_REVISION
-from ..runtime.bundle import load_bundle
+from ..runtime.bundle import Bundle, load_bundle
 
 TRAIN_EXTRA = "pip install 'paumer-edge[train]'"
 
@@ -25,10 +25,11 @@ def needs_torch(what: str) -> None:
                         "(after installing the PyTorch build for your machine)") from None
 
 
-def bundle_for(model: str | None, quiet: bool = False, scores: bool = False) -> Path:
+def bundle_for(model: str | None, quiet: bool = False, scores: bool = False, int8: bool = False) -> Path:
     """A bundle directory as given, or the cached export of a checkpoint (the sample when None).
 
-    `scores`: the export's decoder also gives class probabilities (what sliding windows average)."""
+    `scores`: the export's decoder also gives class probabilities (what sliding windows average); `int8`: the
+    export also has INT8 graphs (calibrated on rendered street scenes; added to a cached export once)."""
     if model is not None and Path(model).is_dir():
         return Path(model)
     if model not in (None, "sample") and not Path(str(model)).is_file():
@@ -40,24 +41,33 @@ def bundle_for(model: str | None, quiet: bool = False, scores: bool = False) -> 
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
     name = "sample" if ckpt == SAMPLE_CHECKPOINT else ckpt.stem
     out = cache_root() / "bundles" / f"{name}-{digest}{'-scores' if scores else ''}.paumer"
-    if not _usable(out):
+    usable = _usable(out)
+    if usable is None:
         from ..export.exporter import ExportOptions, export_bundle
+        from ..export.quantize import QuantOptions
 
         if not quiet:
             print(f"exporting {ckpt} once to {out} ...")
-        export_bundle(model_from_checkpoint(load_checkpoint(ckpt)), out, ExportOptions(scores=scores), source=str(ckpt),
+        export_bundle(model_from_checkpoint(load_checkpoint(ckpt)), out,
+                      ExportOptions(scores=scores, int8=QuantOptions() if int8 else None), source=str(ckpt),
                       progress=not quiet)
+    elif int8 and "int8" not in usable.manifest.variant_names:  # INT8 graphs added to the cached export, once
+        from ..export.quantize import QuantOptions, add_int8
+
+        if not quiet:
+            print(f"adding INT8 graphs to {out} once ...")
+        add_int8(out, QuantOptions(), progress=not quiet)
     return out
 
 
-def _usable(cached: Path) -> bool:
-    """Whether a cached export is there, intact and current; a damaged one (an edited file, a crash of an older
+def _usable(cached: Path) -> Bundle | None:
+    """A cached export if it is there, intact and current; a damaged one (an edited file, a crash of an older
     version mid-export) is exported again rather than refused: the cache holds only what it can remake."""
     if not (cached / MANIFEST).exists():
-        return False
+        return None
     try:
         bundle = load_bundle(cached)
     except BundleError:
-        return False
+        return None
     # an export by an older exporter is remade: the cache should give what exporting now gives
-    return bundle.manifest.exporter.graphs_revision == GRAPHS_REVISION
+    return bundle if bundle.manifest.exporter.graphs_revision == GRAPHS_REVISION else None

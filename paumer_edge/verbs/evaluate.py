@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from .. import UserError
 from ..config_check import check_model_memory
 from ..core.atomic import write_json_atomic
 from ..core.cost import load_cost
@@ -20,6 +21,17 @@ from .params import DATA_HELP, FLOATS, memory_limit_option, model_option, quiet
 
 MAX_DATA_SCALE = 4.0  # real images resized beyond 4x only cost memory
 MAX_BATCH = 4096
+
+
+def parse_precisions(text: str | None) -> list[str] | None:
+    """'fp32,int8' -> the runtime precisions eval scores (fp16 needs TensorRT, which eval does not run)."""
+    if text is None:
+        return None
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in ("fp32", "int8")]
+    if bad or not values or len(set(values)) < len(values):
+        raise click.BadParameter(f"'{text}' is not a list of fp32 and int8 (each once), e.g. fp32,int8")
+    return values
 
 
 def check_knobs(a: SimpleNamespace) -> None:
@@ -47,6 +59,10 @@ def check_knobs(a: SimpleNamespace) -> None:
 @click.option("--cost", metavar="PROFILE", help="Budgets as fractions of a device's measured latency, as `run` "
               "spends them there: a `bench --json` report or a cached profile [default: MACs].")
 @click.option("--thresholds", type=FLOATS, help="Also evaluate these entropy thresholds.")
+@click.option("--precision", metavar="P[,P]", callback=lambda ctx, param, value: parse_precisions(value),
+              help="Score through the deployed runtime instead (the model's bundle in ONNX Runtime, exported once "
+                   "with INT8 graphs if asked) at these precisions, side by side: fp32, int8 or fp32,int8 "
+                   "[default: the PyTorch model].")
 @click.option("--batch-size", type=int, default=16, help="Images per forward pass.")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default).")
@@ -93,6 +109,8 @@ def run(a: SimpleNamespace) -> int:
     provenance = Provenance.start(files={"checkpoint": resolve_checkpoint(a.model), "cost_profile": a.cost})
     data = build_dataset(spec, split, model.cfg.image_size, a.images, progress=not a.quiet, scale=a.data_scale)
     n = len(data)  # type: ignore[arg-type]
+    if a.precision:
+        return run_deployed(a, model, data, points, str(spec), split)
     t0 = time.perf_counter()
     results = evaluate(model, data, points, a.batch_size, device, progress=not a.quiet, sliding=sliding)
     dt = time.perf_counter() - t0
@@ -117,3 +135,50 @@ def run(a: SimpleNamespace) -> int:
     print(f"evaluated {n} images at {len(points)} settings in {dt:.1f} s"
           + (f"; results in {a.json}" if a.json else "") + (f"; curve in {a.plot}" if a.plot else ""))
     return 0
+
+
+def run_deployed(a: SimpleNamespace, model: Any, data: Any, points: list[Any], spec: str, split: str) -> int:
+    """`eval --precision P,...`: the model's bundle (exported once, with INT8 graphs if asked) scored through the
+    runtime at each precision, every setting, on the same images; budgets in the same cost model as PyTorch eval."""
+    from ..evaluate import evaluate, results_json, results_table
+    from ..runtime.bundle import load_bundle
+    from ..runtime_eval import RuntimePredictor
+    from .bundles import bundle_for
+
+    if a.sliding is not None or a.plot:
+        raise UserError("--precision scores whole frames and writes tables and --json: leave out "
+                        f"{'--sliding' if a.sliding is not None else '--plot'}")
+    bundle = load_bundle(bundle_for(a.model, a.quiet, int8="int8" in a.precision))
+    provenance = Provenance.start(bundle.manifest, bundle.path)
+    n = len(data)
+    payload: dict[str, Any] = {"model": str(a.model or "sample"), "bundle": str(bundle.path), "data": spec,
+                               "split": split, "images": n, "cost_model": model.cost_model().to_dict(),
+                               "runtime": "ONNX Runtime (CPU), staged graphs", "precisions": {}}
+    t0 = time.perf_counter()
+    for precision in a.precision:
+        predictor = RuntimePredictor(bundle.at_precision(precision), model.cost_model(), a.threads)
+        results = evaluate(model, data, points, a.batch_size, "cpu", progress=not a.quiet, predictor=predictor)
+        print(f"{precision} graphs in the runtime:")
+        print(results_table(results, model.cfg.class_names))
+        payload["precisions"][precision] = results_json(results)
+    dt = time.perf_counter() - t0
+    if len(a.precision) > 1:
+        print(precision_table(payload["precisions"]))
+    if a.json:
+        payload.update(seconds=round(dt, 2), provenance=provenance.finish())
+        write_json_atomic(Path(a.json), payload)
+    print(f"evaluated {n} images at {len(points)} settings x {len(a.precision)} precisions through the runtime in "
+          f"{dt:.1f} s" + (f"; results in {a.json}" if a.json else ""))
+    return 0
+
+
+def precision_table(by_precision: dict[str, list[dict[str, Any]]]) -> str:
+    """mIoU of every setting at each precision side by side, with the change from the first precision."""
+    names = list(by_precision)
+    first = by_precision[names[0]]
+    lines = [f"{'setting':<16}" + "".join(f"{p + ' mIoU':>12}" for p in names) + f"{'change':>9}"]
+    for i, r in enumerate(first):
+        setting = f"thr {r['threshold']:g}" if r["threshold"] is not None else f"budget {r['budget']:g}"
+        mious = [100 * by_precision[p][i]["miou"] for p in names]
+        lines.append(f"{setting:<16}" + "".join(f"{m:>12.2f}" for m in mious) + f"{mious[-1] - mious[0]:>+9.2f}")
+    return "\n".join(lines)

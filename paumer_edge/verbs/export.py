@@ -5,16 +5,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import UserError
 from ..core.knobs import check_count, check_size
 from ..core.paths import Input, Output, guard_paths
-from .build import engine_option_decorators
+from .build import calib_option_decorators, engine_option_decorators
 from .bundles import needs_torch
 from .params import FLOATS, SIZE, memory_limit_option, quiet
+
+if TYPE_CHECKING:
+    from ..export.verify import VerifyReport
 
 SAMPLE_BUNDLE = Path("sample.paumer")
 MAX_BATCH = 4096  # engine profiles' largest batch
@@ -37,6 +40,8 @@ MAX_BATCH = 4096  # engine profiles' largest batch
 @click.option("--report", metavar="FILE", help="Write the verify report as JSON here.")
 @click.option("--trt", is_flag=True, help="Also build TensorRT engines (needs a GPU and TensorRT).")
 @engine_option_decorators
+@calib_option_decorators("Also write INT8 graphs (Q/DQ, calibrated on --calib frames) beside the fp32 ones, for "
+                         "`run --precision int8` on CPUs and, with --trt, INT8 TensorRT engines.")
 @memory_limit_option
 @quiet
 def command(**options: Any) -> int:
@@ -62,11 +67,14 @@ def run(a: SimpleNamespace) -> int:
     from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from ..core.atomic import write_json_atomic
     from ..export.exporter import ExportOptions, export_bundle
+    from ..export.quantize import VARIANT
     from ..export.verify import VerificationFailed, verify_bundle
     from ..runtime.gpu import cuda_runtime, gpu_info, tensorrt_module
-    from .build import build_and_report, engine_options
+    from .build import build_and_report, check_calib_flags, engine_options, quant_options
 
-    engines = engine_options(a) if a.trt else None
+    check_calib_flags(a)
+    quant = quant_options(a) if a.int8 else None
+    engines = engine_options(a, quantize=False) if a.trt else None  # the INT8 graphs come from this export
     if a.trt:  # fail before spending a minute on ONNX when engines cannot be built here
         tensorrt_module()
         gpu_info(cuda_runtime())
@@ -74,8 +82,8 @@ def run(a: SimpleNamespace) -> int:
     out = Path(a.out) if a.out else default_bundle_path(ckpt, SAMPLE_CHECKPOINT)
     image_size = None if a.image_size is None else check_size(a.image_size, "--image-size")
     opts = ExportOptions(image_size=image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores,
-                         extra_sizes=extra_sizes(a.extra_sizes))
-    guard_paths([*Input.of("checkpoint", ckpt), *Input.of("--calib", getattr(a, "calib", None), "folder")],
+                         extra_sizes=extra_sizes(a.extra_sizes), int8=quant)
+    guard_paths([*Input.of("checkpoint", ckpt), *Input.of("--calib", a.calib, "folder")],
                 [*Output.of("the bundle", out, "tree"), *Output.of("--report", a.report)])
     model = model_from_checkpoint(load_checkpoint(ckpt)).eval()
     verified: dict[str, Any] = {}
@@ -100,19 +108,32 @@ def run(a: SimpleNamespace) -> int:
         print(report.summary())
         if a.report:
             write_json_atomic(Path(a.report), report.to_json())
-        worst = max((c.value for c in report.checks if c.kind == "max_abs_err"), default=0.0)
-        agree = min((c.value for c in report.checks if c.kind == "agreement"), default=1.0)
+        fp32 = [c for c in report.checks if not c.graph.startswith("int8")]
+        worst = max((c.value for c in fp32 if c.kind == "max_abs_err"), default=0.0)
+        agree = min((c.value for c in fp32 if c.kind == "agreement"), default=1.0)
         verdict = (f"verified in {verified['seconds']:.1f} s: max error {worst:.1e}, "
-                   f"min label agreement {100 * agree:.2f}%" + ("" if ok else " -- BEYOND TOLERANCE"))
+                   f"min label agreement {100 * agree:.2f}%" + int8_verdict(report)
+                   + ("" if ok else " -- BEYOND TOLERANCE"))
     if not ok:  # nothing written: a bundle that disagrees with its checkpoint never takes a bundle's place
         print(f"not exported: the graphs disagree with the checkpoint ({verdict}); nothing was written to {out}")
         return 1
     if engines is not None:
         build_and_report(out, engines, quiet=a.quiet)
     size_mb = sum(p.stat().st_size for p in out.rglob("*.onnx")) / 1e6
-    print(f"exported {out} ({len(list(out.rglob('*.onnx')))} graphs, {size_mb:.1f} MB) in {export_s:.1f} s; "
+    int8 = f", {len(list((out / VARIANT).glob('*.onnx')))} of them INT8" if a.int8 else ""
+    print(f"exported {out} ({len(list(out.rglob('*.onnx')))} graphs{int8}, {size_mb:.1f} MB) in {export_s:.1f} s; "
           f"{verdict}")
     return 0
+
+
+def int8_verdict(report: VerifyReport) -> str:
+    """The INT8 graphs' worst end-to-end figures against fp32 ('' when the bundle has none)."""
+    pipe = [c for c in report.checks if c.graph == "int8 pipeline"]
+    if not pipe:
+        return ""
+    agree = min(c.value for c in pipe if c.kind == "agreement")
+    kept = min((c.value for c in pipe if c.kind == "kept"), default=1.0)
+    return f"; INT8 vs fp32: min label agreement {100 * agree:.2f}%, kept tokens {100 * kept:.2f}%"
 
 
 def check_batch(values: list[float]) -> tuple[int, int, int]:

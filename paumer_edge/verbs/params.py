@@ -85,6 +85,16 @@ def backend_option(f: F) -> F:
                              "ort-cuda, ort.")(f)
 
 
+def precision_option(extra: str = "") -> Callable[[F], F]:
+    """`--precision`: which of the bundle's graphs run (fp32, its INT8 Q/DQ variant, or fp16 on TensorRT)."""
+    from ..core.contract import PRECISIONS
+
+    return click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+                        help="Graphs to run: fp32, int8 (the bundle's INT8 Q/DQ graphs, from `export --int8` or "
+                             "`build --int8`; a checkpoint or the sample is exported with them) or fp16 (TensorRT "
+                             "backends only)" + (f"; {extra}" if extra else "") + ".")
+
+
 def threads_option(f: F) -> F:
     return click.option("--threads", type=int, default=0, show_default=True, envvar="PAUMER_EDGE_THREADS",
                         show_envvar=True, help="Inference threads (0: the backend's default).")(f)

@@ -29,7 +29,15 @@ from ..runtime.sliding import SlidingPipeline
 from ..runtime.sources import Frame, Source, open_source
 from ..runtime.visualize import annotate, compose
 from .bundles import bundle_for
-from .params import backend_option, cost_option, memory_limit_option, model_option, quiet, threads_option
+from .params import (
+    backend_option,
+    cost_option,
+    memory_limit_option,
+    model_option,
+    precision_option,
+    quiet,
+    threads_option,
+)
 
 DEMO_SECONDS, DEMO_SIZE, DEMO_BUDGETS = 10.0, (360, 640), (1.0, 0.5)
 
@@ -43,6 +51,7 @@ DEMO_SECONDS, DEMO_SIZE, DEMO_BUDGETS = 10.0, (360, 640), (1.0, 0.5)
 @click.option("--threshold", type=float, help="Pause tokens whose normalised entropy is below this, in [0, 1].")
 @click.option("--target-ms", type=float, help="Adjust the budget frame by frame so a frame takes about this long.")
 @backend_option
+@precision_option()
 @cost_option("measured once and cached")
 @click.option("--out", metavar="FILE", help="Overlay video (.mp4, .mkv or .avi; H.264) "
               "[default: runs/run/<source>_overlay.mp4].")
@@ -167,12 +176,13 @@ def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float |
                 [*Output.of("--out", out), *Output.of("--save-labels", a.save_labels, "folder")])
     if out is not None and out != a.out:  # the default place (and the demo's) is ours to make; --out's is not
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-    bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None)
+    bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None, int8=a.precision == "int8")
     # sliding windows: the same Pipeline, segmenting each frame window by window (runtime/sliding.py)
     pipe_class = partial(SlidingPipeline, stride=a.sliding) if a.sliding is not None else Pipeline
     pipe = pipe_class(bundle, backend=a.backend, budget=budget if budget is not None else 1.0,
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
-                    stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost)
+                    stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost,
+                    precision=a.precision)
     info = pipe.info
     viewer = start_view(a, pipe)
     try:

@@ -72,6 +72,12 @@ def shared_thread_pool(threads: int) -> bool:
     return _shared["pool"]
 
 
+def uses_shared_pool() -> bool:
+    """Whether this process runs ONNX Runtime on the shared thread pool (then it accepts no session with a pool of
+    its own, such as the ones ONNX Runtime's quantization tools create)."""
+    return bool(_shared.get("pool"))
+
+
 class OrtSession:
     def __init__(self, ort: Any, session: Any, device: str, device_id: int):
         self._ort, self._session = ort, session
@@ -98,7 +104,7 @@ class OrtBackend:
     """ONNX Runtime sessions on one kind of device: `ort` (CPU), `ort-cuda` or `ort-trt`."""
 
     def __init__(self, kind: str = "ort", threads: int = 0, device_id: int = 0, fp16: bool = False,
-                 budgets: tuple[float, ...] = (0.5,), shared_threads: bool = False):
+                 budgets: tuple[float, ...] = (0.5,), shared_threads: bool = False, int8: bool = False):
         if kind not in KINDS:
             raise UserError(f"unknown ONNX Runtime backend '{kind}'; use one of {', '.join(KINDS)}")
         ort = import_ort()
@@ -109,6 +115,7 @@ class OrtBackend:
         self._ort = ort
         self.name = kind
         self.threads, self.device_id, self.fp16, self.budgets = threads, device_id, fp16, budgets
+        self.int8 = int8  # the graphs are Q/DQ (the bundle's int8 variant): the TensorRT EP builds them in INT8
         self.shared_threads = shared_threads
         self.device = "cpu" if kind == "ort" else "cuda"
 
@@ -129,7 +136,7 @@ class OrtBackend:
         cache = Path(bundle.path) / "engines" / "ort-trt"
         cache.mkdir(parents=True, exist_ok=True)
         trt = ("TensorrtExecutionProvider", {
-            "device_id": self.device_id, "trt_fp16_enable": self.fp16,
+            "device_id": self.device_id, "trt_fp16_enable": self.fp16 or self.int8, "trt_int8_enable": self.int8,
             "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
             "trt_profile_min_shapes": fmt(0), "trt_profile_opt_shapes": fmt(1), "trt_profile_max_shapes": fmt(2),

@@ -35,13 +35,22 @@ def open_backend(kind: str, bundle: Bundle, threads: int = 0, precision: str | N
 
         return TrtBackend(precision)
     if kind != "auto":
-        return OrtBackend(kind, threads=threads, fp16=precision == "fp16", shared_threads=shared_threads,
-                          budgets=budgets)
+        return _fits(OrtBackend(kind, threads=threads, fp16=precision == "fp16", int8=precision == "int8",
+                                shared_threads=shared_threads, budgets=budgets), precision)
     native = _native_trt(bundle, precision)
     if native is not None:
         return native
     providers = import_ort().get_available_providers()
     for candidate in ("ort-trt", "ort-cuda"):
-        if KINDS[candidate][0] in providers:
-            return OrtBackend(candidate, threads=threads, fp16=precision == "fp16", budgets=budgets)
-    return OrtBackend("ort", threads=threads, shared_threads=shared_threads)
+        if KINDS[candidate][0] in providers and (precision != "fp16" or candidate == "ort-trt"):
+            return OrtBackend(candidate, threads=threads, fp16=precision == "fp16", int8=precision == "int8",
+                              budgets=budgets)
+    return _fits(OrtBackend("ort", threads=threads, shared_threads=shared_threads), precision)
+
+
+def _fits(backend: OrtBackend, precision: str | None) -> OrtBackend:
+    """fp16 comes from TensorRT (engines or its ONNX Runtime provider): the bundle's graphs are fp32 and int8."""
+    if precision == "fp16" and backend.name != "ort-trt":
+        raise UserError(f"fp16 runs on TensorRT (--backend trt or ort-trt), not on {backend.name}; "
+                        "use fp32 or int8 there")
+    return backend
