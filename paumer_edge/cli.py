@@ -28,6 +28,14 @@ def parse_size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """'112x224,96x192' -> [(112, 224), (96, 192)]."""
+    sizes = [parse_size(t) for t in text.split(",") if t.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError("give at least one size, e.g. 96x192")
+    return sizes
+
+
 def parse_floats(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -133,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no-verify", action="store_true", help="skip the parity check against PyTorch")
     x.add_argument("--report", help="write the verify report as JSON here")
     x.add_argument("--trt", action="store_true", help="also build TensorRT engines (needs a GPU and TensorRT)")
+    x.add_argument("--plans", action="store_true",
+                   help="also export smaller input sizes and measure the joint front of size and pausing on held-out "
+                        "images, so one budget knob picks the best of both (run and bench use it)")
+    x.add_argument("--plan-sizes", type=parse_sizes, metavar="HxW,...",
+                   help="the smaller input sizes for --plans (default: 7/8, 3/4, 5/8 and 1/2 of the input)")
+    x.add_argument("--plan-data", default="synthetic", help=DATA_HELP + " to measure the plans on (default synthetic; "
+                   "its held-out val split, or train for real data)")
+    x.add_argument("--plan-images", type=int, default=100, help="images the plans are measured on (default 100)")
+    x.add_argument("--peers", metavar="LIST", help="also export peer methods' graphs: dtop, coarse, tome:R, proscale:K "
+                   "(comma-separated; `paumer-edge compare` exports them all)")
     _engine_args(x)
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func="export")
@@ -192,6 +210,30 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--plot", help="write a PNG of FPS and compute against budget here")
     n.add_argument("--quiet", action="store_true")
     n.set_defaults(func="bench")
+
+    c = sub.add_parser("compare", help="pausing beside DToP, ToMe, PRO-SCALE and resolution scaling, and the joint "
+                       "budget knob: one table, JSON and accuracy/speed chart")
+    c.add_argument("--model", help="checkpoint (default: the bundled sample model)")
+    c.add_argument("--images", type=int, default=200, help="held-out test images (default 200)")
+    c.add_argument("--frame-size", type=parse_size, default=(256, 512),
+                   help="HxW of the synthetic test frames; each method resizes them to its input (default 256x512)")
+    c.add_argument("--data", default="synthetic", help=DATA_HELP + " (default: synthetic)")
+    c.add_argument("--plan-images", type=int, default=100, help="held-out val images the plans are measured on "
+                   "(default 100; never the test images)")
+    c.add_argument("--budgets", type=parse_floats, help="pausing budgets (default 1,0.75,0.5,0.35,0.25)")
+    c.add_argument("--sizes", type=parse_sizes, metavar="HxW,...",
+                   help="input sizes for resolution scaling and the plans (default: 7/8, 3/4, 5/8, 1/2 of the input)")
+    c.add_argument("--exits", type=parse_floats, help="DToP exit confidences (default 0.99,0.95,0.9,0.8)")
+    c.add_argument("--merge", type=parse_floats, help="ToMe tokens merged per block (default 8,16,24,32)")
+    c.add_argument("--coarse", type=parse_floats, help="PRO-SCALE blocks on the coarse grid (default 2,5)")
+    c.add_argument("--joint", type=parse_floats,
+                   help="budgets of the joint knob (default 1,0.75,0.6,0.5,0.42,0.35,0.3,0.25,0.2)")
+    c.add_argument("--backend", default="auto", choices=list(BACKENDS))
+    c.add_argument("--threads", type=int, default=0, help="inference threads (0: the backend's default)")
+    c.add_argument("--json", default="runs/compare/compare.json", help="write the results here")
+    c.add_argument("--plot", default="runs/compare/compare.png", help="write the chart here (PNG)")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func="compare")
 
     m = sub.add_parser("import", help="Segmenter / timm / mmseg checkpoint -> paumer-edge checkpoint (key report)")
     m.add_argument("src", help="checkpoint file (Segmenter: checkpoint.pth with variant.yml beside it, or its folder)")

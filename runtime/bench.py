@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from paumer_edge.core.names import FULL, IMAGE
+
 from .pipeline import Pipeline
 from .preprocess import labels_to_frame, preprocess
 
@@ -110,14 +112,15 @@ def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds
     return rows
 
 
-def full_graph_reference(pipe: Pipeline) -> Callable[[np.ndarray], np.ndarray]:
-    """The unsplit `full` graph on the same backend, with the same pre- and post-processing."""
-    session = pipe.backend.open(pipe.bundle, "full")
+def full_graph_reference(pipe: Pipeline, graph: str = FULL) -> Callable[[np.ndarray], np.ndarray]:
+    """The unsplit `full` graph (or another image -> labels graph of the bundle: the peers' `tome_r16`, ...) on the
+    same backend, with the same pre- and post-processing."""
+    session = pipe.backend.open(pipe.bundle, graph)
     m = pipe.info
 
     def run(frame: np.ndarray) -> np.ndarray:
         x, placement = preprocess(frame, m.input_size, m.mean, m.std, pipe.letterbox, pipe.bgr)
-        labels = session.run({"image": x[None]})[0]
+        labels = session.run({IMAGE: x[None]})[0]
         return labels_to_frame(labels[0], placement)
 
     return run

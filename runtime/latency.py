@@ -9,11 +9,8 @@ to `a + b*n + c*n^2`. A profile is measured once per bundle, backend and machine
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ from paumer_edge.core.atomic import write_json_atomic
 from paumer_edge.core.cache import cache_root
 from paumer_edge.core.cost import CostModel, fit_latency
 from paumer_edge.core.pausing import FixedCounts
+from paumer_edge.core.provenance import machine
 
 from .staged import StagedRunner
 
@@ -36,20 +34,6 @@ FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)  # token counts measured, 
 class Profile:
     cost: CostModel
     source: str  # "measured in 1.9 s" or "cached <path>"
-
-
-@functools.cache
-def machine() -> str:
-    """This machine as a profile is keyed: architecture, processor model and cores."""
-    model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()} {model} x{os.cpu_count()}".strip()
 
 
 def profile_path(runner: StagedRunner, describe: str, threads: int) -> Path:

@@ -10,7 +10,9 @@ from .. import UserError
 from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from ..core.atomic import write_json_atomic
 from ..export.exporter import ExportOptions, export_bundle
+from ..export.peer_graphs import parse_peers
 from ..export.verify import verify_bundle
+from ..planning import default_plan_sizes, plan_finalizer
 from ..runtime.gpu import cuda_runtime, gpu_info, tensorrt_module
 from .build import build_and_report, engine_options
 
@@ -28,9 +30,16 @@ def run(a: argparse.Namespace) -> int:
     ckpt = resolve_checkpoint(a.ckpt)
     model = model_from_checkpoint(load_checkpoint(ckpt)).eval()
     out = Path(a.out) if a.out else default_bundle_path(ckpt)
-    opts = ExportOptions(image_size=a.image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores)
+    sizes: tuple[tuple[int, int], ...] = ()
+    finalize = None
+    if a.plans:  # the network at smaller sizes too, and the measured front of size and pausing as its plans
+        size = a.image_size or model.cfg.image_size
+        sizes = tuple(a.plan_sizes) if a.plan_sizes else default_plan_sizes(size, model.cfg.patch_size)
+        finalize = plan_finalizer(a.plan_data, a.plan_images, progress=not a.quiet)
+    opts = ExportOptions(image_size=a.image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores,
+                         extra_sizes=sizes, peers=parse_peers(a.peers))
     t0 = time.perf_counter()
-    export_bundle(model, out, opts, source=str(ckpt), progress=not a.quiet)
+    export_bundle(model, out, opts, source=str(ckpt), progress=not a.quiet, finalize=finalize)
     export_s = time.perf_counter() - t0
     size_mb = sum(p.stat().st_size for p in out.glob("*.onnx")) / 1e6
     ok = True
