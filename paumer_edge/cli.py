@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "STRIDE a fraction of the window (default 0.667); needs a bundle exported with --scores")
     r.add_argument("--max-frames", type=int, help="stop after this many frames")
     r.add_argument("--threads", type=int, default=0, help="inference threads (0: the backend's default)")
+    _plan_args(r)
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func="run")
 
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and cached for `run`) or of the multiply-accumulates")
     n.add_argument("--json", help="write the results here")
     n.add_argument("--plot", help="write a PNG of FPS and compute against budget here")
+    _plan_args(n)
     n.add_argument("--quiet", action="store_true")
     n.set_defaults(func="bench")
 
@@ -276,6 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func="synth")
     return p
+
+
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--plans", action="store_true",
+                   help="budgets pick the best of input size and pausing: a checkpoint (or the sample) is exported "
+                        "once with smaller sizes and measured plans (minutes); a bundle with plans uses them anyway")
+    g.add_argument("--no-plans", action="store_true", help="ignore the bundle's plans: budgets pause the main graphs")
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:

@@ -27,17 +27,16 @@ from . import UserError
 from .checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from .core.cache import cache_root
 from .core.exits import EarlyExit
-from .core.names import coarse_graph_name, merge_graph_name
+from .core.names import COARSE_PREFIX, MERGE_PREFIX
 from .core.pausing import CostModel
+from .data.registry import parse_data_spec
 from .export import GRAPHS_REVISION
-from .planning import PLAN_IMAGES, default_plan_sizes, labelled_frames, plan_finalizer
+from .planning import PLAN_IMAGES, PlanMeasurement, default_plan_sizes, labelled_frames
 from .runtime.bench import full_graph_reference
 from .runtime.bundle import Bundle, BundleError, load_bundle
 from .runtime.pipeline import Pipeline
 from .runtime.plan_calibration import PAUSING_GRID
 from .runtime.sweep import Setting, SettingResult, sweep
-
-METHODS = ("pausing", "resolution", "DToP", "ToMe", "PRO-SCALE", "joint knob")
 
 
 @dataclass(frozen=True)
@@ -69,14 +68,14 @@ class Comparison:
 
 
 def _key(opts: CompareOptions, sizes: tuple[tuple[int, int], ...]) -> str:
-    blob = repr((GRAPHS_REVISION, sizes, opts.exits != (), opts.merge, opts.coarse, opts.data, opts.plan_images,
-                 opts.frame_size, opts.plan_grid, opts.backend, opts.threads))
+    blob = repr((GRAPHS_REVISION, sizes, bool(opts.exits), opts.merge, opts.coarse))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def comparison_bundle(model: str | None, opts: CompareOptions) -> tuple[Path, float]:
-    """The checkpoint exported with every peer's graphs, its size variants and measured plans; cached (the
-    export takes minutes), remade when the checkpoint, the options or the graph definitions change."""
+    """The checkpoint exported with every peer's graphs and its size variants, with plans measured on held-out
+    frames; cached (the export takes minutes): the graphs are remade when the checkpoint, the options or the
+    graph definitions change, the plans when their images change. Returns the bundle and the seconds spent."""
     from .export.exporter import ExportOptions, export_bundle
     from .export.peer_graphs import PeerOptions
 
@@ -88,17 +87,24 @@ def comparison_bundle(model: str | None, opts: CompareOptions) -> tuple[Path, fl
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
     name = "sample" if ckpt == SAMPLE_CHECKPOINT else ckpt.stem
     out = cache_root() / "compare" / f"{name}-{digest}-{_key(opts, sizes)}.paumer"
-    try:
-        found = load_bundle(out)
-        if found.manifest.exporter.graphs_revision == GRAPHS_REVISION and found.manifest.plans is not None:
-            return out, 0.0
-    except BundleError:
-        pass
     t0 = time.perf_counter()
-    peers = PeerOptions(early_exit=bool(opts.exits), merge=opts.merge, coarse=opts.coarse)
-    export_bundle(net, out, ExportOptions(extra_sizes=sizes, peers=peers), source=str(ckpt), progress=opts.progress,
-                  finalize=plan_finalizer(opts.data, opts.plan_images, opts.frame_size if opts.data == "synthetic"
-                                          else None, opts.plan_grid, opts.backend, opts.threads, opts.progress))
+    try:
+        found: Bundle | None = load_bundle(out)
+        if found is not None and found.manifest.exporter.graphs_revision != GRAPHS_REVISION:
+            found = None
+    except BundleError:
+        found = None
+    if found is None:
+        peers = PeerOptions(early_exit=bool(opts.exits), merge=opts.merge, coarse=opts.coarse)
+        export_bundle(net, out, ExportOptions(extra_sizes=sizes, peers=peers), source=str(ckpt),
+                      progress=opts.progress)
+        found = load_bundle(out)
+    frame_size = opts.frame_size if parse_data_spec(opts.data).synthetic else None
+    measure = PlanMeasurement(opts.data, opts.plan_images, frame_size, opts.plan_grid, opts.backend, opts.threads,
+                              opts.progress)
+    plans = found.manifest.plans
+    if plans is None or plans.images != opts.plan_images or plans.data != measure.describe(found.model.input_size):
+        measure(out)  # a manifest rewrite (atomic): the graphs stay
     return out, time.perf_counter() - t0
 
 
@@ -114,8 +120,14 @@ def _graph_setting(fn: Callable[[np.ndarray], np.ndarray], name: str, method: st
     return Setting(name, method, knob, lambda frame: (fn(frame), None))
 
 
-def settings(bundle: Bundle, opts: CompareOptions) -> list[Setting]:
-    """Every method at every value of its knob; pausing at budget 1 (the unpaused network) first: the reference."""
+def _knob(name: str, prefix: str) -> int | None:
+    rest = name[len(prefix):]
+    return int(rest) if name.startswith(prefix) and rest.isdigit() else None
+
+
+def settings(bundle: Bundle, opts: CompareOptions) -> tuple[list[Setting], str]:
+    """Every method the bundle has graphs for, at every value of its knob, and the backend they run on; pausing at
+    budget 1 (the unpaused network) first: the reference."""
     common: dict[str, Any] = dict(backend=opts.backend, threads=opts.threads, shared_threads=True)
     main = Pipeline(bundle, plans=False, **common)  # pausing as the runtime runs it: budgets of device latency
     out = [_pipe_setting(main, f"pausing {b:g}", "pausing", b, b) for b in sorted(set(opts.budgets) | {1.0},
@@ -124,38 +136,41 @@ def settings(bundle: Bundle, opts: CompareOptions) -> list[Setting]:
         if v.kind == "staged" and v.precision == "fp32":
             pipe = Pipeline(bundle.variant(v.name), plans=False, cost="macs", **common)
             out.append(_pipe_setting(pipe, v.name, "resolution", v.input_size[0], 1.0))
-    if opts.exits:
-        for p in opts.exits:
-            def exits(cost: CostModel, p: float = p) -> EarlyExit:
-                return EarlyExit(cost, p)
+        elif v.kind == "early-exit":
+            for p in opts.exits:
+                def exits(cost: CostModel, p: float = p) -> EarlyExit:
+                    return EarlyExit(cost, p)
 
-            pipe = Pipeline(bundle.variant("dtop"), plans=False, cost="macs", selector=exits, **common)
-            out.append(_pipe_setting(pipe, f"DToP p0={p:g}", "DToP", p))
-    for r in opts.merge:
-        out.append(_graph_setting(full_graph_reference(main, merge_graph_name(r)), f"ToMe r={r}", "ToMe", r))
-    for k in opts.coarse:
-        out.append(_graph_setting(full_graph_reference(main, coarse_graph_name(k)), f"PRO-SCALE {k} blocks",
-                                  "PRO-SCALE", k))
-    joint = Pipeline(bundle, plans=True, **common)
-    out += [_pipe_setting(joint, f"budget {b:g} (plans)", "joint knob", b, b) for b in opts.joint]
-    return out
+                pipe = Pipeline(bundle.variant(v.name), plans=False, cost="macs", selector=exits, **common)
+                out.append(_pipe_setting(pipe, f"DToP p0={p:g}", "DToP", p))
+    for name in sorted(bundle.graphs, key=lambda n: (len(n), n)):
+        if (r := _knob(name, MERGE_PREFIX)) is not None:
+            out.append(_graph_setting(full_graph_reference(main, name), f"ToMe r={r}", "ToMe", r))
+        elif (k := _knob(name, COARSE_PREFIX)) is not None:
+            out.append(_graph_setting(full_graph_reference(main, name), f"PRO-SCALE {k} blocks", "PRO-SCALE", k))
+    if bundle.manifest.plans is not None:
+        joint = Pipeline(bundle, plans=True, **common)
+        out += [_pipe_setting(joint, f"budget {b:g} (plans)", "joint knob", b, b) for b in opts.joint]
+    return out, main.backend.describe()
 
 
 def compare(model: str | None, opts: CompareOptions) -> Comparison:
-    """Export (or reuse) the comparison bundle, load the test frames, measure every setting on them."""
-    bundle_path, export_s = comparison_bundle(model, opts)
+    """Measure every setting on the held-out frames: with a checkpoint (or the sample), on its comparison bundle
+    (exported and measured once, then cached); with a bundle folder, on the methods that bundle has graphs for."""
+    if model is not None and Path(model).is_dir():
+        bundle_path, export_s = Path(model), 0.0
+    else:
+        bundle_path, export_s = comparison_bundle(model, opts)
     bundle = load_bundle(bundle_path)
     t0 = time.perf_counter()
-    frames, labels = labelled_frames(opts.data, "test" if opts.data == "synthetic" else "val", opts.images,
+    frames, labels = labelled_frames(opts.data, parse_data_spec(opts.data).default_eval_split, opts.images,
                                      opts.frame_size, opts.progress)
     t1 = time.perf_counter()
-    todo = settings(bundle, opts)
+    todo, backend = settings(bundle, opts)
     results = sweep(todo, frames, labels, bundle.model.num_classes, reference=0, progress=opts.progress,
                     desc=f"{len(todo)} settings")
     t2 = time.perf_counter()
     plans = bundle.manifest.plans
-    return Comparison(results, str(bundle_path), Pipeline(bundle, plans=False, backend=opts.backend,
-                                                           shared_threads=True, cost="macs").backend.describe(),
-                      {k: v for k, v in asdict(opts).items() if k != "progress"},
+    return Comparison(results, str(bundle_path), backend, {k: v for k, v in asdict(opts).items() if k != "progress"},
                       {"export": round(export_s, 1), "frames": round(t1 - t0, 1), "measuring": round(t2 - t1, 1)},
                       [] if plans is None else [p.to_dict() for p in plans.points])

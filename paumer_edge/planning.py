@@ -49,26 +49,43 @@ def labelled_frames(data: str, split: str, count: int, frame_size: tuple[int, in
     return frames, labels
 
 
+class PlanMeasurement:
+    """`export_bundle(..., finalize=...)` (or a call on a finished bundle folder): measure its plans on held-out
+    labelled frames and write them into its manifest.
+
+    Synthetic frames default to twice the model's input size (the runtime resizes them, as it does a camera's).
+    The split is `val` for synthetic data (`compare` scores `test`, so plans are never chosen on what they are
+    judged on) and `train` for real data, whose only labelled held-out split is what `compare` scores."""
+
+    def __init__(self, data: str = "synthetic", images: int = PLAN_IMAGES, frame_size: tuple[int, int] | None = None,
+                 grid: Sequence[float] = PAUSING_GRID, backend: str = "auto", threads: int = 0, progress: bool = True):
+        self.spec = parse_data_spec(data)
+        self.split = "val" if self.spec.synthetic else "train"
+        self.images, self.frame_size, self.grid = images, frame_size, tuple(grid)
+        self.backend, self.threads, self.progress = backend, threads, progress
+
+    def size_for(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        return self.frame_size or (2 * input_size[0], 2 * input_size[1])
+
+    def describe(self, input_size: tuple[int, int]) -> str:
+        """What the plans are measured on, as `Plans.data` records it."""
+        size = self.size_for(input_size)
+        return f"{self.spec} {self.split}" + (f", {size[0]}x{size[1]} frames" if self.spec.synthetic else "")
+
+    def __call__(self, folder: Path) -> None:
+        bundle = load_bundle(folder, check_hashes=False)
+        if bundle.model.num_classes != self.spec.labels.num_classes:
+            raise UserError(f"the model predicts {bundle.model.num_classes} classes but {self.spec.labels.name} has "
+                            f"{self.spec.labels.num_classes}: measure plans on the data the model was trained for")
+        frames, labels = labelled_frames(str(self.spec), self.split, self.images,
+                                         self.size_for(bundle.model.input_size), self.progress)
+        plans, _ = calibrate(bundle, frames, labels, self.describe(bundle.model.input_size), self.grid, self.backend,
+                             self.threads, self.progress)
+        write_plans(folder, plans)
+
+
 def plan_finalizer(data: str = "synthetic", images: int = PLAN_IMAGES, frame_size: tuple[int, int] | None = None,
                    grid: Sequence[float] = PAUSING_GRID, backend: str = "auto", threads: int = 0,
                    progress: bool = True) -> Callable[[Path], None]:
-    """`export_bundle(..., finalize=...)`: measure the new bundle's plans on held-out frames and write them in.
-
-    Synthetic frames default to twice the model's input size (the runtime resizes them, as it does a camera's);
-    the held-out split is `val` (the comparison scores `test`, so plans are never chosen on what they are
-    judged on)."""
-    spec = parse_data_spec(data)
-    split = "val"
-
-    def finalize(folder: Path) -> None:
-        bundle = load_bundle(folder, check_hashes=False)
-        h, w = bundle.model.input_size
-        frames, labels = labelled_frames(data, split, images, frame_size or (2 * h, 2 * w), progress)
-        if bundle.model.num_classes != spec.labels.num_classes:
-            raise UserError(f"the model predicts {bundle.model.num_classes} classes but {spec.labels.name} has "
-                            f"{spec.labels.num_classes}: measure plans on the data the model was trained for")
-        shown = f"{spec} {split}" + (f", {frames[0].shape[0]}x{frames[0].shape[1]} frames" if spec.synthetic else "")
-        plans, _ = calibrate(bundle, frames, labels, shown, grid, backend, threads, progress)
-        write_plans(folder, plans)
-
-    return finalize
+    """The plan measurement as an `export_bundle` finalizer (see `PlanMeasurement`)."""
+    return PlanMeasurement(data, images, frame_size, grid, backend, threads, progress)

@@ -30,6 +30,7 @@ class Timing:
     stage_ms: list[list[float]] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
     cost_fraction: float = 1.0
+    plan: str = ""  # the plan this budget ran (bundles with plans)
 
     def summary(self) -> dict:
         t = np.asarray(self.total_ms)
@@ -37,6 +38,8 @@ class Timing:
                "ms_p90": float(np.percentile(t, 90)), "ms_p99": float(np.percentile(t, 99)),
                "ms_mean": float(t.mean()), "fps": float(1000.0 / t.mean()), "runs": len(t),
                "modelled_compute": self.cost_fraction}
+        if self.plan:
+            out["plan"] = self.plan
         if self.stage_ms:
             s = np.asarray(self.stage_ms)
             out["stage_ms_p50"] = np.percentile(s, 50, axis=0).round(3).tolist()
@@ -62,7 +65,7 @@ def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds
         result = pipe(frame, budget=t.budget)
         t.total_ms.append((time.perf_counter() - t0) * 1000)
         t.stage_ms.append([*result.stats.stage_ms, result.stats.decoder_ms])
-        t.counts, t.cost_fraction = result.stats.counts, result.stats.cost_fraction
+        t.counts, t.cost_fraction, t.plan = result.stats.counts, result.stats.cost_fraction, result.stats.plan
 
     def call(t: Timing, fn: Callable[[np.ndarray], object], frame: np.ndarray) -> None:
         t0 = time.perf_counter()
@@ -106,7 +109,10 @@ def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds
             else:
                 paired = np.median(base.total_ms) / np.median(t.total_ms)
             row["speedup_paired"] = float(paired)
-            if t.budget is not None:
+            plan = pipe.plan(t.budget) if t.budget is not None else None
+            if plan is not None:  # what the plan's calibration measured, instead of a model's ideal
+                row["plan_speedup"] = 1.0 / plan.cost
+            elif t.budget is not None:
                 row["ideal_speedup"] = pipe.cost.ideal_speedup(t.cost_fraction)
         rows.append(row)
     return rows

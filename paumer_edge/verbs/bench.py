@@ -57,11 +57,12 @@ def table(rows: list[dict]) -> str:
     lines = [f"{'setting':<16}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'FPS':>8}{'FPS ratio':>10}{'paired':>8}"
              f"{'ideal':>8}  {'stage ms (p50, + decoder)':<32}tokens"]
     for r in rows:
-        ideal = f"{r['ideal_speedup']:.2f}x" if "ideal_speedup" in r else "-"
+        expected = r.get("ideal_speedup", r.get("plan_speedup"))
+        ideal = f"{expected:.2f}x" if expected is not None else "-"
         speed = f"{r['speedup_vs_budget1']:.2f}x" if "speedup_vs_budget1" in r else "-"
         paired = f"{r['speedup_paired']:.2f}x" if "speedup_paired" in r else "-"
         stages = " ".join(f"{v:.1f}" for v in r.get("stage_ms_p50", []))
-        tokens = "/".join(str(c) for c in r.get("counts", []))
+        tokens = "/".join(str(c) for c in r.get("counts", [])) + (f"  plan {r['plan']}" if "plan" in r else "")
         lines.append(f"{r['name']:<16}{r['ms_p50']:>8.2f}{r['ms_p90']:>8.2f}{r['ms_p99']:>8.2f}{r['fps']:>8.1f}"
                      f"{speed:>10}{paired:>8}{ideal:>8}  {stages:<32}{tokens}")
     return "\n".join(lines)
@@ -104,8 +105,9 @@ def run(a: argparse.Namespace) -> int:
     if a.rounds < 1 or a.warmup < 0 or a.threads < 0:
         raise UserError(f"--rounds {a.rounds} / --warmup {a.warmup} / --threads {a.threads}: give at least one round, "
                         "and no negative warm-up or thread count")
-    bundle = bundle_for(a.bundle, a.quiet)
-    pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs")
+    bundle = bundle_for(a.bundle, a.quiet, plans=a.plans)
+    pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs",
+                    plans=not a.no_plans)
     if a.cost == "device":  # a benchmark measures the device afresh (and leaves the profile for `run`)
         if not a.quiet:
             print("measuring this device's latency profile of the bundle ...")
@@ -114,7 +116,7 @@ def run(a: argparse.Namespace) -> int:
     frames = [street_scene(derive_seed(77, i), (h, w))[0] for i in range(4)]
     refs: dict[str, Callable[[np.ndarray], object]] = {"full.onnx": full_graph_reference(pipe)}
     torch_refs: dict[str, Callable[[np.ndarray], object]] = {}
-    if not a.no_torch:
+    if not a.no_torch and pipe.plans is None:  # with plans a budget runs other sizes: no PyTorch twin
         try:
             torch_refs = torch_references(pipe, a.budgets)
         except ImportError:

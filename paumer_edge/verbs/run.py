@@ -25,10 +25,11 @@ from ..runtime.sources import Frame, open_source
 from ..runtime.visualize import annotate, compose
 
 
-def bundle_for(model: str | None, quiet: bool = False, scores: bool = False) -> Path:
+def bundle_for(model: str | None, quiet: bool = False, scores: bool = False, plans: bool = False) -> Path:
     """A bundle directory as given, or the cached export of a checkpoint (the sample when None).
 
-    `scores`: the export's decoder also gives class probabilities (what sliding windows average)."""
+    `scores`: the export's decoder also gives class probabilities (what sliding windows average). `plans`: the
+    export carries smaller input sizes and their measured plans (`export --plans`; minutes, once)."""
     if model is not None and Path(model).is_dir():
         return Path(model)
     ckpt = resolve_checkpoint(model)
@@ -36,18 +37,21 @@ def bundle_for(model: str | None, quiet: bool = False, scores: bool = False) -> 
         raise UserError(f"model '{model}' is neither a bundle directory nor a checkpoint file")
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
     name = "sample" if ckpt == SAMPLE_CHECKPOINT else ckpt.stem
-    out = cache_root() / "bundles" / f"{name}-{digest}{'-scores' if scores else ''}.paumer"
-    if not _usable(out):
+    out = cache_root() / "bundles" / f"{name}-{digest}{'-scores' if scores else ''}{'-plans' if plans else ''}.paumer"
+    if not _usable(out, plans):
         from ..export.exporter import ExportOptions, export_bundle
+        from ..planning import default_plan_sizes, plan_finalizer
 
         if not quiet:
-            print(f"exporting {ckpt} once to {out} ...")
-        export_bundle(model_from_checkpoint(load_checkpoint(ckpt)), out, ExportOptions(scores=scores), source=str(ckpt),
-                      progress=not quiet)
+            print(f"exporting {ckpt} once to {out}{' and measuring its plans' if plans else ''} ...")
+        net = model_from_checkpoint(load_checkpoint(ckpt))
+        sizes = default_plan_sizes(net.cfg.image_size, net.cfg.patch_size) if plans else ()
+        export_bundle(net, out, ExportOptions(scores=scores, extra_sizes=sizes), source=str(ckpt), progress=not quiet,
+                      finalize=plan_finalizer(progress=not quiet) if plans else None)
     return out
 
 
-def _usable(cached: Path) -> bool:
+def _usable(cached: Path, plans: bool = False) -> bool:
     """Whether a cached export is there, intact and current; a damaged one (an edited file, a crash of an older
     version mid-export) is exported again rather than refused: the cache holds only what it can remake."""
     if not (cached / MANIFEST).exists():
@@ -57,7 +61,8 @@ def _usable(cached: Path) -> bool:
     except BundleError:
         return False
     # an export by an older exporter is remade: the cache should give what exporting now gives
-    return bundle.manifest.exporter.graphs_revision == GRAPHS_REVISION
+    return bundle.manifest.exporter.graphs_revision == GRAPHS_REVISION and (bundle.manifest.plans is not None or
+                                                                            not plans)
 
 
 def run(a: argparse.Namespace) -> int:
@@ -70,12 +75,13 @@ def run(a: argparse.Namespace) -> int:
     source = open_source(a.source)
     if a.sliding is not None and a.letterbox:
         raise UserError("--sliding covers the whole frame at its own resolution: leave out --letterbox")
-    bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None)
+    bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None, plans=a.plans)
     # sliding windows: the same Pipeline, segmenting each frame window by window (runtime/sliding.py)
     pipe_class = partial(SlidingPipeline, stride=a.sliding) if a.sliding is not None else Pipeline
     pipe = pipe_class(bundle, backend=a.backend, budget=a.budget if a.budget is not None else 1.0,
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
-                    stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost)
+                    stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost,
+                    plans=not a.no_plans)
     info = pipe.info
     out = a.out
     if out is None and not (a.save_labels or a.show or a.no_save):
@@ -86,14 +92,15 @@ def run(a: argparse.Namespace) -> int:
     labels = LabelSink(a.save_labels) if a.save_labels else None
     window = WindowSink() if a.show else None
     if not a.quiet:
-        print(f"{source.description} -> {pipe.describe()} ({pipe.cost_source})")
+        print(f"{source.description} -> {pipe.describe()}" + ("" if pipe.plans else f" ({pipe.cost_source})"))
 
     def view(frame: Frame, result: Result) -> np.ndarray:
         smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None else None
         img = compose(to_rgb_uint8(frame.image), result.labels, info.palette, smap, info.num_stages,
                       a.pause_map or "beside")
         tokens = "/".join(str(c) for c in result.stats.counts)
-        return annotate(img, f"budget {result.stats.budget:.2f}  tokens {tokens}  {result.total_ms:.0f} ms")
+        plan = f"  plan {result.stats.plan}" if result.stats.plan else ""
+        return annotate(img, f"budget {result.stats.budget:.2f}{plan}  tokens {tokens}  {result.total_ms:.0f} ms")
 
     def consume(frame: Frame, result: Result) -> None:
         if labels is not None:
