@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--merge", type=parse_floats, help="ToMe tokens merged per block (default 8,16,24,32)")
     c.add_argument("--coarse", type=parse_floats, help="PRO-SCALE blocks on the coarse grid (default 2,5)")
     c.add_argument("--joint", type=parse_floats,
-                   help="budgets of the joint knob (default 1,0.75,0.6,0.5,0.42,0.35,0.3,0.25,0.2)")
+                   help="budgets of the joint knob, besides each plan's own cost (default 1,0.75,0.5,0.35,0.25,0.2)")
     c.add_argument("--backend", default="auto", choices=list(BACKENDS))
     c.add_argument("--threads", type=int, default=0, help="inference threads (0: the backend's default)")
     c.add_argument("--json", default="runs/compare/compare.json", help="write the results here")

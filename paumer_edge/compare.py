@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,11 @@ import numpy as np
 from . import UserError
 from .checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from .core.cache import cache_root
+from .core.contract import PlanPoint
 from .core.exits import EarlyExit
 from .core.names import COARSE_PREFIX, MERGE_PREFIX
 from .core.pausing import CostModel
+from .core.plans import choose
 from .data.registry import parse_data_spec
 from .export import GRAPHS_REVISION
 from .planning import PLAN_IMAGES, PlanMeasurement, default_plan_sizes, labelled_frames
@@ -50,7 +52,7 @@ class CompareOptions:
     exits: tuple[float, ...] = (0.99, 0.95, 0.9, 0.8)  # DToP's exit confidence
     merge: tuple[int, ...] = (8, 16, 24, 32)  # ToMe's tokens merged per block
     coarse: tuple[int, ...] = (2, 5)  # PRO-SCALE's blocks on the coarse grid
-    joint: tuple[float, ...] = (1.0, 0.75, 0.6, 0.5, 0.42, 0.35, 0.3, 0.25, 0.2)  # the joint knob
+    joint: tuple[float, ...] = (1.0, 0.75, 0.5, 0.35, 0.25, 0.2)  # the joint knob (and every plan's own cost)
     plan_grid: tuple[float, ...] = PAUSING_GRID
     backend: str = "auto"
     threads: int = 0
@@ -150,8 +152,21 @@ def settings(bundle: Bundle, opts: CompareOptions) -> tuple[list[Setting], str]:
             out.append(_graph_setting(full_graph_reference(main, name), f"PRO-SCALE {k} blocks", "PRO-SCALE", k))
     if bundle.manifest.plans is not None:
         joint = Pipeline(bundle, plans=True, **common)
-        out += [_pipe_setting(joint, f"budget {b:g} (plans)", "joint knob", b, b) for b in opts.joint]
+        out += [_pipe_setting(joint, f"budget {b:.3g} (plans)", "joint knob", b, b)
+                for b in joint_budgets(bundle.manifest.plans.points, opts.joint)]
     return out, main.backend.describe()
+
+
+def joint_budgets(points: Sequence[PlanPoint], nominal: Sequence[float]) -> list[float]:
+    """Budgets that reach every plan once: each plan at its own cost, or at the largest of the `nominal`
+    budgets that picks it (a round number to read), most expensive first."""
+    by_plan: dict[int, float] = {}
+    for b in sorted({*nominal, *(min(1.0, p.cost) for p in points)}, reverse=True):
+        chosen = points.index(choose(points, b))
+        by_plan.setdefault(chosen, b)
+        if b in nominal and by_plan[chosen] not in nominal:
+            by_plan[chosen] = b
+    return sorted(by_plan.values(), reverse=True)
 
 
 def compare(model: str | None, opts: CompareOptions) -> Comparison:
@@ -162,15 +177,16 @@ def compare(model: str | None, opts: CompareOptions) -> Comparison:
     else:
         bundle_path, export_s = comparison_bundle(model, opts)
     bundle = load_bundle(bundle_path)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     frames, labels = labelled_frames(opts.data, parse_data_spec(opts.data).default_eval_split, opts.images,
                                      opts.frame_size, opts.progress)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     todo, backend = settings(bundle, opts)
     results = sweep(todo, frames, labels, bundle.model.num_classes, reference=0, progress=opts.progress,
                     desc=f"{len(todo)} settings")
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     plans = bundle.manifest.plans
     return Comparison(results, str(bundle_path), backend, {k: v for k, v in asdict(opts).items() if k != "progress"},
-                      {"export": round(export_s, 1), "frames": round(t1 - t0, 1), "measuring": round(t2 - t1, 1)},
+                      {"export": round(export_s, 1), "frames": round(t1 - t0, 1), "measuring": round(t2 - t1, 1),
+                       "measuring_cpu": round(c2 - c1, 1), "frames_cpu": round(c1 - c0, 1)},
                       [] if plans is None else [p.to_dict() for p in plans.points])

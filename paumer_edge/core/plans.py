@@ -20,7 +20,7 @@ from .contract import PlanPoint, Plans, Variant
 from .pausing import check_budget
 from .schema import _kind, _Reader
 
-__all__ = ["choose", "front", "parse_plans", "plan_label"]
+__all__ = ["choose", "describe_plans", "front", "parse_plans", "plan_label"]
 
 
 def front(points: Iterable[PlanPoint]) -> list[PlanPoint]:
@@ -50,6 +50,16 @@ def plan_label(point: PlanPoint, main_size: tuple[int, int], variants: Sequence[
     size = found[0].input_size if found else main_size
     precision = f" {found[0].precision}" if found and found[0].precision != "fp32" else ""
     return f"{size[0]}x{size[1]}{precision} @{point.pausing:.2g}"
+
+
+def describe_plans(plans: Plans, main_size: tuple[int, int], variants: Sequence[Variant] = ()) -> list[str]:
+    """The plans as lines to print: where they were measured, then each point (budget range, plan, accuracy, time)."""
+    lines = [f"plans measured on {plans.images} images ({plans.data}) on {plans.device}, {plans.measured}:"]
+    for i, p in enumerate(plans.points):
+        upper = plans.points[i + 1].cost if i + 1 < len(plans.points) else 1.0
+        lines.append(f"  budget {p.cost:.2f}-{upper:.2f}: {plan_label(p, main_size, variants):<18} mIoU "
+                     f"{100 * p.miou:.2f}, {p.ms:.1f} ms ({1 / p.cost:.2f}x)")
+    return lines
 
 
 def parse_plans(r: _Reader, raw: Any, variants: tuple[Variant, ...]) -> Plans | None:

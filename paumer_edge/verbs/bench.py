@@ -12,6 +12,7 @@ import numpy as np
 from .. import UserError, __version__
 from ..core.atomic import save_figure_atomic, write_json_atomic
 from ..core.cost import CostModel
+from ..core.plans import describe_plans
 from ..data.streets import derive_seed, street_scene
 from ..runtime.bench import bench, full_graph_reference
 from ..runtime.pipeline import Pipeline
@@ -108,7 +109,7 @@ def run(a: argparse.Namespace) -> int:
     bundle = bundle_for(a.bundle, a.quiet, plans=a.plans)
     pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs",
                     plans=not a.no_plans)
-    if a.cost == "device":  # a benchmark measures the device afresh (and leaves the profile for `run`)
+    if a.cost == "device" and pipe.plans is None:  # measures the device afresh (and leaves the profile for `run`)
         if not a.quiet:
             print("measuring this device's latency profile of the bundle ...")
         pipe.calibrate()
@@ -123,12 +124,14 @@ def run(a: argparse.Namespace) -> int:
             pass  # torch-free install: the runtime alone
     if not a.quiet:
         print(f"benchmarking {pipe.describe()} on {w}x{h} frames, {a.rounds} rounds")
-        if pipe.cost.measured:
+        if pipe.plans is not None:
+            print("\n".join(describe_plans(pipe.plans, pipe.info.input_size, pipe.bundle.manifest.variants)))
+        elif pipe.cost.measured:
             print(profile_line(pipe.cost))
     rows = bench(pipe, frames, a.budgets, a.rounds, a.warmup, refs, torch_refs, progress=not a.quiet)
     print(table(rows))
     result = {"bundle": str(bundle), "backend": pipe.backend.describe(), "frame_size": [h, w], "rounds": a.rounds,
-              "cost_model": pipe.cost.to_dict(),
+              "cost_model": pipe.cost.to_dict(), **({"plans": pipe.plans.to_dict()} if pipe.plans else {}),
               "paumer_edge": __version__, "machine": f"{platform.machine()} {platform.processor()}".strip(),
               "results": rows}
     if a.json:
