@@ -98,11 +98,16 @@ def main() -> None:
     ap.add_argument("--shapes", default="sample,vit-t,vit-s")
     ap.add_argument("--rounds", default="30,8,5", help="timing rounds per shape (each runs budget 1, 0.5, full.onnx)")
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--export-only", action="store_true", help="only export (and cache) the shapes' bundles")
     a = ap.parse_args()
     shapes = [s.strip() for s in a.shapes.split(",")]
     rounds = [int(r) for r in a.rounds.split(",")]
     if any(s not in SHAPES for s in shapes) or len(rounds) != len(shapes):
         raise SystemExit(f"--shapes from {', '.join(SHAPES)}, with one --rounds value each")
+    if a.export_only:
+        for name in shapes:
+            shape_bundle(name)
+        return
     rows = []
     for name, n in zip(shapes, rounds):
         rows.append(measure(name, n))
