@@ -19,8 +19,10 @@ from tqdm import tqdm
 
 from paumer_edge import UserError, __version__
 from paumer_edge.config import ModelConfig
-from paumer_edge.core.atomic import write_json_atomic
+from paumer_edge.config_check import check_model_memory
+from paumer_edge.core.atomic import replace_dir_atomic, write_json_atomic
 from paumer_edge.core.contract import MANIFEST, BatchRange, ExporterInfo, GraphSpec, Manifest, ModelInfo, Variant
+from paumer_edge.core.knobs import check_size
 from paumer_edge.core.names import (
     ACTIVE,
     DECODER,
@@ -64,6 +66,8 @@ class ExportOptions:
         if self.opset not in SUPPORTED_OPSETS:
             raise UserError(f"opset {self.opset} is not supported; use one of {SUPPORTED_OPSETS} "
                             "(the ones TensorRT 10 parses)")
+        if self.image_size is not None:
+            check_size(self.image_size, "image size")
         lo, opt, hi = self.batch
         if not 1 <= lo <= opt <= hi:
             raise UserError(f"batch {self.batch} must satisfy 1 <= min <= opt <= max")
@@ -130,24 +134,6 @@ def build_manifest(model: PausingSegmenter, graphs: dict[str, GraphSpec], opts: 
                     created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
-def replace_dir_atomic(tmp: Path, out: Path) -> None:
-    """Swap a finished directory into place; an existing bundle at `out` survives until the swap."""
-    old = None
-    if out.exists():
-        if not (out / MANIFEST).exists() and any(out.iterdir()):
-            raise UserError(f"'{out}' exists and is not a paumer-edge bundle; refusing to replace it")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_graphs(model: PausingSegmenter, bundle: Path, opts: ExportOptions, folder: str = "", full: bool = True,
                   after_graph: Callable[[str], None] | None = None, progress: bool = True,
                   kind: str = "staged") -> dict[str, GraphSpec]:
@@ -190,6 +176,7 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
     bundle before it is swapped into place (e.g. measuring its plans, `paumer_edge.planning`), so a failure
     there leaves the previous bundle as it was."""
     opts.validate()
+    check_model_memory(model.cfg, batch=2, image_size=opts.image_size)  # the graphs are traced on a batch of 2
     model = model.eval().float()
     if opts.image_size is not None:
         model = at_image_size(model, opts.image_size)
@@ -223,7 +210,7 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
         write_json_atomic(tmp / MANIFEST, manifest.to_dict())
         if finalize is not None:
             finalize(tmp)
-        replace_dir_atomic(tmp, out)
+        replace_dir_atomic(tmp, out, lambda p: (p / MANIFEST).exists(), "paumer-edge bundle")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -33,11 +33,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from paumer_edge import UserError
 from paumer_edge.core.contract import PlanPoint
+from paumer_edge.core.knobs import check_target_ms, check_threads
 from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, TokenSelector, check_budget, check_threshold
 from paumer_edge.core.plans import choose, plan_label
 
@@ -50,6 +52,10 @@ from .staged import StagedRunner, StageStats
 from .tiling import Tiler, WholeFrame
 
 COSTS = ("device", "macs")
+
+if TYPE_CHECKING:
+    from .view.frames import ViewConfig
+    from .view.server import ViewServer
 
 
 @dataclass
@@ -87,7 +93,8 @@ class Pipeline:
         self._threshold = None if threshold is None else check_threshold(threshold)
         if not (isinstance(cost, CostModel) or cost in COSTS):
             raise UserError(f"unknown cost model '{cost}': use 'device' (this device's measured latency) or 'macs'")
-        self.controller = LatencyController(target_ms, budget=self._budget) if target_ms else None
+        target_ms, threads = check_target_ms(target_ms), check_threads(threads)
+        self.controller = LatencyController(target_ms, budget=self._budget) if target_ms is not None else None
         self.letterbox, self.bgr, self.stage_map = letterbox, bgr, stage_map
         self.tiler: Tiler = WholeFrame(letterbox, bgr)
         self._lock = threading.Lock()  # the staged graphs: one frame at a time
@@ -171,6 +178,26 @@ class Pipeline:
     def plan_label(self, point: PlanPoint) -> str:
         return plan_label(point, self.info.input_size, self.bundle.manifest.variants)
 
+    @property
+    def target_ms(self) -> float | None:
+        """The latency target the budget follows frame by frame, or None (the budget stays as set)."""
+        return self.controller.target_ms if self.controller else None
+
+    @target_ms.setter
+    def target_ms(self, value: float | None) -> None:
+        """Set, change or (None) clear the latency target; cleared, the budget stays where the target left it."""
+        with self._lock:
+            if value is None:
+                if self.controller is not None:
+                    self._budget, self.controller = self.controller.budget, None
+                return
+            target = check_target_ms(value)
+            assert target is not None  # (value is not None)
+            if self.controller is not None:
+                self.controller.target_ms = target
+            else:
+                self.controller = LatencyController(target, budget=max(self._budget, LatencyController.min_budget))
+
     def describe(self) -> str:
         if self.plans is not None:
             return (f"{self.info.name} ({self.info.input_size[0]}x{self.info.input_size[1]}) on "
@@ -211,6 +238,14 @@ class Pipeline:
             return self._selector(self._resolve_cost())
         policy = PausingPolicy(pausing, self._threshold if threshold is None else threshold)
         return Pauser(runner.bundle.cost if planned else self._resolve_cost(), policy)
+
+    def serve_view(self, port: int = 8080, host: str = "127.0.0.1", token: str | None = None,
+                   config: ViewConfig | None = None) -> ViewServer:
+        """Serve a live view of this pipeline in the browser (see `paumer_edge.runtime.view`); call the view's
+        `publish(frame, result)` after every frame, `close()` at the end (or use it in a `with` block)."""
+        from .view.server import ViewServer
+
+        return ViewServer(self, host, port, token, config).start()
 
     def warmup(self, frames: int = 3) -> None:
         """Run a few blank frames (first calls allocate and, on GPUs, pick kernels), through every plan's graphs."""

@@ -22,6 +22,7 @@ from paumer_edge.core.pausing import TokenSelector
 
 from .backends.base import Backend, GraphSession
 from .bundle import Bundle
+from .output_check import checked
 from .preprocess import check_model_input
 
 
@@ -60,8 +61,8 @@ class StagedRunner:
     def __init__(self, bundle: Bundle, backend: Backend):
         self.bundle = bundle
         self.backend = backend
-        self.stages: list[GraphSession] = [backend.open(bundle, name) for name in bundle.stage_names]
-        self.decoder = backend.open(bundle, DECODER)
+        self.stages: list[GraphSession] = [checked(backend.open(bundle, n), bundle, n) for n in bundle.stage_names]
+        self.decoder = checked(backend.open(bundle, DECODER), bundle, DECODER)  # outputs checked every run
         self._all = np.arange(bundle.model.num_patches, dtype=np.int64)[None]
         self._all.flags.writeable = False  # fed to every stage while nothing pauses
         # early-exit graph sets: the stages also emit their head's log-probabilities, the decoder takes the exits

@@ -59,11 +59,12 @@ def test_compare_measures_every_method_of_a_bundle(tiny_peers: Path, tmp_path: P
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--merge", "2.5"], "--merge takes positive whole numbers"),
-    (["--exits", "0"], "exit confidence 0.0 is out of range"),
-    (["--joint", "1.5"], "budget 1.5 is out of range"),
-    (["--images", "0"], "give at least one image each"),
+    (["--merge", "2.5"], "--merge 2.5 is not a whole number"),
+    (["--exits", "0"], "--exits 0.0 is out of range: give a probability in (0, 1]"),
+    (["--joint", "1.5"], "--joint 1.5 is out of range"),
+    (["--images", "0"], "--images 0 is out of range"),
     (["--sizes", "12xz"], "'12xz' is not a size"),
+    (["--budgets", "x"], "'x' is not a comma-separated list of numbers"),
 ])
 def test_compare_mistakes_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
     proc = cli("compare", *args, cwd=tmp_path)

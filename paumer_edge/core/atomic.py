@@ -11,8 +11,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,26 @@ def replace_atomic(tmp: str | Path, path: str | Path, durable: bool = True) -> N
             _fsync_dir(path.parent)
     except OSError as e:
         raise output_error(e, path) from None
+
+
+def replace_dir_atomic(tmp: Path, out: Path, ours: Callable[[Path], bool], what: str) -> None:
+    """Swap a finished directory into place; an existing one at `out` survives until the swap.
+
+    An existing non-empty `out` that `ours` does not recognise (as a `what`) is refused, never replaced."""
+    old = None
+    if out.exists():
+        if not ours(out) and any(out.iterdir()):
+            raise OutputError(f"'{out}' exists and is not a {what}; refusing to replace it")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager

@@ -18,28 +18,16 @@ Plain numpy, no torch.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .cost import CostModel
 from .errors import PolicyError
+from .knobs import check_confidence
 from .pausing import TokenSelector
 
 __all__ = ["DTOP_KEEP_PER_CLASS", "EarlyExit", "check_confidence", "exit_mask"]
 
 DTOP_KEEP_PER_CLASS = 5  # the official code keeps the 5 most confident exit candidates of each class
-
-
-def check_confidence(threshold: float) -> float:
-    try:
-        p = float(threshold)
-    except (TypeError, ValueError):
-        raise PolicyError(f"exit confidence {threshold!r} is not a number: give a probability in (0, 1]") from None
-    if math.isnan(p) or not 0.0 < p <= 1.0:
-        raise PolicyError(f"exit confidence {threshold} is out of range: give a probability in (0, 1] "
-                          "(1 exits nothing)")
-    return p
 
 
 def exit_mask(logp: np.ndarray, threshold: float, keep_per_class: int = DTOP_KEEP_PER_CLASS) -> np.ndarray:

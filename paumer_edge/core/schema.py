@@ -31,6 +31,7 @@ from .contract import (
 )
 from .cost import CostModel
 from .errors import BundleError
+from .knobs import show_value
 from .names import (
     ACTIVE,
     DECODER,
@@ -84,14 +85,14 @@ class _Reader:
         if not isinstance(v, int) or isinstance(v, bool):
             raise self.fail(path, f"must be an integer, not {_kind(v)}")
         if not lo <= v <= hi:
-            raise self.fail(path, f"is {v}, outside [{lo}, {hi}]")
+            raise self.fail(path, f"is {show_value(v)}, outside [{lo}, {hi}]")
         return v
 
     def number(self, v: Any, path: str, lo: float = -math.inf, positive: bool = False) -> float:
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite(v):
             raise self.fail(path, f"must be a finite number, not {_kind(v)}")
         if v < lo or (positive and v <= 0):
-            raise self.fail(path, f"is {v}, which is out of range")
+            raise self.fail(path, f"is {show_value(v)}, which is out of range")
         return float(v)
 
     def items(self, d: dict[str, Any], key: str, path: str = "", length: int | None = None,
@@ -114,13 +115,20 @@ class _Reader:
                 for i, x in enumerate(self.items(d, key, path, length))]
 
 
+def _finite(v: float) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond float range
+        return False
+
+
 def _kind(v: Any) -> str:
     if v is None:
         return "null"
     if isinstance(v, bool):
         return "a boolean"
     if isinstance(v, (int, float)):
-        return f"the number {v}"
+        return f"the number {show_value(v)}"
     names: dict[type, str] = {str: "a string", list: "a list", dict: "an object"}
     return names.get(type(v), type(v).__name__)
 
@@ -158,7 +166,7 @@ def _model(r: _Reader, d: dict[str, Any]) -> ModelInfo:
                      embed_dim=r.integer(d, "embed_dim", p, lo=1, hi=1 << 16), pause_after=tuple(pause_after))
     for key, value in (("num_patches", info.num_patches), ("tokens", info.tokens), ("num_classes", info.num_classes)):
         if key in d and r.integer(d, key, p) != value:  # written by the exporter; must agree with the rest
-            raise r.fail(f"{p}{key}", f"is {d[key]}, but the grid, extra tokens and classes give {value}")
+            raise r.fail(f"{p}{key}", f"is {show_value(d[key])}, but the grid, extra tokens and classes give {value}")
     return info
 
 

@@ -2,44 +2,84 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-from .. import UserError
-from ..compare import CompareOptions, compare
-from ..compare_report import JOINT, pareto, plot, table, verdict_lines, verdicts
-from ..core.atomic import write_json_atomic
-from ..core.exits import check_confidence
-from ..core.pausing import check_budget
-from ..core.provenance import provenance
+import click
 
+from ..core.knobs import check_budget, check_confidence, check_count, check_size, check_threads
+from ..core.paths import Input, Output, guard_paths
+from .bundles import needs_torch
+from .params import DATA_HELP, FLOATS, SIZE, backend_option, memory_limit_option, model_option, quiet, threads_option
 
-def _ints(values: list[float] | None, what: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    if values is None:
-        return default
-    if any(v != int(v) or v < 1 for v in values):
-        raise UserError(f"--{what} takes positive whole numbers, not {values}")
-    return tuple(int(v) for v in values)
+MAX_IMAGES = 100_000
 
 
-def options(a: argparse.Namespace) -> CompareOptions:
-    """The verb's arguments as `CompareOptions`, every knob checked (one line for a bad one)."""
-    d = CompareOptions()
-    if a.images < 1 or a.plan_images < 1 or a.threads < 0:
-        raise UserError(f"--images {a.images} / --plan-images {a.plan_images} / --threads {a.threads}: give at least "
-                        "one image each and no negative thread count")
-    budgets = tuple(check_budget(b) for b in a.budgets) if a.budgets else d.budgets
-    joint = tuple(check_budget(b) for b in a.joint) if a.joint else d.joint
-    exits = tuple(check_confidence(p) for p in a.exits) if a.exits else d.exits
-    return CompareOptions(images=a.images, frame_size=a.frame_size, data=a.data, plan_images=a.plan_images,
-                          budgets=budgets, sizes=tuple(a.sizes or ()), exits=exits,
-                          merge=_ints(a.merge, "merge", d.merge), coarse=_ints(a.coarse, "coarse", d.coarse),
-                          joint=joint, backend=a.backend, threads=a.threads, progress=not a.quiet)
+@click.command("compare", help="Evaluate pausing beside its peers on the same held-out frames, each over its own "
+               "knob: resolution scaling (the same weights at smaller input sizes), DToP's early exit, ToMe token "
+               "merging, PRO-SCALE's coarse early blocks, and the joint budget knob over the plans. Every setting "
+               "runs through the deployed runtime on every frame, interleaved frame by frame; speed-ups are paired "
+               "ratios against budget 1. A table, JSON (with provenance) and one chart of mIoU against speed-up.")
+@model_option("Checkpoint (exported once with every peer's graphs and measured plans, then cached), or a bundle "
+              "folder (compares the methods it has graphs for) [default: the bundled sample].")
+@click.option("--images", type=int, default=200, help="Held-out test images.")
+@click.option("--frame-size", type=SIZE, default="256x512",
+              help="HxW of the synthetic test frames; each method resizes them to its input.")
+@click.option("--data", default="synthetic", help=DATA_HELP)
+@click.option("--plan-images", type=int, default=100,
+              help="Held-out val images the plans are measured on (never the test images).")
+@click.option("--budgets", type=FLOATS, default="1,0.75,0.5,0.35,0.25", help="Pausing budgets.")
+@click.option("--sizes", metavar="HxW,...", help="Input sizes of resolution scaling and of the plans "
+              "[default: 7/8, 3/4, 5/8 and 1/2 of the input].")
+@click.option("--exits", type=FLOATS, default="0.99,0.95,0.9,0.8", help="DToP's exit confidences (p0).")
+@click.option("--merge", type=FLOATS, default="8,16,24,32", help="ToMe's tokens merged per block (r).")
+@click.option("--coarse", type=FLOATS, default="2,5", help="PRO-SCALE's blocks on the coarse token grid.")
+@click.option("--joint", type=FLOATS, default="1,0.75,0.5,0.35,0.25,0.2",
+              help="Budgets of the joint knob, besides each plan's own cost.")
+@backend_option
+@threads_option
+@click.option("--json", "json_path", default="runs/compare/compare.json", metavar="FILE",
+              help="Write the results here.")
+@click.option("--plot", default="runs/compare/compare.png", metavar="FILE", help="Write the chart here (PNG).")
+@memory_limit_option
+@quiet
+def command(**options: Any) -> int:
+    needs_torch("compare (it renders labelled frames and exports the peers' graphs)")
+    a = SimpleNamespace(**options)
+    opts = options_from(a)  # every knob checked before any work starts
+    guard_paths(Input.of("--model", a.model), [*Output.of("--json", a.json_path), *Output.of("--plot", a.plot)])
+    return run(a, opts)
 
 
-def run(a: argparse.Namespace) -> int:
-    opts = options(a)
+def _counts(values: list[float], name: str) -> tuple[int, ...]:
+    return tuple(check_count(v, name) for v in values)
+
+
+def options_from(a: SimpleNamespace) -> Any:
+    """The verb's options as `CompareOptions`, every knob checked by its one rule (one line for a bad one)."""
+    from ..compare import CompareOptions
+    from .export import extra_sizes
+
+    return CompareOptions(
+        images=check_count(a.images, "--images", 1, MAX_IMAGES),
+        frame_size=check_size(a.frame_size, "--frame-size"), data=a.data,
+        plan_images=check_count(a.plan_images, "--plan-images", 1, MAX_IMAGES),
+        budgets=tuple(check_budget(b, "--budgets") for b in a.budgets),
+        sizes=extra_sizes(a.sizes, "--sizes"),
+        exits=tuple(check_confidence(p, "--exits") for p in a.exits),
+        merge=_counts(a.merge, "--merge"), coarse=_counts(a.coarse, "--coarse"),
+        joint=tuple(check_budget(b, "--joint") for b in a.joint),
+        backend=a.backend, threads=check_threads(a.threads, "--threads"), progress=not a.quiet)
+
+
+def run(a: SimpleNamespace, opts: Any) -> int:
+    from ..compare import compare
+    from ..compare_report import JOINT, pareto, plot, table, verdict_lines, verdicts
+    from ..core.atomic import write_json_atomic
+    from ..core.provenance import provenance
+
     t0 = time.perf_counter()
     found = compare(a.model, opts)
     seconds = time.perf_counter() - t0
@@ -52,7 +92,7 @@ def run(a: argparse.Namespace) -> int:
                "options": found.options, "seconds": {**found.seconds, "total": round(seconds, 1)},
                "plans": found.plans, "results": [r.to_dict() for r in found.results],
                "pareto_front": [r.name for r in pareto(found.results)], "verdicts": [v.to_dict() for v in judged]}
-    json_path, plot_path = Path(a.json), Path(a.plot)
+    json_path, plot_path = Path(a.json_path), Path(a.plot)
     write_json_atomic(json_path, payload)
     n = found.results[0].frames
     plot(found.results, plot_path, f"{Path(found.bundle).name.split('-')[0]}: {n} held-out frames, "
