@@ -85,26 +85,30 @@ STYLES = {"pausing": ("o-", "tab:blue"), "resolution": ("s-", "tab:orange"), "DT
 
 
 def plot(results: list[SettingResult], path: Path, title: str) -> None:
-    """mIoU against paired speed-up, one curve per method, the joint knob in bold, the Pareto front circled."""
+    """Two panels, one curve per method, the joint knob in bold: mIoU against paired speed-up (the Pareto front
+    circled), and mIoU against frames per second (1000 / median ms; the host's load shifts these, not the ratios)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.6, 5.0))
-    for method in dict.fromkeys(r.method for r in results):
-        pts = sorted((r for r in results if r.method == method), key=lambda r: r.speedup)
-        style, colour = STYLES.get(method, (".-", None))
-        ax.plot([r.speedup for r in pts], [100 * r.miou for r in pts], style, color=colour, label=method,
-                lw=2.2 if method == JOINT else 1.2, ms=9 if method == JOINT else 5, zorder=3 if method == JOINT else 2)
+    fig, axes = plt.subplots(1, 2, figsize=(12.8, 5.0))
+    for ax, speed in zip(axes, (lambda r: r.speedup, lambda r: 1000.0 / r.ms_p50)):
+        for method in dict.fromkeys(r.method for r in results):
+            pts = sorted((r for r in results if r.method == method), key=speed)
+            style, colour = STYLES.get(method, (".-", None))
+            ax.plot([speed(r) for r in pts], [100 * r.miou for r in pts], style, color=colour, label=method,
+                    lw=2.2 if method == JOINT else 1.2, ms=9 if method == JOINT else 5,
+                    zorder=3 if method == JOINT else 2)
+        ax.set_ylabel("mIoU (%)")
+        ax.grid(alpha=0.3)
     front = pareto(results)
-    ax.plot([r.speedup for r in front], [100 * r.miou for r in front], "o", mfc="none", mec="grey", ms=14,
-            label="Pareto front (all points)", zorder=1)
-    ax.set_xlabel("speed-up over the unpaused network (paired, end to end, batch 1)")
-    ax.set_ylabel("mIoU (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_title(title, fontsize=10)
+    axes[0].plot([r.speedup for r in front], [100 * r.miou for r in front], "o", mfc="none", mec="grey", ms=14,
+                 label="Pareto front (all points)", zorder=1)
+    axes[0].set_xlabel("speed-up over the unpaused network (paired: 1 / relative cost; end to end, batch 1)")
+    axes[1].set_xlabel("frames per second (1000 / median ms per frame, on this host under its load)")
+    axes[0].legend(loc="lower left", fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure_atomic(fig, path)
