@@ -80,6 +80,7 @@ def run(a: SimpleNamespace, opts: Any) -> int:
     from ..core.atomic import write_json_atomic
     from ..core.provenance import provenance
 
+    started = provenance()  # the code and the load as the run starts (edits made while it runs do not count)
     t0 = time.perf_counter()
     found = compare(a.model, opts)
     seconds = time.perf_counter() - t0
@@ -88,8 +89,11 @@ def run(a: SimpleNamespace, opts: Any) -> int:
     misses = verdict_lines(judged)
     for line in misses:
         print(f"not dominated by the joint knob: {line}")
-    payload = {"provenance": provenance(), "bundle": found.bundle, "backend": found.backend,
-               "options": found.options, "seconds": {**found.seconds, "total": round(seconds, 1)},
+    from ..core.provenance import load_average
+
+    payload = {"provenance": {**started, "load_average_at_end": load_average()}, "bundle": found.bundle,
+               "backend": found.backend, "options": found.options,
+               "seconds": {**found.seconds, "total": round(seconds, 1)},
                "plans": found.plans, "results": [r.to_dict() for r in found.results],
                "pareto_front": [r.name for r in pareto(found.results)], "verdicts": [v.to_dict() for v in judged]}
     json_path, plot_path = Path(a.json_path), Path(a.plot)
