@@ -126,3 +126,16 @@ def test_run_and_bench_say_which_plan_ran(planned: Path, tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(report.read_text())["results"]
     assert [r.get("plan") for r in rows[:2]] == ["32x64 @1", "16x32 @1"] and rows[1]["plan_speedup"] == 2.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export", "--plan-sizes", "16x32"], "--plan-sizes are the input sizes --plans measures: give --plans too"),
+    (["export", "--plans", "--plan-sizes", "16xq"], "--plan-sizes: '16xq' is not a size"),
+    (["export", "--plans", "--plan-images", "0"], "--plan-images 0 is out of range"),
+    (["export", "--peers", "tome:x"], "--peers: 'tome:x' is not a peer graph"),
+])
+def test_plan_and_peer_mistakes_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "paumer_edge.cli", *args, "-o", str(tmp_path / "b.paumer")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "b.paumer").exists()
