@@ -139,3 +139,9 @@ def test_plan_and_peer_mistakes_are_one_line(args: list[str], message: str, tmp_
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "b.paumer").exists()
+
+
+def test_plans_asked_of_a_bundle_without_them_is_one_line(committed_bundle: Path, tmp_path: Path) -> None:
+    proc = cli("bench", str(committed_bundle), "--plans", "--rounds", "1", "--json", str(tmp_path / "b.json"))
+    assert proc.returncode == 2 and "has no plans; export it with `paumer-edge export --plans`" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "b.json").exists()

@@ -31,6 +31,9 @@ def bundle_for(model: str | None, quiet: bool = False, scores: bool = False, pla
     `scores`: the export's decoder also gives class probabilities (what sliding windows average). `plans`: the
     export carries smaller input sizes and their measured plans (`export --plans`; minutes, once)."""
     if model is not None and Path(model).is_dir():
+        if plans and load_bundle(Path(model)).manifest.plans is None:
+            raise UserError(f"--plans: bundle '{model}' has no plans; export it with `paumer-edge export --plans`, "
+                            "or leave out --plans")
         return Path(model)
     if model not in (None, "sample") and not Path(str(model)).is_file():
         raise UserError(f"model '{model}' is neither a bundle directory nor a checkpoint file")
