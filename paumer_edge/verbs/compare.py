@@ -100,7 +100,7 @@ def run(a: SimpleNamespace, opts: Any) -> int:
     write_json_atomic(json_path, payload)
     n = found.results[0].frames
     plot(found.results, plot_path, f"{Path(found.bundle).name.split('-')[0]}: {n} held-out frames, "
-         f"{found.backend.split(',')[0]}")
+         f"{found.backend}")
     peers = sum(1 for r in found.results if r.method != JOINT)
     verdict = (f"the joint knob dominates all {peers} peer points" if not misses else
                f"the joint knob dominates {peers - len(misses)} of {peers} peer points")
