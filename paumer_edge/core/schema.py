@@ -11,6 +11,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
+from . import names as peer  # the peer methods' tensor names (peer.HEAD_LOGP, ...)
 from .contract import (
     FORMAT,
     FORMAT_VERSION,
@@ -32,22 +33,7 @@ from .contract import (
 from .cost import CostModel
 from .errors import BundleError
 from .knobs import show_value
-from .names import (
-    ACTIVE,
-    DECODER,
-    ENTROPY,
-    EXIT_LOGP,
-    EXITED,
-    FULL,
-    HEAD_LOGP,
-    IMAGE,
-    LABELS,
-    SCORES,
-    TOKENS,
-    TOKENS_OUT,
-    is_peer_graph,
-    stage_index,
-)
+from .names import ACTIVE, DECODER, ENTROPY, FULL, IMAGE, LABELS, SCORES, TOKENS, TOKENS_OUT, stage_index
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -239,18 +225,18 @@ def expected_io(m: ModelInfo, name: str, kind: str = "staged") -> tuple[list[Exp
     last = m.num_stages - 1
     k = stage_index(name)
     if k == 0:
-        head: list[Expect] = [(HEAD_LOGP, (None, m.num_patches, m.num_classes), "float32")] if exits else []
+        head: list[Expect] = [(peer.HEAD_LOGP, (None, m.num_patches, m.num_classes), "float32")] if exits else []
         return image, [tokens] + ([(ENTROPY, (None, m.num_patches), "float32"), *head] if last else [])
     if k is not None and 0 < k <= last:
         ins: list[Expect] = [tokens, (ACTIVE, (None, -1), "int64")]
-        head = [(HEAD_LOGP, (None, -1, m.num_classes), "float32")] if exits else []
+        head = [(peer.HEAD_LOGP, (None, -1, m.num_classes), "float32")] if exits else []
         return ins, [(TOKENS_OUT, tokens[1], "float32")] + ([(ENTROPY, (None, -1), "float32"), *head]
                                                             if k < last else [])
     if name == DECODER:
-        extra: list[Expect] = [(EXIT_LOGP, (None, m.num_patches, m.num_classes), "float32"),
-                               (EXITED, (None, m.num_patches), "float32")] if exits else []
+        extra: list[Expect] = [(peer.EXIT_LOGP, (None, m.num_patches, m.num_classes), "float32"),
+                               (peer.EXITED, (None, m.num_patches), "float32")] if exits else []
         return [tokens, *extra], [labels, scores]
-    if name == FULL or is_peer_graph(name):
+    if name == FULL or peer.is_peer_graph(name):
         return image, [labels, scores]
     return None
 
@@ -261,7 +247,7 @@ def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec, where: str = "gr
     if want is None:
         return
     for side, specs, expect in (("inputs", g.inputs, want[0]), ("outputs", g.outputs, want[1])):
-        optional = (name in (DECODER, FULL) or is_peer_graph(name)) and side == "outputs"  # scores are optional
+        optional = (name in (DECODER, FULL) or peer.is_peer_graph(name)) and side == "outputs"  # scores are optional
         if len(specs) > len(expect) or len(specs) < len(expect) - (1 if optional else 0):
             raise r.fail(f"{where}.{name}.{side}", f"lists {[s.name for s in specs]}, expected "
                          f"{[e[0] for e in expect]}")
