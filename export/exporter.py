@@ -29,7 +29,10 @@ from paumer_edge.core.names import (
     DIM_BATCH,
     DIM_TOKENS,
     ENTROPY,
+    EXIT_LOGP,
+    EXITED,
     FULL,
+    HEAD_LOGP,
     IMAGE,
     LABELS,
     SCORES,
@@ -45,6 +48,7 @@ from paumer_edge.runtime.bundle import sha256_file
 from . import GRAPHS_REVISION
 from .graphs import Decoder, Full, Stage0, StageK, at_image_size
 from .onnx_graph import export_module, tensor_specs
+from .peer_graphs import COARSE, EARLY_EXIT, CoarseStage0, PeerOptions, full_peer_modules
 from .quantize import QuantOptions, add_int8_variant
 
 SUPPORTED_OPSETS = (17, 18)
@@ -58,6 +62,7 @@ class ExportOptions:
     scores: bool = False  # decoder also outputs per-class probabilities
     extra_sizes: tuple[tuple[int, int], ...] = ()  # the staged graphs again at these input sizes (variants)
     int8: QuantOptions | None = None  # also INT8 Q/DQ graphs, made this way (the `int8` variant)
+    peers: PeerOptions = PeerOptions()  # the peer methods' graphs (`paumer-edge compare`)
 
     def validate(self) -> None:
         if self.int8 is not None:
@@ -77,8 +82,11 @@ class ExportOptions:
 GraphItem = tuple[str, torch.nn.Module, tuple, list, list, dict]  # name, module, args, inputs, outputs, dynamic
 
 
-def _graphs(model: PausingSegmenter, scores: bool) -> list[GraphItem]:
-    """(name, module, example args, inputs, outputs, dynamic axes) for every graph of the bundle."""
+def _graphs(model: PausingSegmenter, scores: bool, kind: str = "staged",
+            peers: PeerOptions | None = None) -> list[GraphItem]:
+    """(name, module, example args, inputs, outputs, dynamic axes) for every graph of the bundle; `kind` "early-exit"
+    adds the heads' log-probabilities to the stages and the exits to the decoder, "coarse-stage0" runs stage 0 on
+    the coarse grid (`peer_graphs`)."""
     cfg = model.cfg
     h, w = cfg.image_size
     gen = torch.Generator().manual_seed(0)
@@ -89,14 +97,25 @@ def _graphs(model: PausingSegmenter, scores: bool) -> list[GraphItem]:
     batch = {0: DIM_BATCH}
     dec_out = [LABELS, SCORES] if scores else [LABELS]
     last = cfg.num_stages - 1
-    items: list[GraphItem] = [(stage_name(0), Stage0(model), (image,), [IMAGE], [TOKENS, ENTROPY] if last else [TOKENS],
+    exits = kind == "early-exit"
+    head = [HEAD_LOGP] if exits else []
+    stage0 = CoarseStage0(model) if kind == "coarse-stage0" else Stage0(model, head_scores=exits)
+    items: list[GraphItem] = [(stage_name(0), stage0, (image,), [IMAGE], [TOKENS, ENTROPY, *head] if last else [TOKENS],
                                {IMAGE: batch})]
     for k in range(1, last + 1):
-        items.append((stage_name(k), StageK(model, k), (tokens, active), [TOKENS, ACTIVE],
-                      [TOKENS_OUT, ENTROPY] if k < last else [TOKENS_OUT],
+        items.append((stage_name(k), StageK(model, k, head_scores=exits), (tokens, active), [TOKENS, ACTIVE],
+                      [TOKENS_OUT, ENTROPY, *head] if k < last else [TOKENS_OUT],
                       {TOKENS: batch, ACTIVE: {0: DIM_BATCH, 1: DIM_TOKENS}}))
-    items.append((DECODER, Decoder(model, scores), (tokens,), [TOKENS], dec_out, {TOKENS: batch}))
+    if exits:
+        logp = torch.log_softmax(torch.randn(2, cfg.num_patches, cfg.num_classes, generator=gen), -1)
+        exited = (torch.rand(2, cfg.num_patches, generator=gen) < 0.5).float()
+        items.append((DECODER, Decoder(model, scores), (tokens, logp, exited), [TOKENS, EXIT_LOGP, EXITED], dec_out,
+                      {TOKENS: batch, EXIT_LOGP: batch, EXITED: batch}))
+    else:
+        items.append((DECODER, Decoder(model, scores), (tokens,), [TOKENS], dec_out, {TOKENS: batch}))
     items.append((FULL, Full(model, scores), (image,), [IMAGE], dec_out, {IMAGE: batch}))
+    for name, module in full_peer_modules(model, peers, scores) if peers is not None else []:
+        items.append((name, module, (image,), [IMAGE], dec_out, {IMAGE: batch}))
     return items
 
 
@@ -120,13 +139,15 @@ def build_manifest(model: PausingSegmenter, graphs: dict[str, GraphSpec], opts: 
 
 
 def export_graphs(model: PausingSegmenter, bundle: Path, opts: ExportOptions, folder: str = "", full: bool = True,
-                  after_graph: Callable[[str], None] | None = None, progress: bool = True) -> dict[str, GraphSpec]:
+                  after_graph: Callable[[str], None] | None = None, progress: bool = True,
+                  kind: str = "staged") -> dict[str, GraphSpec]:
     """Every graph of `model` (at its config's input size) into `bundle`/`folder`; their specs, with file names
-    relative to the bundle."""
+    relative to the bundle. The main graphs (no folder) include the peer graphs `opts.peers` asks for."""
     (bundle / folder).mkdir(parents=True, exist_ok=True)
     prefix = f"{folder}/" if folder else ""
     graphs: dict[str, GraphSpec] = {}
-    items = [item for item in _graphs(model, opts.scores) if full or item[0] != FULL]
+    peers = None if folder else opts.peers
+    items = [item for item in _graphs(model, opts.scores, kind, peers) if full or item[0] != FULL]
     bar = tqdm(items, desc=f"exporting {folder}".strip(), unit="graph", disable=not progress, leave=False)
     for name, module, args, inputs, outputs, dynamic in bar:
         bar.set_postfix_str(name)
@@ -151,18 +172,19 @@ def size_name(size: tuple[int, int]) -> str:
 
 def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, source: str = "",
                   progress: bool = True, after_graph: Callable[[str], None] | None = None,
-                  check: Callable[[Path], None] | None = None) -> Path:
+                  finalize: Callable[[Path], None] | None = None) -> Path:
     """Write the bundle for `model` to `out` (a directory), atomically. Returns `out`.
 
     `opts.extra_sizes` adds the staged graphs at other input sizes as variants (folder and name "HxW"; no
-    full graph), for budgets that are cheaper at a lower resolution. `check(path)` sees the finished bundle in
-    its temporary folder before it takes `out`'s place (the export verb verifies it there): if it raises, nothing
-    is written and a bundle already at `out` stays as it was."""
+    full graph), for budgets that are cheaper at a lower resolution. `finalize(folder)` sees the finished bundle
+    in its temporary folder before it takes `out`'s place (measuring its plans, `paumer_edge.planning`; the
+    export verb verifies it there): if it raises, nothing is written and a bundle already at `out` stays."""
     opts.validate()
     check_model_memory(model.cfg, batch=2, image_size=opts.image_size)  # the graphs are traced on a batch of 2
     model = model.eval().float()
     if opts.image_size is not None:
         model = at_image_size(model, opts.image_size)
+    opts.peers.validate(model)
     patch = model.cfg.patch_size
     odd = [size_name(s) for s in opts.extra_sizes if s[0] % patch or s[1] % patch or min(s) < patch]
     if odd:
@@ -182,12 +204,18 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
             name = size_name(size)
             found = export_graphs(at, tmp, opts, folder=name, full=False, progress=progress)
             variants.append(Variant(name, (int(size[0]), int(size[1])), "fp32", found, CostModel.from_config(at.cfg)))
+        for name, kind, wanted in ((EARLY_EXIT, "early-exit", opts.peers.early_exit),
+                                   (COARSE, "coarse-stage0", opts.peers.coarse_stage0)):
+            if wanted:  # the same network with other stage graphs, in a folder of its own
+                found = export_graphs(model, tmp, opts, folder=name, full=False, progress=progress, kind=kind)
+                variants.append(Variant(name, model.cfg.image_size, "fp32", found, CostModel.from_config(model.cfg),
+                                        kind))
         manifest = dataclasses.replace(build_manifest(model, graphs, opts, source), variants=tuple(variants))
         write_json_atomic(tmp / MANIFEST, manifest.to_dict())
         if opts.int8 is not None:  # quantized from the graphs just written, before the bundle is swapped in
             add_int8_variant(tmp, opts.int8, progress)
-        if check is not None:  # verified as it will be, before it replaces anything
-            check(tmp)
+        if finalize is not None:  # measured and verified as it will be, before it replaces anything
+            finalize(tmp)
         replace_dir_atomic(tmp, out, lambda p: (p / MANIFEST).exists(), "paumer-edge bundle")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -21,34 +21,43 @@ from paumer_edge.model.vit import resize_pos_embed
 
 
 class Stage0(nn.Module):
-    """image [B,3,H,W] -> tokens [B,L,C], entropy [B,N] (every patch is active in stage 0)."""
+    """image [B,3,H,W] -> tokens [B,L,C], entropy [B,N] (every patch is active in stage 0).
 
-    def __init__(self, model: PausingSegmenter):
+    `head_scores`: also the pausing head's log-probabilities [B,N,K] (for early-exit policies, `core.exits`)."""
+
+    def __init__(self, model: PausingSegmenter, head_scores: bool = False):
         super().__init__()
-        self.model = model
+        self.model, self.head_scores = model, head_scores
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return _stage_outputs(self.model.stage(0, self.model.embed(image)))
+        return _stage_outputs(self.model.stage(0, self.model.embed(image)), self.head_scores)
 
 
 class StageK(nn.Module):
     """tokens [B,L,C], active [B,n] int64 -> tokens [B,L,C] (+ entropy [B,n] unless last)."""
 
-    def __init__(self, model: PausingSegmenter, k: int):
+    def __init__(self, model: PausingSegmenter, k: int, head_scores: bool = False):
         super().__init__()
-        self.model, self.k = model, k
+        self.model, self.k, self.head_scores = model, k, head_scores
 
     def forward(self, tokens: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return _stage_outputs(self.model.stage(self.k, tokens, active))
+        return _stage_outputs(self.model.stage(self.k, tokens, active), self.head_scores)
 
 
-def _stage_outputs(out: StageOutput) -> tuple[torch.Tensor, ...]:
-    """A stage graph's outputs: the token buffer, and the normalised entropy of its head unless it has none."""
-    return (out.tokens,) if out.logits is None else (out.tokens, normalised_entropy(out.logits))
+def _stage_outputs(out: StageOutput, head_scores: bool = False) -> tuple[torch.Tensor, ...]:
+    """A stage graph's outputs: the token buffer, and the normalised entropy of its head unless it has none (and
+    with `head_scores` the head's log-probabilities)."""
+    if out.logits is None:
+        return (out.tokens,)
+    scores = (torch.log_softmax(out.logits.float(), dim=-1),) if head_scores else ()
+    return (out.tokens, normalised_entropy(out.logits), *scores)
 
 
 class Decoder(nn.Module):
-    """tokens [B,L,C] -> labels [B,H,W] (uint8 when the classes fit) and optionally scores [B,K,H,W]."""
+    """tokens [B,L,C] -> labels [B,H,W] (uint8 when the classes fit) and optionally scores [B,K,H,W].
+
+    Exported with the early-exit inputs too (exit_logp [B,N,K], exited [B,N]), the exited patches' head
+    predictions replace the decoder's (`PausingSegmenter.decode`)."""
 
     def __init__(self, model: PausingSegmenter, scores: bool = False):
         super().__init__()
@@ -57,8 +66,10 @@ class Decoder(nn.Module):
         self.label_dtype = torch.uint8 if model.cfg.num_classes <= 256 else torch.int32
         self.image_size = (int(model.cfg.image_size[0]), int(model.cfg.image_size[1]))
 
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits = self.model.decode(tokens, self.image_size)
+    def forward(self, tokens: torch.Tensor, exit_logp: torch.Tensor | None = None,
+                exited: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        exits = None if exit_logp is None or exited is None else (exit_logp, exited)
+        logits = self.model.decode(tokens, self.image_size, exits)
         # via float: TensorRT casts float -> uint8 but not int64 -> uint8
         labels = logits.argmax(1).to(torch.float32).to(self.label_dtype)
         return (labels, F.softmax(logits, dim=1)) if self.scores else (labels,)

@@ -27,6 +27,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "verify": ("verify", "A bundle's graphs against PyTorch: error per output, label agreement per budget."),
     "build": ("build", "TensorRT engines for a bundle (fp32, fp16, INT8 with calibration, DLA)."),
     "train": ("train", "Train or fine-tune a pausing model (PyTorch; torchrun for several GPUs)."),
+    "compare": ("compare", "Pausing beside resolution scaling, DToP, ToMe, PRO-SCALE, the joint knob: one chart."),
     "eval": ("evaluate", "mIoU, per-class IoU and pixel accuracy at a list of budgets and thresholds."),
     "import": ("import_weights", "Segmenter / timm / mmseg checkpoint -> paumer-edge checkpoint, with a key report."),
     "serve": ("serve", "Serve a bundle on Triton Inference Server (HTTP, gRPC, metrics) through PyTriton."),

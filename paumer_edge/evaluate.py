@@ -11,13 +11,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from .core.metrics import scores
 from .data.classes import IGNORE_INDEX
 from .model import PausingSegmenter
 from .sliding import sliding_probs
@@ -97,18 +97,6 @@ def confusion(pred: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     valid = labels != IGNORE_INDEX
     idx = labels[valid] * k + pred[valid]
     return torch.bincount(idx, minlength=k * k).reshape(k, k)
-
-
-def scores(conf: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """(per-class IoU with NaN for classes neither present nor predicted, mIoU, pixel accuracy)."""
-    conf = conf.astype(np.float64)
-    tp = np.diag(conf)
-    union = conf.sum(0) + conf.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
-    miou = float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
-    acc = float(tp.sum() / max(conf.sum(), 1))
-    return iou, miou, acc
 
 
 def _shard(n: int) -> range:

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from paumer_edge.core.names import FULL, IMAGE
+
 from .pipeline import Pipeline
 from .preprocess import labels_to_frame, preprocess
 
@@ -28,6 +30,7 @@ class Timing:
     stage_ms: list[list[float]] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
     cost_fraction: float = 1.0
+    plan: str = ""  # the plan this budget ran (bundles with plans)
 
     def summary(self) -> dict:
         t = np.asarray(self.total_ms)
@@ -35,6 +38,8 @@ class Timing:
                "ms_p90": float(np.percentile(t, 90)), "ms_p99": float(np.percentile(t, 99)),
                "ms_mean": float(t.mean()), "fps": float(1000.0 / t.mean()), "runs": len(t),
                "modelled_compute": self.cost_fraction}
+        if self.plan:
+            out["plan"] = self.plan
         if self.stage_ms:
             s = np.asarray(self.stage_ms)
             out["stage_ms_p50"] = np.percentile(s, 50, axis=0).round(3).tolist()
@@ -61,7 +66,7 @@ def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds
         result = pipe(frame, budget=t.budget)
         t.total_ms.append((clock() - t0) * 1000)
         t.stage_ms.append([*result.stats.stage_ms, result.stats.decoder_ms])
-        t.counts, t.cost_fraction = result.stats.counts, result.stats.cost_fraction
+        t.counts, t.cost_fraction, t.plan = result.stats.counts, result.stats.cost_fraction, result.stats.plan
 
     def call(t: Timing, fn: Callable[[np.ndarray], object], frame: np.ndarray) -> None:
         t0 = clock()
@@ -96,7 +101,10 @@ def bench(pipe: Pipeline, frames: list[np.ndarray], budgets: list[float], rounds
         row = t.summary()
         if base is not None:
             row.update(speedups(base.total_ms, t.total_ms, paired=id(t) in same_phase))
-            if t.budget is not None:
+            plan = pipe.plan(t.budget) if t.budget is not None else None
+            if plan is not None:  # what the plan's calibration measured, instead of a model's ideal
+                row["plan_speedup"] = 1.0 / plan.cost
+            elif t.budget is not None:
                 row["ideal_speedup"] = pipe.cost.ideal_speedup(t.cost_fraction)
         rows.append(row)
     return rows
@@ -117,14 +125,15 @@ def speedups(base_ms: Sequence[float], ms: Sequence[float], paired: bool = True)
             "speedup_paired_quartiles": [float(q) for q in np.percentile(ratios, [25, 75])]}
 
 
-def full_graph_reference(pipe: Pipeline) -> Callable[[np.ndarray], np.ndarray]:
-    """The unsplit `full` graph on the same backend, with the same pre- and post-processing."""
-    session = pipe.backend.open(pipe.bundle, "full")
+def full_graph_reference(pipe: Pipeline, graph: str = FULL) -> Callable[[np.ndarray], np.ndarray]:
+    """The unsplit `full` graph (or another image -> labels graph of the bundle: the peers' `tome_r16`, ...) on the
+    same backend, with the same pre- and post-processing."""
+    session = pipe.backend.open(pipe.bundle, graph)
     m = pipe.info
 
     def run(frame: np.ndarray) -> np.ndarray:
         x, placement = preprocess(frame, m.input_size, m.mean, m.std, pipe.letterbox, pipe.bgr)
-        labels = session.run({"image": x[None]})[0]
+        labels = session.run({IMAGE: x[None]})[0]
         return labels_to_frame(labels[0], placement)
 
     return run

@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ class RunSummary:
     inference_ms: float = 0.0  # mean per frame, pre/post-processing included
     counts: list[float] = field(default_factory=list)  # mean active patch tokens per stage
     budget: float = 1.0  # mean budget used
+    plans: dict[str, int] = field(default_factory=dict)  # frames per plan (bundles with plans)
 
     @property
     def fps(self) -> float:
@@ -47,8 +49,15 @@ class RunSummary:
         return (f"{self.frames} frames in {self.seconds:.1f} s: {self.fps:.1f} FPS; "
                 f"{self.inference_ms:.1f} ms per frame (stages {stages}, decoder {self.decoder_ms:.1f} ms); "
                 f"active tokens per stage {tokens}; mean budget {self.budget:.2f}"
+                + (f"; plans {self.plan_text()}" if self.plans else "")
                 + (f"; {self.skipped} unreadable frames skipped" if self.skipped else "")
                 + (f"; reconnected {self.reconnections} times" if self.reconnections else ""))
+
+
+    def plan_text(self) -> str:
+        """The plans that ran, most used first, with their share of the frames: "96x192 @0.6 80%, ..."."""
+        total = max(sum(self.plans.values()), 1)
+        return ", ".join(f"{k} {100 * n / total:.0f}%" for k, n in sorted(self.plans.items(), key=lambda kv: -kv[1]))
 
 
 class _Threads:
@@ -115,6 +124,7 @@ class _Totals:
         self.counts: np.ndarray | None = None
         self.decoder_ms = self.inference_ms = self.budget = 0.0
         self.frames = 0
+        self.plans: Counter[str] = Counter()
 
     def add(self, result: Result) -> None:
         st = result.stats
@@ -124,6 +134,8 @@ class _Totals:
         self.inference_ms += result.total_ms
         self.budget += st.budget
         self.frames += 1
+        if st.plan:
+            self.plans[st.plan] += 1
 
     def into(self, summary: RunSummary, default_budget: float) -> None:
         n = max(self.frames, 1)
@@ -133,6 +145,7 @@ class _Totals:
         summary.counts = [] if self.counts is None else (self.counts / n).tolist()
         summary.decoder_ms = self.decoder_ms / n
         summary.inference_ms = self.inference_ms / n
+        summary.plans = dict(self.plans)
 
 
 def run_stream(pipeline: Pipeline, source: Source, consume: Callable[[Frame, Result], None] | None = None,

@@ -12,6 +12,11 @@ cached per bundle, backend and machine; see `runtime.latency`); `calibrate()` me
 `cost="macs"` makes it a fraction of the multiply-accumulates instead, as in training and
 `paumer-edge eval`, the same on every device.
 
+A bundle exported with plans (`export --plans`) carries the network at several input sizes and the measured
+joint front of size and pausing (`core.plans`): there a budget is a fraction of the main graphs' frame time at
+budget 1, and buys the most accurate plan measured at that cost, whatever its input size; `plans=False`
+ignores them. Each result's stats name the plan that ran.
+
 Thread safety: a Pipeline may be shared by several threads. Pre- and post-processing run in the
 caller's thread; the staged inference itself is serialised by a lock (the sessions share buffers).
 For parallel inference, give each thread its own Pipeline.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,8 +38,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from paumer_edge import UserError
+from paumer_edge.core.contract import PlanPoint
 from paumer_edge.core.knobs import check_target_ms, check_threads
-from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, check_budget, check_threshold
+from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, TokenSelector, check_budget, check_threshold
+from paumer_edge.core.plans import choose, plan_label
 
 from .backends.select import open_backend
 from .bundle import Bundle, ModelInfo, load_bundle
@@ -67,15 +75,20 @@ class Result:
 class Pipeline:
     """A loaded bundle on a backend, with the run-time knobs: budget, threshold, latency target.
 
-    Every frame runs one template: the tiler's pre-processing (caller's thread), the staged graphs with a
-    token selector built once from the knobs (under the lock), the tiler's post-processing (caller's
-    thread), then the latency controller sees the frame's own time (waiting for the lock left out).
+    Every frame runs one template: the budget picks the graphs (the main ones, or a plan's), the tiler's
+    pre-processing for their input size (caller's thread), the staged graphs with a token selector built once
+    from the knobs (under the lock), the tiler's post-processing (caller's thread), then the latency controller
+    sees the frame's own time (waiting for the lock left out).
+
+    `selector(cost) -> TokenSelector` replaces budget and threshold with another policy (e.g. `core.exits`'s
+    early exit on a bundle's "dtop" variant), built once per frame.
     """
 
     def __init__(self, bundle: str | Path | Bundle, backend: str = "auto", budget: float = 1.0,
                  threshold: float | None = None, target_ms: float | None = None, letterbox: bool = False,
                  bgr: bool = False, stage_map: bool = False, threads: int = 0, precision: str | None = None,
-                 shared_threads: bool = False, cost: str | CostModel = "device"):
+                 shared_threads: bool = False, cost: str | CostModel = "device", plans: bool = True,
+                 selector: Callable[[CostModel], TokenSelector] | None = None):
         self._budget = check_budget(budget)
         self._threshold = None if threshold is None else check_threshold(threshold)
         if not (isinstance(cost, CostModel) or cost in COSTS):
@@ -92,6 +105,11 @@ class Pipeline:
                                     shared_threads=shared_threads, budgets=(self._budget,))
         self.runner = StagedRunner(self.bundle, self.backend)
         self.threads = threads
+        self._selector = selector
+        self.plans = self.bundle.manifest.plans if plans and selector is None else None
+        self._runners = {"": self.runner}  # per graph set a plan runs
+        for name in sorted({p.variant for p in self.plans.points} - {""} if self.plans else ()):
+            self._runners[name] = StagedRunner(self.bundle.variant(name), self.backend)
         self._cost_choice = cost
         self._cost: CostModel | None = cost if isinstance(cost, CostModel) else None
         self._cost_source = "given" if isinstance(cost, CostModel) else ""
@@ -154,6 +172,13 @@ class Pipeline:
     def threshold(self, value: float | None) -> None:
         self._threshold = None if value is None else check_threshold(value)
 
+    def plan(self, budget: float) -> PlanPoint | None:
+        """The plan a budget runs (None without plans)."""
+        return None if self.plans is None else choose(self.plans.points, budget)
+
+    def plan_label(self, point: PlanPoint) -> str:
+        return plan_label(point, self.info.input_size, self.bundle.manifest.variants)
+
     @property
     def target_ms(self) -> float | None:
         """The latency target the budget follows frame by frame, or None (the budget stays as set)."""
@@ -175,6 +200,10 @@ class Pipeline:
                 self.controller = LatencyController(target, budget=max(self._budget, LatencyController.min_budget))
 
     def describe(self) -> str:
+        if self.plans is not None:
+            return (f"{self.info.name} ({self.info.input_size[0]}x{self.info.input_size[1]}) on "
+                    f"{self.backend.describe()}; budgets pick one of {len(self.plans.points)} plans over "
+                    f"{len(self._runners)} input sizes (measured on {self.plans.images} images)")
         unit = "device latency" if self.cost.measured else "MACs"
         return (f"{self.info.name} ({self.info.input_size[0]}x{self.info.input_size[1]}) on {self.backend.describe()}; "
                 f"budgets are fractions of {unit}")
@@ -183,21 +212,33 @@ class Pipeline:
     def __call__(self, frame: np.ndarray, budget: float | None = None, threshold: float | None = None) -> Result:
         """Segment one frame. `budget` / `threshold` override the pipeline's knobs for this call."""
         t0 = time.perf_counter()
-        prepared = self.tiler.prepare(frame, self.info)
+        knob = self.budget if budget is None else check_budget(budget)
+        plan = self.plan(knob)
+        runner = self.runner if plan is None else self._runners[plan.variant]
+        prepared = self.tiler.prepare(frame, runner.bundle.model)
         t1 = time.perf_counter()
         with self._lock:
-            policy = PausingPolicy(self.budget if budget is None else budget,  # checked here, once
-                                   self._threshold if threshold is None else threshold)
+            selector = self._select(runner, knob if plan is None else plan.pausing, threshold, plan is not None)
             t2 = time.perf_counter()
-            inferred = self.tiler.infer(self.runner, prepared, Pauser(self._resolve_cost(), policy), self.stage_map)
+            inferred = self.tiler.infer(runner, prepared, selector, self.stage_map)
             t3 = time.perf_counter()
         out = self.tiler.finish(prepared, inferred)
+        if plan is not None:
+            out.stats.budget, out.stats.plan = knob, self.plan_label(plan)
         t4 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1000, "inference": (t3 - t2) * 1000, "postprocess": (t4 - t3) * 1000}
         if self.controller is not None and budget is None:
             with self._control:
                 self.controller.update(sum(timings.values()))
         return Result(out.labels, out.stats, out.placement, out.scores, out.stage_map, timings)
+
+    def _select(self, runner: StagedRunner, pausing: float, threshold: float | None, planned: bool) -> TokenSelector:
+        """The frame's token selector (call with the lock held): a plan's pausing budget is a fraction of its
+        graphs' MACs (as measured), otherwise of this pipeline's cost model."""
+        if self._selector is not None:
+            return self._selector(self._resolve_cost())
+        policy = PausingPolicy(pausing, self._threshold if threshold is None else threshold)
+        return Pauser(runner.bundle.cost if planned else self._resolve_cost(), policy)
 
     def serve_view(self, port: int = 8080, host: str = "127.0.0.1", token: str | None = None,
                    config: ViewConfig | None = None) -> ViewServer:
@@ -208,7 +249,9 @@ class Pipeline:
         return ViewServer(self, host, port, token, config).start()
 
     def warmup(self, frames: int = 3) -> None:
-        """Run a few blank frames (first calls allocate and, on GPUs, pick kernels)."""
+        """Run a few blank frames (first calls allocate and, on GPUs, pick kernels), through every plan's graphs."""
         h, w = self.info.input_size
+        budgets = [1.0] if self.plans is None else [p.cost for p in self.plans.points]
         for _ in range(frames):
-            self(np.zeros((h, w, 3), np.uint8), budget=1.0)
+            for b in budgets:
+                self(np.zeros((h, w, 3), np.uint8), budget=min(1.0, b))

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from paumer_edge.core.names import ACTIVE, BUFFERS, DECODER, IMAGE, TOKENS
+from paumer_edge.core.errors import PolicyError
+from paumer_edge.core.names import ACTIVE, BUFFERS, DECODER, EXIT_LOGP, EXITED, IMAGE, TOKENS
 from paumer_edge.core.pausing import TokenSelector
 
 from .backends.base import Backend, GraphSession
@@ -36,6 +37,7 @@ class StageStats:
     budget: float = 1.0
     threshold: float | None = None
     cost_fraction: float = 1.0
+    plan: str = ""  # the plan the budget picked (bundles with plans), e.g. "96x192 @0.55"
 
     @property
     def total_ms(self) -> float:
@@ -63,6 +65,8 @@ class StagedRunner:
         self.decoder = checked(backend.open(bundle, DECODER), bundle, DECODER)  # outputs checked every run
         self._all = np.arange(bundle.model.num_patches, dtype=np.int64)[None]
         self._all.flags.writeable = False  # fed to every stage while nothing pauses
+        # early-exit graph sets: the stages also emit their head's log-probabilities, the decoder takes the exits
+        self.exits = EXITED in self.decoder.input_names
 
     def forward(self, images: np.ndarray, selector: TokenSelector, stage_map: bool = False,
                 observe: Observer | None = None) -> StagedOutput:
@@ -89,9 +93,14 @@ class StagedRunner:
         active = self._all if b == 1 else np.ascontiguousarray(np.broadcast_to(self._all, (b, self._all.shape[1])))
         stats.counts.append(active.shape[1])
         pausing = selector.needs_entropy
+        if selector.wants_head_scores and not self.exits:
+            raise PolicyError(f"{type(selector).__name__} needs graphs that emit their heads' predictions; this "
+                              "graph set has none (export with `--peers dtop` and run its 'dtop' variant)")
         for k, session in enumerate(self.stages[1:], start=1):
             t0 = time.perf_counter()
             if pausing and entropy is not None:
+                if self.exits:
+                    selector.see_head(k - 1, active, outs[2])
                 chosen = selector.select(k - 1, entropy)
                 if chosen is not None:
                     active = np.take_along_axis(active, chosen, axis=1)
@@ -108,6 +117,8 @@ class StagedRunner:
                 observe(self.bundle.stage_names[k], feeds, outs)
             tokens, entropy = outs[0], (outs[1] if len(outs) > 1 else None)
         feeds = {TOKENS: tokens}
+        if self.exits:
+            feeds.update(self._exit_feeds(selector, b))
         t0 = time.perf_counter()
         result = self.decoder.run(feeds)
         stats.decoder_ms = (time.perf_counter() - t0) * 1000
@@ -116,3 +127,11 @@ class StagedRunner:
         stats.cost_fraction = selector.spent(stats.counts)
         return StagedOutput(result[0], result[1] if len(result) > 1 else None,
                             None if smap is None else smap.reshape(b, rows, cols), stats)
+
+    def _exit_feeds(self, selector: TokenSelector, b: int) -> dict[str, Any]:
+        """The decoder's exit inputs: the selector's, or none exited (a pausing policy on early-exit graphs)."""
+        exits = selector.exit_predictions()
+        if exits is None:
+            m = self.bundle.model
+            exits = (np.zeros((b, m.num_patches, m.num_classes), np.float32), np.zeros((b, m.num_patches), np.float32))
+        return {EXIT_LOGP: exits[0], EXITED: exits[1]}

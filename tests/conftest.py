@@ -57,6 +57,23 @@ def tiny_bundle(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.fixture(scope="session")
+def tiny_peers(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with every peer's graphs: a smaller input size (16x32), DToP's early-exit variant, ToMe
+    (r=2) and PRO-SCALE (1 block) graphs, and plans measured on 4 held-out frames (their figures are noise at this
+    size: tests that depend on which plan wins write plans of their own)."""
+    from paumer_edge.checkpoint import load_model
+    from paumer_edge.export.exporter import ExportOptions, export_bundle
+    from paumer_edge.export.peer_graphs import PeerOptions
+    from paumer_edge.planning import PlanMeasurement
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-peers.paumer"
+    opts = ExportOptions(extra_sizes=((16, 32),), peers=PeerOptions(early_exit=True, merge=(2,), coarse=(1,)))
+    export_bundle(load_model(tiny_ckpt), out, opts, source=str(tiny_ckpt), progress=False,
+                  finalize=PlanMeasurement(images=4, frame_size=(64, 128), progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
 def without_torch() -> Callable[[str], str]:
     """Run Python code in a fresh process in which any import of torch fails; returns its output."""
 

@@ -10,7 +10,9 @@ profiles, `exporter.graphs_revision` tells a stale cached export, and `paumer-ed
 Format history: 1 (first release); 2 drops fields nothing read (`model.config`, `pausing.pause_after`,
 `pausing.stage_bounds`, per-graph `bytes` / `export_s`); 3 adds `variants` (the graphs again at other input
 sizes or precisions), written only by bundles that carry some, so a bundle states the oldest format that
-reads all of it. Versions 1 and 2 still load.
+reads all of it; 4 adds `plans` (what each budget buys: a graph set and a pausing budget, measured) and variant
+kinds other than "staged" (early-exit graphs, a coarse stage 0), again written only by bundles that use them.
+Versions 1 to 3 still load.
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ from .cost import CostModel
 from .names import DECODER, FULL, stage_name
 
 FORMAT = "paumer-edge-bundle"
-FORMAT_VERSION = 3  # the newest this code reads and writes
-READS_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4  # the newest this code reads and writes
+READS_VERSIONS = (1, 2, 3, 4)
 PRECISIONS = ("fp32", "fp16", "int8")
+# how a variant's graphs run: "staged" (the usual stages, pausing), "early-exit" (stages that also emit their
+# head's log-probabilities and a decoder that takes the exited patches' predictions: `core.exits`),
+# "coarse-stage0" (stage 0 on a coarser token grid, PRO-SCALE; same inputs and outputs as "staged")
+VARIANT_KINDS = ("staged", "early-exit", "coarse-stage0")
 MANIFEST = "manifest.json"
 REEXPORT = "re-export the bundle with `paumer-edge export`"
 LABEL_DTYPES = ("uint8", "uint16", "int32", "int64")
@@ -188,10 +194,43 @@ class Variant:
     precision: str  # one of PRECISIONS
     graphs: dict[str, GraphSpec]  # every stage and the decoder (full optional)
     cost: CostModel  # the MAC model at this input size
+    kind: str = "staged"  # one of VARIANT_KINDS
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "input_size": list(self.input_size), "precision": self.precision,
+                **({"kind": self.kind} if self.kind != "staged" else {}),
                 "graphs": {name: g.to_dict() for name, g in self.graphs.items()}, "cost_model": self.cost.to_dict()}
+
+
+@dataclass(frozen=True)
+class PlanPoint:
+    """One setting a budget can buy, as measured on the calibration images: a graph set at a pausing budget."""
+
+    variant: str  # the graph set ("" = the main graphs)
+    pausing: float  # the pausing budget within it (a fraction of its encoder's MACs, so the tokens kept are fixed)
+    miou: float  # mean IoU on the calibration images, in [0, 1]
+    ms: float  # median time per frame through the runtime (pre-processing to labels) on the calibration device
+    cost: float  # paired time ratio against the main graphs at budget 1 on the same frames (0.25: 4x as fast)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variant": self.variant, "pausing": self.pausing, "miou": self.miou, "ms": self.ms, "cost": self.cost}
+
+
+@dataclass(frozen=True)
+class Plans:
+    """What each budget buys across input sizes (and precisions) and pausing: the measured joint front, cheapest
+    first, each point slower and more accurate than the one before. A budget runs the most accurate point whose
+    cost fits it (`paumer_edge.core.plans`)."""
+
+    points: tuple[PlanPoint, ...]
+    images: int  # calibration images
+    data: str  # which images (e.g. "synthetic val, 256x512 frames")
+    device: str  # where the times were measured
+    measured: str  # ISO date of the calibration
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"points": [p.to_dict() for p in self.points], "images": self.images, "data": self.data,
+                "device": self.device, "measured": self.measured}
 
 
 @dataclass(frozen=True)
@@ -207,6 +246,8 @@ class Manifest:
     variants: tuple[Variant, ...] = ()
     format_version: int = FORMAT_VERSION  # as read; `to_dict` writes the oldest version that reads it all
     precision: str = "fp32"  # of the graphs in `graphs` (a view of an INT8 variant says int8)
+    plans: Plans | None = None  # what each budget buys (bundles exported with plans)
+    kind: str = "staged"  # how `graphs` run (a view of a variant says its kind)
 
     @property
     def run_graphs(self) -> list[str]:
@@ -237,15 +278,25 @@ class Manifest:
         p = self.model.patch_size
         model = replace(self.model, input_size=v.input_size, grid=(v.input_size[0] // p, v.input_size[1] // p))
         return replace(self, model=model, cost=v.cost, graphs=v.graphs, variants=(), precision=v.precision,
-                       engines=tuple(replace(e, variant="") for e in self.engines if e.variant == name))
+                       engines=tuple(replace(e, variant="") for e in self.engines if e.variant == name), plans=None,
+                       kind=v.kind)
+
+    @property
+    def written_version(self) -> int:
+        """The oldest format that reads everything this manifest holds."""
+        if self.plans is not None or any(v.kind != "staged" for v in self.variants):
+            return 4
+        return 3 if self.variants else 2
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"format": FORMAT, "format_version": 3 if self.variants else 2, "created": self.created,
+        d = {"format": FORMAT, "format_version": self.written_version, "created": self.created,
              "source": self.source, "model": self.model.to_dict(), "pausing": {"cost_model": self.cost.to_dict()},
              "graphs": {name: g.to_dict() for name, g in self.graphs.items()}, "batch": self.batch.to_dict(),
              "exporter": self.exporter.to_dict(), "engines": [e.to_dict() for e in self.engines]}
         if self.variants:
             d["variants"] = [v.to_dict() for v in self.variants]
+        if self.plans is not None:
+            d["plans"] = self.plans.to_dict()
         return d
 
     @classmethod

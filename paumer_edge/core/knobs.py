@@ -103,6 +103,11 @@ def check_threshold(threshold: Any, name: str = "threshold") -> float:
     return check_number(threshold, name, "a normalised entropy in [0, 1]", 0.0, 1.0)
 
 
+def check_confidence(confidence: Any, name: str = "exit confidence") -> float:
+    """DToP's exit confidence: a top-class probability in (0, 1] above which a token exits (1 exits nothing)."""
+    return check_number(confidence, name, "a probability in (0, 1] (1 exits nothing)", 0.0, 1.0, lo_open=True)
+
+
 def check_budget_range(values: Sequence[Any], name: str = "budget range") -> tuple[float, float]:
     """MIN,MAX budgets (one value: that budget alone), each in (0, 1], MIN <= MAX."""
     if not 1 <= len(values) <= 2:

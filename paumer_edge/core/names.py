@@ -18,6 +18,10 @@ ACTIVE = "active"  # [B, n] int64 patch positions of the tokens a stage runs on
 ENTROPY = "entropy"  # [B, n] normalised entropy of the pausing head for each active patch
 LABELS = "labels"  # [B, H, W] class per pixel
 SCORES = "scores"  # [B, K, H, W] class probabilities (bundles exported with --scores)
+# early exit (variants of kind "early-exit", `core.exits`): the heads' predictions, and those that became final
+HEAD_LOGP = "head_logp"  # [B, n, K] a stage's pausing-head log-probabilities for its active patches
+EXIT_LOGP = "exit_logp"  # [B, N, K] every patch's latest head log-probabilities (the decoder's input)
+EXITED = "exited"  # [B, N] float32, 1 where a patch exited at a head: its head prediction is its label
 
 # named dynamic dimensions
 DIM_BATCH = "batch"
@@ -36,3 +40,23 @@ def stage_index(name: str) -> int | None:
     """k for a graph called `stage<k>`, else None."""
     digits = name.removeprefix("stage")
     return int(digits) if name.startswith("stage") and digits.isdigit() else None
+
+
+# peer graphs (image -> labels, like `full`): `paumer-edge compare` times them beside pausing
+MERGE_PREFIX = "tome_r"  # token merging with r tokens merged per block
+COARSE_PREFIX = "proscale_b"  # progressive token length with the first k blocks on a coarser grid
+
+
+def merge_graph_name(r: int) -> str:
+    """The ToMe graph with `r` tokens merged per block: `tome_r16`."""
+    return f"{MERGE_PREFIX}{int(r)}"
+
+
+def coarse_graph_name(blocks: int) -> str:
+    """The PRO-SCALE graph with its first `blocks` blocks on the coarse grid: `proscale_b2`."""
+    return f"{COARSE_PREFIX}{int(blocks)}"
+
+
+def is_peer_graph(name: str) -> bool:
+    """Whether `name` is an image -> labels peer graph (checked like `full`)."""
+    return any(name.startswith(p) and name[len(p):].isdigit() for p in (MERGE_PREFIX, COARSE_PREFIX))

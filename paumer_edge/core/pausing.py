@@ -173,6 +173,19 @@ class TokenSelector:
         (the pausing heads are charged whenever they ran)."""
         return self.cost.encoder_cost(counts, pausing=self.needs_entropy) / self.cost.full_cost
 
+    # Early-exit policies (DToP, `core.exits`) read the pausing heads' class predictions, not only their
+    # entropy, and make the exited patches' predictions final. Pausing policies need neither.
+    wants_head_scores = False
+
+    def see_head(self, point: int, positions: np.ndarray, logp: np.ndarray) -> None:
+        """The head's log-probabilities [B, n, K] at pausing point `point` for the active patches at `positions`
+        [B, n]; called before `select` when `wants_head_scores`."""
+
+    def exit_predictions(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(log-probabilities [B, N, K], exited [B, N] float32 0/1) of the patches whose prediction became final
+        at a head, for the decoder to use in their place; None: every patch is decoded."""
+        return None
+
 
 class Pauser(TokenSelector):
     """The run-time knobs bound to one model's cost model: keep the most uncertain tokens, as many as the

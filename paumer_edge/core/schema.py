@@ -11,6 +11,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
+from . import names as peer  # the peer methods' tensor names (peer.HEAD_LOGP, ...)
 from .contract import (
     FORMAT,
     FORMAT_VERSION,
@@ -18,6 +19,7 @@ from .contract import (
     PRECISIONS,
     READS_VERSIONS,
     REEXPORT,
+    VARIANT_KINDS,
     BatchRange,
     EngineEntry,
     ExporterInfo,
@@ -210,35 +212,42 @@ def _graph(r: _Reader, name: str, g: Any, where: str = "graphs") -> GraphSpec:
 Expect = tuple[str, tuple[int | None, ...], str]  # name, shape (None: any size or name; -1: a named dim), dtype
 
 
-def expected_io(m: ModelInfo, name: str) -> tuple[list[Expect], list[Expect]] | None:
+def expected_io(m: ModelInfo, name: str, kind: str = "staged") -> tuple[list[Expect], list[Expect]] | None:
     """(inputs, outputs) a graph must have; "labels" as dtype = any of LABEL_DTYPES. None for graphs the
-    runtime does not run (unknown names)."""
+    runtime does not run (unknown names). Early-exit graph sets (`kind`) add the heads' log-probabilities to the
+    stages' outputs and the exit predictions to the decoder's inputs."""
     h, w = m.input_size
     tokens: Expect = (TOKENS, (None, m.tokens, m.embed_dim), "float32")
     image: list[Expect] = [(IMAGE, (None, 3, h, w), "float32")]
     labels: Expect = (LABELS, (None, h, w), "labels")
     scores: Expect = (SCORES, (None, m.num_classes, h, w), "float32")
+    exits = kind == "early-exit"
     last = m.num_stages - 1
     k = stage_index(name)
     if k == 0:
-        return image, [tokens] + ([(ENTROPY, (None, m.num_patches), "float32")] if last else [])
+        head: list[Expect] = [(peer.HEAD_LOGP, (None, m.num_patches, m.num_classes), "float32")] if exits else []
+        return image, [tokens] + ([(ENTROPY, (None, m.num_patches), "float32"), *head] if last else [])
     if k is not None and 0 < k <= last:
         ins: list[Expect] = [tokens, (ACTIVE, (None, -1), "int64")]
-        return ins, [(TOKENS_OUT, tokens[1], "float32")] + ([(ENTROPY, (None, -1), "float32")] if k < last else [])
+        head = [(peer.HEAD_LOGP, (None, -1, m.num_classes), "float32")] if exits else []
+        return ins, [(TOKENS_OUT, tokens[1], "float32")] + ([(ENTROPY, (None, -1), "float32"), *head]
+                                                            if k < last else [])
     if name == DECODER:
-        return [tokens], [labels, scores]
-    if name == FULL:
+        extra: list[Expect] = [(peer.EXIT_LOGP, (None, m.num_patches, m.num_classes), "float32"),
+                               (peer.EXITED, (None, m.num_patches), "float32")] if exits else []
+        return [tokens, *extra], [labels, scores]
+    if name == FULL or peer.is_peer_graph(name):
         return image, [labels, scores]
     return None
 
 
-def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec, where: str = "graphs") -> None:
+def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec, where: str = "graphs", kind: str = "staged") -> None:
     """The manifest's input/output specs of graph `name` fit the model section."""
-    want = expected_io(m, name)
+    want = expected_io(m, name, kind)
     if want is None:
         return
     for side, specs, expect in (("inputs", g.inputs, want[0]), ("outputs", g.outputs, want[1])):
-        optional = name in (DECODER, FULL) and side == "outputs"  # scores are optional
+        optional = (name in (DECODER, FULL) or peer.is_peer_graph(name)) and side == "outputs"  # scores are optional
         if len(specs) > len(expect) or len(specs) < len(expect) - (1 if optional else 0):
             raise r.fail(f"{where}.{name}.{side}", f"lists {[s.name for s in specs]}, expected "
                          f"{[e[0] for e in expect]}")
@@ -305,7 +314,7 @@ def _exporter(r: _Reader, d: Any) -> ExporterInfo:
                         graphs_revision=r.int_value(d.get("graphs_revision", 0), "exporter.graphs_revision"))
 
 
-def _graph_set(r: _Reader, model: ModelInfo, raw: Any, path: str) -> dict[str, GraphSpec]:
+def _graph_set(r: _Reader, model: ModelInfo, raw: Any, path: str, kind: str = "staged") -> dict[str, GraphSpec]:
     """Every graph of one set (the main graphs or a variant's), each checked against the model at its size."""
     if not isinstance(raw, dict):
         raise r.fail(path, f"must be an object, not {_kind(raw)}")
@@ -314,7 +323,7 @@ def _graph_set(r: _Reader, model: ModelInfo, raw: Any, path: str) -> dict[str, G
     if missing:
         raise r.fail(path, f"lacks {missing}")
     for name, g in graphs.items():
-        check_io(r, model, name, g, path)
+        check_io(r, model, name, g, path, kind)
     return graphs
 
 
@@ -339,14 +348,17 @@ def _variants(r: _Reader, raw: Any, model: ModelInfo, main: dict[str, GraphSpec]
         precision = r.text(v, "precision", p)
         if precision not in PRECISIONS:
             raise r.fail(f"{p}precision", f"is '{precision}', not one of {', '.join(PRECISIONS)}")
+        kind = r.text(v, "kind", p) if "kind" in v else "staged"
+        if kind not in VARIANT_KINDS:
+            raise r.fail(f"{p}kind", f"is '{kind}', not one of {', '.join(VARIANT_KINDS)}")
         at = replace(model, input_size=(size[0], size[1]), grid=(size[0] // patch, size[1] // patch))
-        graphs = _graph_set(r, at, r.obj(v, "graphs", p), f"{p}graphs")
+        graphs = _graph_set(r, at, r.obj(v, "graphs", p), f"{p}graphs", kind)
         shared = files & {g.file for g in graphs.values()}
         if shared:
             raise r.fail(f"{p}graphs", f"reuses the files {sorted(shared)} of another set of graphs")
         files |= {g.file for g in graphs.values()}
         cost = _cost(r, r.obj(v, "cost_model", p), at, f"{p}cost_model.")
-        out.append(Variant(name, (size[0], size[1]), precision, graphs, cost))
+        out.append(Variant(name, (size[0], size[1]), precision, graphs, cost, kind))
     return tuple(out)
 
 
@@ -366,6 +378,7 @@ def _version(r: _Reader, manifest: Any, where: str) -> int:
 
 def parse_manifest(manifest: Any, where: str) -> Manifest:
     """Check a manifest (already JSON-decoded) against the schema and itself; `where` names it in errors."""
+    from .plans import parse_plans
     r = _Reader(where)
     version = _version(r, manifest, where)
     model = _model(r, r.obj(manifest, "model"))
@@ -380,4 +393,4 @@ def parse_manifest(manifest: Any, where: str) -> Manifest:
     engines = tuple(_engine(r, e, i, sets) for i, e in enumerate(entries))
     return Manifest(model, cost, graphs, _batch(r, manifest.get("batch")), _exporter(r, manifest.get("exporter")),
                     engines, source=str(manifest.get("source") or ""), created=str(manifest.get("created") or ""),
-                    variants=variants, format_version=version)
+                    variants=variants, format_version=version, plans=parse_plans(r, manifest.get("plans"), variants))

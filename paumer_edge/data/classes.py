@@ -1,5 +1,7 @@
 """The street-scene label set: names and Cityscapes-style colours, shared by data, model presets and UI."""
 
+from ..core.metrics import IGNORE_INDEX  # noqa: F401  (re-exported: the datasets' ignore value)
+
 STREET_CLASSES: tuple[str, ...] = (
     "road",
     "sidewalk",
@@ -27,4 +29,3 @@ STREET_PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 
 ROAD, SIDEWALK, BUILDING, VEGETATION, TERRAIN, SKY, POLE, SIGN, PERSON, CAR = range(len(STREET_CLASSES))
-IGNORE_INDEX = 255

@@ -129,11 +129,22 @@ class PausingSegmenter(nn.Module):
             x = blk(x)
         return x
 
-    def decode(self, tokens: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    def decode(self, tokens: torch.Tensor, image_hw: tuple[int, int],
+               exits: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The token buffer after the last stage [B, L, C] -> logits [B, K, H, W]: the encoder's final norm,
-        the decoder over the patch grid, upsampling to the image size."""
+        the decoder over the patch grid, upsampling to the image size.
+
+        `exits` (early-exit policies such as DToP): (log-probabilities [B, N, K], exited [B, N] 0/1) of patches
+        whose prediction was final at an earlier head. Their log-probabilities replace the decoder's at patch
+        level, before upsampling; with no patch exited the labels are the decoder's own (log-softmax keeps
+        each patch's arg-max and the upsampled arg-max)."""
         grid = self.encoder.grid_for(*image_hw)
         masks = self.decoder(self.encoder.norm(tokens)[:, self.encoder.num_extra_tokens :], grid)
+        if exits is not None:
+            logp, exited = exits
+            b, k = masks.shape[:2]
+            masks = torch.lerp(torch.log_softmax(masks, dim=1), logp.transpose(1, 2).reshape(b, k, *grid),
+                               exited.to(masks.dtype).reshape(b, 1, *grid))
         return F.interpolate(masks, size=image_hw, mode="bilinear", align_corners=False)
 
     def forward_unpaused(self, images: torch.Tensor) -> torch.Tensor:
@@ -173,9 +184,14 @@ class PausingSegmenter(nn.Module):
             if logits is not None:
                 positions = active if active is not None else torch.arange(num_patches, device=device).expand(bsz, -1)
                 aux.append(AuxPrediction(logits, positions))
+                if pick.wants_head_scores:  # early-exit policies read the head's class prediction itself
+                    logp = torch.log_softmax(logits.detach().float(), -1)
+                    pick.see_head(k, positions.cpu().numpy(), logp.cpu().numpy())
                 keep = pick.select(k, normalised_entropy(logits).detach().cpu().numpy()) if pick.needs_entropy else None
                 if keep is not None:
                     active = positions.gather(1, torch.from_numpy(keep).to(device))
             counts.append(num_patches if active is None else active.shape[1])
-        logits = self.decode(tokens, (h, w))
+        exits = pick.exit_predictions()
+        logits = self.decode(tokens, (h, w), None if exits is None else
+                             tuple(torch.from_numpy(a).to(device) for a in exits))  # type: ignore[arg-type]
         return SegmenterOutput(logits, stage_map.reshape(bsz, *grid), tuple(counts), pick.spent(counts), aux)

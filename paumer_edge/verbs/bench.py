@@ -14,6 +14,7 @@ from ..core.atomic import save_figure_atomic, write_json_atomic
 from ..core.cost import CostModel
 from ..core.knobs import MAX_SYNTH_PIXELS, check_budget, check_count, check_size, check_threads
 from ..core.paths import Input, Output, guard_paths
+from ..core.plans import describe_plans
 from ..core.provenance import Provenance
 from ..data.streets import derive_seed, street_scene
 from ..runtime.bench import bench, full_graph_reference
@@ -26,6 +27,7 @@ from .params import (
     backend_option,
     cost_option,
     memory_limit_option,
+    plans_option,
     precision_option,
     quiet,
     threads_option,
@@ -84,11 +86,12 @@ def table(rows: list[dict]) -> str:
     lines = [f"{'setting':<16}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'FPS':>8}{'FPS ratio':>10}{'paired':>8}"
              f"{'ideal':>8}  {'stage ms (p50, + decoder)':<32}tokens"]
     for r in rows:
-        ideal = f"{r['ideal_speedup']:.2f}x" if "ideal_speedup" in r else "-"
+        expected = r.get("ideal_speedup", r.get("plan_speedup"))
+        ideal = f"{expected:.2f}x" if expected is not None else "-"
         speed = f"{r['speedup_vs_budget1']:.2f}x" if "speedup_vs_budget1" in r else "-"
         paired = f"{r['speedup_paired']:.2f}x" if "speedup_paired" in r else "-"
         stages = " ".join(f"{v:.1f}" for v in r.get("stage_ms_p50", []))
-        tokens = "/".join(str(c) for c in r.get("counts", []))
+        tokens = "/".join(str(c) for c in r.get("counts", [])) + (f"  plan {r['plan']}" if "plan" in r else "")
         lines.append(f"{r['name']:<16}{r['ms_p50']:>8.2f}{r['ms_p90']:>8.2f}{r['ms_p99']:>8.2f}{r['fps']:>8.1f}"
                      f"{speed:>10}{paired:>8}{ideal:>8}  {stages:<32}{tokens}")
     return "\n".join(lines)
@@ -143,6 +146,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 @click.option("--json", metavar="FILE", help="Write the results here.")
 @click.option("--plot", metavar="FILE", help="Write a PNG of FPS and compute against budget here.")
 @memory_limit_option
+@plans_option
 @quiet
 def command(**options: Any) -> int:
     return run(SimpleNamespace(**options))
@@ -155,11 +159,11 @@ def run(a: SimpleNamespace) -> int:
     a.frame_size = check_size(a.frame_size, "--frame-size", MAX_SYNTH_PIXELS)
     a.budgets = [check_budget(b, "--budgets") for b in a.budgets]
     guard_paths(Input.of("the model", a.bundle), [*Output.of("--json", a.json), *Output.of("--plot", a.plot)])
-    bundle = bundle_for(a.bundle, a.quiet, int8=a.precision == "int8")
+    bundle = bundle_for(a.bundle, a.quiet, int8=a.precision == "int8", plans=bool(a.plans))
     pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs",
-                    precision=a.precision)
+                    precision=a.precision, plans=a.plans is not False)
     provenance = Provenance.start(pipe.bundle.manifest, bundle)
-    if a.cost == "device":  # a benchmark measures the device afresh (and leaves the profile for `run`)
+    if a.cost == "device" and pipe.plans is None:  # measures the device afresh (and leaves the profile for `run`)
         if not a.quiet:
             print("measuring this device's latency profile of the bundle ...")
         pipe.calibrate()
@@ -167,14 +171,16 @@ def run(a: SimpleNamespace) -> int:
     frames = [street_scene(derive_seed(77, i), (h, w))[0] for i in range(4)]
     refs = fp32_references(pipe, bundle, a)
     torch_refs: dict[str, Callable[[np.ndarray], object]] = {}
-    if not a.no_torch:
+    if not a.no_torch and pipe.plans is None:  # with plans a budget runs other sizes: no PyTorch twin
         try:
             torch_refs = torch_references(pipe, a.budgets)
         except ImportError:
             pass  # torch-free install: the runtime alone
     if not a.quiet:
         print(f"benchmarking {pipe.describe()} on {w}x{h} frames, {a.rounds} rounds")
-        if pipe.cost.measured:
+        if pipe.plans is not None:
+            print("\n".join(describe_plans(pipe.plans, pipe.info.input_size, pipe.bundle.manifest.variants)))
+        elif pipe.cost.measured:
             print(profile_line(pipe.cost))
     rows = bench(pipe, frames, a.budgets, a.rounds, a.warmup, refs, torch_refs, progress=not a.quiet)
     print(table(rows))
@@ -182,7 +188,8 @@ def run(a: SimpleNamespace) -> int:
         vs = next(r for r in rows if r["name"] == "fp32 budget 1")
         print(f"{pipe.bundle.manifest.precision} budget 1 vs fp32 budget 1: {1 / vs['speedup_paired']:.2f}x (paired)")
     result = {"bundle": str(bundle), "backend": pipe.backend.describe(), "frame_size": [h, w], "rounds": a.rounds,
-              "precision": pipe.bundle.manifest.precision, "cost_model": pipe.cost.to_dict(), "results": rows,
+              "precision": pipe.bundle.manifest.precision, "cost_model": pipe.cost.to_dict(),
+              **({"plans": pipe.plans.to_dict()} if pipe.plans else {}), "results": rows,
               "provenance": provenance.finish()}
     if a.json:
         write_json_atomic(Path(a.json), result)

@@ -25,12 +25,17 @@ def needs_torch(what: str) -> None:
                         "(after installing the PyTorch build for your machine)") from None
 
 
-def bundle_for(model: str | None, quiet: bool = False, scores: bool = False, int8: bool = False) -> Path:
+def bundle_for(model: str | None, quiet: bool = False, scores: bool = False, int8: bool = False,
+               plans: bool = False) -> Path:
     """A bundle directory as given, or the cached export of a checkpoint (the sample when None).
 
     `scores`: the export's decoder also gives class probabilities (what sliding windows average); `int8`: the
-    export also has INT8 graphs (calibrated on rendered street scenes; added to a cached export once)."""
+    export also has INT8 graphs (calibrated on rendered street scenes; added to a cached export once); `plans`:
+    the export carries smaller input sizes and their measured plans (`export --plans`; minutes, once)."""
     if model is not None and Path(model).is_dir():
+        if plans and load_bundle(Path(model)).manifest.plans is None:
+            raise UserError(f"--plans: bundle '{model}' has no plans; export it with `paumer-edge export --plans`, "
+                            "or leave out --plans")
         return Path(model)
     if model not in (None, "sample") and not Path(str(model)).is_file():
         raise UserError(f"model '{model}' is neither a bundle directory nor a checkpoint file")
@@ -40,17 +45,20 @@ def bundle_for(model: str | None, quiet: bool = False, scores: bool = False, int
     ckpt = resolve_checkpoint(model)
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
     name = "sample" if ckpt == SAMPLE_CHECKPOINT else ckpt.stem
-    out = cache_root() / "bundles" / f"{name}-{digest}{'-scores' if scores else ''}.paumer"
-    usable = _usable(out)
+    out = cache_root() / "bundles" / f"{name}-{digest}{'-scores' if scores else ''}{'-plans' if plans else ''}.paumer"
+    usable = _usable(out, plans)
     if usable is None:
         from ..export.exporter import ExportOptions, export_bundle
         from ..export.quantize import QuantOptions
+        from ..planning import default_plan_sizes, plan_finalizer
 
         if not quiet:
-            print(f"exporting {ckpt} once to {out} ...")
-        export_bundle(model_from_checkpoint(load_checkpoint(ckpt)), out,
-                      ExportOptions(scores=scores, int8=QuantOptions() if int8 else None), source=str(ckpt),
-                      progress=not quiet)
+            print(f"exporting {ckpt} once to {out}{' and measuring its plans' if plans else ''} ...")
+        net = model_from_checkpoint(load_checkpoint(ckpt))
+        sizes = default_plan_sizes(net.cfg.image_size, net.cfg.patch_size) if plans else ()
+        opts = ExportOptions(scores=scores, extra_sizes=sizes, int8=QuantOptions() if int8 else None)
+        export_bundle(net, out, opts, source=str(ckpt), progress=not quiet,
+                      finalize=plan_finalizer(progress=not quiet) if plans else None)
     elif int8 and "int8" not in usable.manifest.variant_names:  # INT8 graphs added to the cached export, once
         from ..export.quantize import QuantOptions, add_int8
 
@@ -60,9 +68,10 @@ def bundle_for(model: str | None, quiet: bool = False, scores: bool = False, int
     return out
 
 
-def _usable(cached: Path) -> Bundle | None:
-    """A cached export if it is there, intact and current; a damaged one (an edited file, a crash of an older
-    version mid-export) is exported again rather than refused: the cache holds only what it can remake."""
+def _usable(cached: Path, plans: bool = False) -> Bundle | None:
+    """A cached export if it is there, intact and current (with plans when asked); a damaged one (an edited file,
+    a crash of an older version mid-export) is exported again rather than refused: the cache holds only what it
+    can remake."""
     if not (cached / MANIFEST).exists():
         return None
     try:
@@ -70,4 +79,5 @@ def _usable(cached: Path) -> Bundle | None:
     except BundleError:
         return None
     # an export by an older exporter is remade: the cache should give what exporting now gives
-    return bundle if bundle.manifest.exporter.graphs_revision == GRAPHS_REVISION else None
+    current = bundle.manifest.exporter.graphs_revision == GRAPHS_REVISION
+    return bundle if current and (bundle.manifest.plans is not None or not plans) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -39,6 +40,15 @@ MAX_BATCH = 4096  # engine profiles' largest batch
 @click.option("--no-verify", is_flag=True, help="Skip the parity check against PyTorch.")
 @click.option("--report", metavar="FILE", help="Write the verify report as JSON here.")
 @click.option("--trt", is_flag=True, help="Also build TensorRT engines (needs a GPU and TensorRT).")
+@click.option("--plans", is_flag=True, help="Also export smaller input sizes and measure the joint front of size and "
+              "pausing on held-out images, so one budget knob picks the best of both (run and bench use it).")
+@click.option("--plan-sizes", metavar="HxW,...", help="The smaller input sizes for --plans "
+              "[default: 7/8, 3/4, 5/8 and 1/2 of the input].")
+@click.option("--plan-data", default="synthetic", help="Dataset the plans are measured on: synthetic (its held-out "
+              "val split), cityscapes:DIR or ade20k:DIR (their train split).")
+@click.option("--plan-images", type=int, default=100, help="Images the plans are measured on.")
+@click.option("--peers", metavar="LIST", help="Also export peer methods' graphs: dtop, coarse, tome:R, proscale:K "
+              "(comma-separated; `paumer-edge compare` exports them all).")
 @engine_option_decorators
 @calib_option_decorators("Also write INT8 graphs (Q/DQ, calibrated on --calib frames) beside the fp32 ones, for "
                          "`run --precision int8` on CPUs and, with --trt, INT8 TensorRT engines.")
@@ -54,19 +64,20 @@ def default_bundle_path(ckpt: Path, sample: Path) -> Path:
     return SAMPLE_BUNDLE if ckpt == sample else ckpt.with_suffix(".paumer")
 
 
-def extra_sizes(text: str | None) -> tuple[tuple[int, int], ...]:
+def extra_sizes(text: str | None, option: str = "--extra-sizes") -> tuple[tuple[int, int], ...]:
     from .params import parse_size
 
     try:
-        return tuple(check_size(parse_size(t), "--extra-sizes") for t in (text or "").split(",") if t.strip())
+        return tuple(check_size(parse_size(t), option) for t in (text or "").split(",") if t.strip())
     except ValueError as e:
-        raise UserError(f"--extra-sizes: {e}") from None
+        raise UserError(f"{option}: {e}") from None
 
 
 def run(a: SimpleNamespace) -> int:
     from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from ..core.atomic import write_json_atomic
     from ..export.exporter import ExportOptions, export_bundle
+    from ..export.peer_graphs import parse_peers
     from ..export.quantize import VARIANT
     from ..export.verify import VerificationFailed, verify_bundle
     from ..runtime.gpu import cuda_runtime, gpu_info, tensorrt_module
@@ -81,14 +92,32 @@ def run(a: SimpleNamespace) -> int:
     ckpt = resolve_checkpoint(a.ckpt)
     out = Path(a.out) if a.out else default_bundle_path(ckpt, SAMPLE_CHECKPOINT)
     image_size = None if a.image_size is None else check_size(a.image_size, "--image-size")
+    sizes = extra_sizes(a.extra_sizes)
+    if a.plan_sizes is not None and not a.plans:
+        raise UserError("--plan-sizes are the input sizes --plans measures: give --plans too")
+    plan_images = check_count(a.plan_images, "--plan-images")
     opts = ExportOptions(image_size=image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores,
-                         extra_sizes=extra_sizes(a.extra_sizes), int8=quant)
+                         extra_sizes=sizes, int8=quant, peers=parse_peers(a.peers))
     guard_paths([*Input.of("checkpoint", ckpt), *Input.of("--calib", a.calib, "folder")],
                 [*Output.of("the bundle", out, "tree"), *Output.of("--report", a.report)])
     model = model_from_checkpoint(load_checkpoint(ckpt)).eval()
+    measure_plans = None
+    if a.plans:  # the network at smaller sizes too, and the measured front of size and pausing as its plans
+        from ..planning import default_plan_sizes, plan_finalizer
+
+        planned = extra_sizes(a.plan_sizes, "--plan-sizes") or default_plan_sizes(image_size or model.cfg.image_size,
+                                                                                  model.cfg.patch_size)
+        opts = dataclasses.replace(opts, extra_sizes=tuple(dict.fromkeys((*sizes, *planned))))
+        measure_plans = plan_finalizer(a.plan_data, plan_images, progress=not a.quiet)
     verified: dict[str, Any] = {}
 
-    def verify(path: Path) -> None:  # the finished bundle, before it takes the place of `out`
+    def finalize(path: Path) -> None:  # the finished bundle, before it takes the place of `out`
+        if not a.no_verify:
+            verify(path)
+        if measure_plans is not None:
+            measure_plans(path)
+
+    def verify(path: Path) -> None:
         t1 = time.perf_counter()
         report = verify_bundle(path, model)
         verified.update(report=report, seconds=time.perf_counter() - t1)
@@ -97,7 +126,7 @@ def run(a: SimpleNamespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        export_bundle(model, out, opts, source=str(ckpt), progress=not a.quiet, check=None if a.no_verify else verify)
+        export_bundle(model, out, opts, source=str(ckpt), progress=not a.quiet, finalize=finalize)
         ok = True
     except VerificationFailed:
         ok = False

@@ -118,3 +118,12 @@ def memory_limit_option(f: F) -> F:
     return click.option("--memory-limit", type=float, metavar="GIB", expose_value=False, callback=_set_memory_limit,
                         help="Refuse models and bundles estimated to need more memory than this [default: this "
                              "machine's memory, at most 64 GiB; or $PAUMER_EDGE_MEMORY_LIMIT].")(f)
+
+
+def plans_option(f: F) -> F:
+    """`--plans/--no-plans`: the budget knob over a bundle's plans (measured joint front of input size and pausing).
+    Unset: a bundle's plans are used when it has them."""
+    return click.option("--plans/--no-plans", default=None,
+                        help="--plans: budgets pick the best of input size and pausing (a checkpoint, or the sample, "
+                             "is exported once with smaller sizes and measured plans: minutes); --no-plans: ignore a "
+                             "bundle's plans, budgets pause the main graphs [default: use the plans a bundle has].")(f)

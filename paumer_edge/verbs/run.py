@@ -34,6 +34,7 @@ from .params import (
     cost_option,
     memory_limit_option,
     model_option,
+    plans_option,
     precision_option,
     quiet,
     threads_option,
@@ -72,6 +73,7 @@ DEMO_SECONDS, DEMO_SIZE, DEMO_BUDGETS = 10.0, (360, 640), (1.0, 0.5)
 @click.option("--view-token", metavar="TOKEN", envvar="PAUMER_EDGE_VIEW_TOKEN", show_envvar=True,
               help="Require this token to watch and to steer (needed for the knobs beyond 127.0.0.1).")
 @threads_option
+@plans_option
 @memory_limit_option
 @quiet
 def command(**options: Any) -> int:
@@ -176,13 +178,14 @@ def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float |
                 [*Output.of("--out", out), *Output.of("--save-labels", a.save_labels, "folder")])
     if out is not None and out != a.out:  # the default place (and the demo's) is ours to make; --out's is not
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-    bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None, int8=a.precision == "int8")
+    bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None, int8=a.precision == "int8",
+                        plans=bool(a.plans))
     # sliding windows: the same Pipeline, segmenting each frame window by window (runtime/sliding.py)
     pipe_class = partial(SlidingPipeline, stride=a.sliding) if a.sliding is not None else Pipeline
     pipe = pipe_class(bundle, backend=a.backend, budget=budget if budget is not None else 1.0,
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
                     stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost,
-                    precision=a.precision)
+                    precision=a.precision, plans=a.plans is not False)
     info = pipe.info
     viewer = start_view(a, pipe)
     try:
@@ -194,7 +197,7 @@ def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float |
             viewer.close()
         raise
     if not a.quiet:
-        print(f"{source.description} -> {pipe.describe()} ({pipe.cost_source})")
+        print(f"{source.description} -> {pipe.describe()}" + ("" if pipe.plans else f" ({pipe.cost_source})"))
 
     def view(frame: Frame, result: Result) -> np.ndarray:
         smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None and a.pause_map \
@@ -202,7 +205,8 @@ def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float |
         img = compose(to_rgb_uint8(frame.image), result.labels, info.palette, smap, info.num_stages,
                       a.pause_map or "beside")
         tokens = "/".join(str(c) for c in result.stats.counts)
-        return annotate(img, f"budget {result.stats.budget:.2f}  tokens {tokens}  {result.total_ms:.0f} ms")
+        plan = f"  plan {result.stats.plan}" if result.stats.plan else ""
+        return annotate(img, f"budget {result.stats.budget:.2f}{plan}  tokens {tokens}  {result.total_ms:.0f} ms")
 
     def consume(frame: Frame, result: Result) -> None:
         if labels is not None:

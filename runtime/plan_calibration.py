@@ -1,0 +1,84 @@
+"""Measure a bundle's plans: each staged graph set (the main input size and every size variant) at a grid of
+pausing budgets, on labelled frames, through the runtime; the joint front becomes the bundle's `plans`.
+
+Accuracy and time are measured together (`runtime.sweep`: frames interleaved, paired ratios against the main
+graphs at budget 1), so a plan's cost is what it really saves on this device, pre- and post-processing
+included. Pausing budgets are fractions of each graph set's MACs, so a plan keeps the same tokens on every
+device and its accuracy holds wherever it runs; its time was measured here (`Plans.device`). numpy only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from paumer_edge.core.atomic import write_json_atomic
+from paumer_edge.core.contract import MANIFEST, PlanPoint, Plans
+from paumer_edge.core.pausing import check_budget
+from paumer_edge.core.plans import front
+from paumer_edge.core.provenance import machine
+
+from .bundle import Bundle, load_bundle
+from .pipeline import Pipeline
+from .sweep import Setting, SettingResult, sweep
+
+PAUSING_GRID = (1.0, 0.85, 0.7, 0.6, 0.5, 0.42, 0.35, 0.3, 0.25, 0.2)
+PLAN_KINDS = ("staged", "coarse-stage0")  # graph sets a plan may run (pausing with the usual selector)
+
+
+def plan_sets(bundle: Bundle) -> list[str]:
+    """The graph sets plans choose among: the main graphs ("") and every variant that pauses as usual."""
+    return [""] + [v.name for v in bundle.manifest.variants if v.kind in PLAN_KINDS]
+
+
+def _setting(pipe: Pipeline, name: str, pausing: float) -> Setting:
+    def run(frame: np.ndarray) -> tuple[np.ndarray, object]:
+        result = pipe(frame, budget=pausing)
+        return result.labels, result.stats
+
+    size = pipe.info.input_size
+    return Setting(f"{size[0]}x{size[1]} @{pausing:g}", "plans-candidate", pausing, run)  # type: ignore[arg-type]
+
+
+def candidate_settings(bundle: Bundle, grid: Sequence[float] = PAUSING_GRID, backend: str = "auto", threads: int = 0,
+                       ) -> tuple[list[Setting], list[tuple[str, float]], str]:
+    """Every graph set at every pausing budget of `grid` (MACs), the main graphs at budget 1 first (the
+    reference); with the (graph set, pausing budget) of each, and the backend they run on."""
+    grid = sorted({check_budget(b) for b in grid} | {1.0}, reverse=True)
+    settings, keys, device = [], [], ""
+    for name in plan_sets(bundle):
+        pipe = Pipeline(bundle.variant(name), backend=backend, threads=threads, shared_threads=True, cost="macs",
+                        plans=False)
+        device = device or f"{pipe.backend.describe()} on {machine()}"
+        for p in grid:
+            settings.append(_setting(pipe, name, p))
+            keys.append((name, p))
+    return settings, keys, device
+
+
+def calibrate(bundle: Bundle, frames: Sequence[np.ndarray], labels: Sequence[np.ndarray], data: str,
+              grid: Sequence[float] = PAUSING_GRID, backend: str = "auto", threads: int = 0,
+              progress: bool = True) -> tuple[Plans, list[SettingResult]]:
+    """The bundle's plans measured on `frames` (with their `labels`), and every candidate's measurement."""
+    settings, keys, device = candidate_settings(bundle, grid, backend, threads)
+    results = sweep(settings, frames, labels, bundle.model.num_classes, reference=0, progress=progress,
+                    desc="measuring plans")
+    points = [PlanPoint(name, p, r.miou, r.ms_p50, 1.0 if i == 0 else 1.0 / r.speedup)
+              for i, ((name, p), r) in enumerate(zip(keys, results))]
+    plans = Plans(tuple(front(points)), len(frames), data, device,
+                  datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    return plans, results
+
+
+def write_plans(path: Path, plans: Plans | None) -> Bundle:
+    """The bundle at `path` with these plans in its manifest (written atomically; None removes them)."""
+    bundle = load_bundle(path, check_hashes=False)
+    missing = {p.variant for p in plans.points} - set(plan_sets(bundle)) if plans else set()
+    if missing:
+        raise ValueError(f"plans name graph sets this bundle lacks: {sorted(missing)}")
+    write_json_atomic(Path(path) / MANIFEST, dataclasses.replace(bundle.manifest, plans=plans).to_dict())
+    return load_bundle(path)

@@ -1,0 +1,72 @@
+"""`paumer-edge compare`: every method's curve on the same frames through the runtime, the joint knob judged
+against each peer point, as a table, JSON and chart; user mistakes are one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from paumer_edge.compare_report import pareto, verdict_lines, verdicts
+from paumer_edge.runtime.sweep import SettingResult
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "paumer_edge.cli", *args], capture_output=True, text=True,
+                          timeout=900, cwd=cwd)
+
+
+def result(name: str, method: str, miou: float, speedup: float) -> SettingResult:
+    return SettingResult(name, method, 0.0, miou, 0.9, [], 10.0, 10.0, speedup, 5)
+
+
+def test_the_joint_knob_is_judged_against_every_peer_point() -> None:
+    results = [result("pausing 1", "pausing", 0.60, 1.0), result("64x128", "resolution", 0.50, 4.0),
+               result("ToMe r=8", "ToMe", 0.59, 1.2), result("budget 1", "joint knob", 0.60, 1.0),
+               result("budget 0.3", "joint knob", 0.55, 3.0), result("budget 0.8", "joint knob", 0.595, 1.17)]
+    found = {v.point: v for v in verdicts(results)}
+    assert found["pausing 1"].dominated_by == "budget 1"
+    assert found["ToMe r=8"].dominated_by == "budget 0.8"  # 1.17x counts as 1.2x (within 3%)
+    assert found["64x128"].dominated_by == "" and found["64x128"].best_joint_miou is None
+    assert verdict_lines(list(found.values())) == [
+        "64x128 (resolution): 50.00 mIoU at 4.00x, faster than any budget of the joint knob"]
+    assert [r.name for r in pareto(results)] == ["64x128", "budget 0.3", "ToMe r=8", "budget 0.8", "pausing 1"]
+
+
+def test_compare_measures_every_method_of_a_bundle(tiny_peers: Path, tmp_path: Path) -> None:
+    out = tmp_path / "c.json"
+    proc = cli("compare", "--model", str(tiny_peers), "--images", "3", "--frame-size", "48x96", "--budgets", "1,0.5",
+               "--exits", "0.3", "--joint", "1,0.5", "--json", str(out), "--plot", str(tmp_path / "c.png"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    methods = [r["method"] for r in report["results"]]
+    assert methods[:6] == ["pausing", "pausing", "resolution", "DToP", "ToMe", "PRO-SCALE"]
+    plans = json.loads((tiny_peers / "manifest.json").read_text())["plans"]["points"]
+    assert set(methods[6:]) == {"joint knob"} and len(methods[6:]) == len(plans)  # every plan, reached once
+    first = report["results"][0]
+    assert first["name"] == "pausing 1" and first["speedup"] == 1.0 and first["frames"] == 3
+    assert all(0 <= r["miou"] <= 1 and r["ms_p50"] > 0 for r in report["results"])
+    assert report["results"][-1]["plans"]  # the joint knob says which plans ran
+    assert len(report["verdicts"]) == 6 and report["pareto_front"]
+    prov = report["provenance"]
+    assert prov["commit"] and "load_average" in prov and "compare" in prov["command"]
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"compared {len(methods)} settings on 3 frames") and f"JSON {out}" in last
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--merge", "2.5"], "--merge 2.5 is not a whole number"),
+    (["--exits", "0"], "--exits 0.0 is out of range: give a probability in (0, 1]"),
+    (["--joint", "1.5"], "--joint 1.5 is out of range"),
+    (["--images", "0"], "--images 0 is out of range"),
+    (["--sizes", "12xz"], "'12xz' is not a size"),
+    (["--budgets", "x"], "'x' is not a comma-separated list of numbers"),
+])
+def test_compare_mistakes_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    proc = cli("compare", *args, cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
