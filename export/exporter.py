@@ -22,6 +22,7 @@ from paumer_edge.core.atomic import write_json_atomic
 from paumer_edge.core.contract import MANIFEST, BatchRange, ExporterInfo, GraphSpec, Manifest, ModelInfo
 from paumer_edge.core.names import (
     ACTIVE,
+    CONTEXT,
     DECODER,
     DIM_BATCH,
     DIM_TOKENS,
@@ -32,6 +33,9 @@ from paumer_edge.core.names import (
     SCORES,
     TOKENS,
     TOKENS_OUT,
+    cache_names,
+    cache_out_names,
+    reuse_stage_name,
     stage_name,
 )
 from paumer_edge.core.pausing import CostModel
@@ -40,7 +44,7 @@ from paumer_edge.model.vit import unfused_attention
 from paumer_edge.runtime.bundle import sha256_file
 
 from . import GRAPHS_REVISION
-from .graphs import Decoder, Full, Stage0, StageK, at_image_size
+from .graphs import Decoder, Full, Stage0, Stage0Reuse, StageK, StageKReuse, at_image_size
 from .onnx_graph import export_module, tensor_specs
 
 SUPPORTED_OPSETS = (17, 18)
@@ -52,6 +56,7 @@ class ExportOptions:
     opset: int = 18
     batch: tuple[int, int, int] = (1, 1, 8)  # min, opt, max (engine profiles; ONNX batch is dynamic)
     scores: bool = False  # decoder also outputs per-class probabilities
+    reuse: bool = True  # the temporal-reuse stage graphs (stage<k>_reuse), so video can reuse unchanged patches
 
     def validate(self) -> None:
         if self.opset not in SUPPORTED_OPSETS:
@@ -65,7 +70,27 @@ class ExportOptions:
 GraphItem = tuple[str, torch.nn.Module, tuple, list, list, dict]  # name, module, args, inputs, outputs, dynamic
 
 
-def _graphs(model: PausingSegmenter, scores: bool) -> list[GraphItem]:
+def _reuse_graphs(model: PausingSegmenter, image: torch.Tensor, tokens: torch.Tensor,
+                  active: torch.Tensor) -> list[GraphItem]:
+    """The temporal-reuse variant of every stage: the active rows attend to cached keys/values of the context."""
+    cfg = model.cfg
+    context = torch.rand(active.shape[0], cfg.num_patches, generator=torch.Generator().manual_seed(1)) < 0.5
+    items: list[GraphItem] = []
+    for k, (start, end) in enumerate(cfg.stage_bounds):
+        caches = [torch.randn(*model.cache_shape(active.shape[0])) for _ in range(2 * (end - start))]
+        cache_in = [n for b in range(start, end) for n in cache_names(b)]
+        cache_out = [n for b in range(start, end) for n in cache_out_names(b)]
+        first = [IMAGE] if k == 0 else []
+        inputs = [*first, TOKENS, ACTIVE, CONTEXT, *cache_in]
+        outputs = [TOKENS_OUT, *([ENTROPY] if k < cfg.num_stages - 1 else []), *cache_out]
+        module = Stage0Reuse(model) if k == 0 else StageKReuse(model, k)
+        args = (*([image] if k == 0 else []), tokens, active, context, caches)
+        dynamic = {name: {0: DIM_BATCH} for name in inputs} | {ACTIVE: {0: DIM_BATCH, 1: DIM_TOKENS}}
+        items.append((reuse_stage_name(k), module, args, inputs, outputs, dynamic))
+    return items
+
+
+def _graphs(model: PausingSegmenter, scores: bool, reuse: bool = True) -> list[GraphItem]:
     """(name, module, example args, inputs, outputs, dynamic axes) for every graph of the bundle."""
     cfg = model.cfg
     h, w = cfg.image_size
@@ -83,6 +108,8 @@ def _graphs(model: PausingSegmenter, scores: bool) -> list[GraphItem]:
         items.append((stage_name(k), StageK(model, k), (tokens, active), [TOKENS, ACTIVE],
                       [TOKENS_OUT, ENTROPY] if k < last else [TOKENS_OUT],
                       {TOKENS: batch, ACTIVE: {0: DIM_BATCH, 1: DIM_TOKENS}}))
+    if reuse:
+        items += _reuse_graphs(model, image, tokens, active)
     items.append((DECODER, Decoder(model, scores), (tokens,), [TOKENS], dec_out, {TOKENS: batch}))
     items.append((FULL, Full(model, scores), (image,), [IMAGE], dec_out, {IMAGE: batch}))
     return items
@@ -94,7 +121,8 @@ def model_info(cfg: ModelConfig) -> ModelInfo:
     return ModelInfo(name=cfg.name, class_names=tuple(cfg.class_names),
                      palette=tuple((int(r), int(g), int(b)) for r, g, b in cfg.palette), mean=(m0, m1, m2),
                      std=(s0, s1, s2), input_size=(h, w), patch_size=cfg.patch_size, grid=(rows, cols),
-                     extra_tokens=cfg.num_extra_tokens, embed_dim=cfg.embed_dim, pause_after=tuple(cfg.pause_after))
+                     extra_tokens=cfg.num_extra_tokens, embed_dim=cfg.embed_dim, pause_after=tuple(cfg.pause_after),
+                     num_heads=cfg.num_heads)
 
 
 def build_manifest(model: PausingSegmenter, graphs: dict[str, GraphSpec], opts: ExportOptions,
@@ -141,7 +169,7 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
     tmp.mkdir()
     try:
         graphs: dict[str, GraphSpec] = {}
-        items = _graphs(model, opts.scores)
+        items = _graphs(model, opts.scores, opts.reuse)
         cfg = model.cfg
         bar = tqdm(items, desc="exporting", unit="graph", disable=not progress, leave=False)
         for name, module, args, inputs, outputs, dynamic in bar:

@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--batch", type=parse_floats, default=[1, 1, 8],
                    help="batch sizes for engine profiles: N or MIN,OPT,MAX (default 1,1,8)")
     x.add_argument("--scores", action="store_true", help="the decoder also outputs class probabilities")
+    x.add_argument("--no-reuse", action="store_true",
+                   help="leave out the temporal-reuse graphs (a smaller bundle, a faster export; `run` then "
+                        "processes every video frame in full)")
     x.add_argument("--no-verify", action="store_true", help="skip the parity check against PyTorch")
     x.add_argument("--report", help="write the verify report as JSON here")
     x.add_argument("--trt", action="store_true", help="also build TensorRT engines (needs a GPU and TensorRT)")

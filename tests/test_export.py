@@ -117,8 +117,10 @@ def test_verify_catches_a_wrong_model(tiny_bundle: Path) -> None:
 
 
 def test_export_at_another_image_size(tiny_ckpt: Path, tmp_path: Path) -> None:
-    out = export_bundle(load_model(tiny_ckpt), tmp_path / "b", ExportOptions(image_size=(48, 80)), progress=False)
+    out = export_bundle(load_model(tiny_ckpt), tmp_path / "b", ExportOptions(image_size=(48, 80), reuse=False),
+                        progress=False)
     bundle = load_bundle(out)
+    assert not bundle.manifest.has_reuse and "stage0_reuse" not in bundle.graphs
     assert bundle.model.input_size == (48, 80) and bundle.model.grid == (6, 10)
     assert bundle.cost.num_patches == 60
     assert verify_bundle(bundle, load_model(tiny_ckpt), frames=2, budgets=(1.0, 0.5)).ok
@@ -275,7 +277,7 @@ def test_cli_export_and_verify(tiny_ckpt: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "mine.paumer" / "manifest.json").exists()  # default: next to the checkpoint
     last = proc.stdout.strip().splitlines()[-1]
-    assert last.startswith(f"exported {tmp_path / 'mine.paumer'} (6 graphs") and "min label agreement" in last
+    assert last.startswith(f"exported {tmp_path / 'mine.paumer'} (10 graphs") and "min label agreement" in last
     assert all(c["ok"] for c in json.loads((tmp_path / "report.json").read_text()))
     # verify against another model: beyond tolerance, exit 1
     from paumer_edge.checkpoint import save_checkpoint

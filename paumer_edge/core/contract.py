@@ -8,7 +8,9 @@ graphs and checks their hashes, the engines are matched to a GPU and TensorRT, `
 profiles, `exporter.graphs_revision` tells a stale cached export, and `paumer-edge info BUNDLE` shows the rest.
 
 Format history: 1 (first release); 2 drops fields nothing read (`model.config`, `pausing.pause_after`,
-`pausing.stage_bounds`, per-graph `bytes` / `export_s`). Version 1 bundles still load.
+`pausing.stage_bounds`, per-graph `bytes` / `export_s`); 3 adds the temporal-reuse stage graphs
+(`stage<k>_reuse`: stage 0 too runs only the active tokens, which attend to cached keys and values) and
+`model.num_heads` (the shape of those caches). Version 1 and 2 bundles still load; they cannot reuse.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cost import CostModel
-from .names import DECODER, FULL, stage_name
+from .names import DECODER, FULL, reuse_stage_name, stage_name
 
 FORMAT = "paumer-edge-bundle"
-FORMAT_VERSION = 2
-READS_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 REEXPORT = "re-export the bundle with `paumer-edge export`"
 LABEL_DTYPES = ("uint8", "uint16", "int32", "int64")
@@ -68,6 +70,7 @@ class ModelInfo:
     extra_tokens: int
     embed_dim: int
     pause_after: tuple[int, ...]
+    num_heads: int = 0  # attention heads (format 3; 0 = not recorded, a bundle from before temporal reuse)
 
     @property
     def num_classes(self) -> int:
@@ -90,13 +93,22 @@ class ModelInfo:
     def stage_names(self) -> list[str]:
         return [stage_name(k) for k in range(self.num_stages)]
 
+    @property
+    def reuse_stage_names(self) -> list[str]:
+        return [reuse_stage_name(k) for k in range(self.num_stages)]
+
+    @property
+    def cache_shape(self) -> tuple[int, int, int]:
+        """One block's cached keys (or values) per image, as the reuse graphs take them: [heads, L, head_dim]."""
+        return self.num_heads, self.tokens, self.embed_dim // max(self.num_heads, 1)
+
     def to_dict(self) -> dict[str, Any]:
         # num_patches, tokens and num_classes follow from the rest; written for readers, checked on load
         return {"name": self.name, "class_names": list(self.class_names), "palette": [list(c) for c in self.palette],
                 "mean": list(self.mean), "std": list(self.std), "input_size": list(self.input_size),
                 "patch_size": self.patch_size, "grid": list(self.grid), "num_patches": self.num_patches,
                 "extra_tokens": self.extra_tokens, "tokens": self.tokens, "embed_dim": self.embed_dim,
-                "num_classes": self.num_classes, "pause_after": list(self.pause_after)}
+                "num_classes": self.num_classes, "pause_after": list(self.pause_after), "num_heads": self.num_heads}
 
 
 @dataclass(frozen=True)
@@ -196,6 +208,11 @@ class Manifest:
     @property
     def has_full(self) -> bool:
         return FULL in self.graphs
+
+    @property
+    def has_reuse(self) -> bool:
+        """Whether the bundle has the temporal-reuse graph of every stage (format 3 exports; older ones cannot)."""
+        return all(name in self.graphs for name in self.model.reuse_stage_names)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "created": self.created, "source": self.source,

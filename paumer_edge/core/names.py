@@ -16,6 +16,7 @@ TOKENS = "tokens"  # [B, L, C] the token buffer a stage reads (L = extra tokens 
 TOKENS_OUT = "tokens_out"  # [B, L, C] the buffer a later stage writes back
 ACTIVE = "active"  # [B, n] int64 patch positions of the tokens a stage runs on
 ENTROPY = "entropy"  # [B, n] normalised entropy of the pausing head for each active patch
+CONTEXT = "context"  # [B, N] bool: patches whose cached keys/values the active tokens attend to (reuse graphs)
 LABELS = "labels"  # [B, H, W] class per pixel
 SCORES = "scores"  # [B, K, H, W] class probabilities (bundles exported with --scores)
 
@@ -25,6 +26,8 @@ DIM_TOKENS = "n"
 
 # outputs that stay where the backend keeps them (device memory on a GPU) from one stage to the next
 BUFFERS = (TOKENS, TOKENS_OUT)
+
+REUSE_SUFFIX = "_reuse"
 
 
 def stage_name(k: int) -> str:
@@ -36,3 +39,24 @@ def stage_index(name: str) -> int | None:
     """k for a graph called `stage<k>`, else None."""
     digits = name.removeprefix("stage")
     return int(digits) if name.startswith("stage") and digits.isdigit() else None
+
+
+def cache_names(block: int) -> tuple[str, str]:
+    """The reuse graphs' inputs holding encoder block `block`'s cached keys and values, [B, heads, L, head_dim]
+    each: `keys<b>`, `values<b>` (b counts the encoder's blocks from 0)."""
+    return f"keys{block}", f"values{block}"
+
+
+def cache_out_names(block: int) -> tuple[str, str]:
+    """The same caches with the active rows' fresh keys and values written in: `keys<b>_out`, `values<b>_out`."""
+    return f"keys{block}_out", f"values{block}_out"
+
+
+def reuse_stage_name(k: int) -> str:
+    """The temporal-reuse graph of encoder stage k: `stage0_reuse`, `stage1_reuse`, ..."""
+    return f"{stage_name(k)}{REUSE_SUFFIX}"
+
+
+def reuse_stage_index(name: str) -> int | None:
+    """k for a graph called `stage<k>_reuse`, else None."""
+    return stage_index(name.removesuffix(REUSE_SUFFIX)) if name.endswith(REUSE_SUFFIX) else None

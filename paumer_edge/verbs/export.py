@@ -28,7 +28,8 @@ def run(a: argparse.Namespace) -> int:
     ckpt = resolve_checkpoint(a.ckpt)
     model = model_from_checkpoint(load_checkpoint(ckpt)).eval()
     out = Path(a.out) if a.out else default_bundle_path(ckpt)
-    opts = ExportOptions(image_size=a.image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores)
+    opts = ExportOptions(image_size=a.image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores,
+                         reuse=not a.no_reuse)
     t0 = time.perf_counter()
     export_bundle(model, out, opts, source=str(ckpt), progress=not a.quiet)
     export_s = time.perf_counter() - t0
