@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from paumer_edge import UserError, __version__
 from paumer_edge.config import ModelConfig
-from paumer_edge.core.atomic import write_json_atomic
+from paumer_edge.core.atomic import swap_folder, write_json_atomic
 from paumer_edge.core.contract import MANIFEST, BatchRange, ExporterInfo, GraphSpec, Manifest, ModelInfo
 from paumer_edge.core.names import (
     ACTIVE,
@@ -137,20 +137,9 @@ def build_manifest(model: PausingSegmenter, graphs: dict[str, GraphSpec], opts: 
 
 def replace_dir_atomic(tmp: Path, out: Path) -> None:
     """Swap a finished directory into place; an existing bundle at `out` survives until the swap."""
-    old = None
-    if out.exists():
-        if not (out / MANIFEST).exists() and any(out.iterdir()):
-            raise UserError(f"'{out}' exists and is not a paumer-edge bundle; refusing to replace it")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if out.exists() and not (out / MANIFEST).exists() and any(out.iterdir()):
+        raise UserError(f"'{out}' exists and is not a paumer-edge bundle; refusing to replace it")
+    swap_folder(tmp, out)
 
 
 def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, source: str = "",

@@ -174,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sliding", nargs="?", type=float, const=2 / 3, metavar="STRIDE",
                    help="segment each frame at its own resolution with windows of the model's input size, "
                         "STRIDE a fraction of the window (default 0.667); needs a bundle exported with --scores")
+    r.add_argument("--reuse", action=argparse.BooleanOptionalAction, default=None,
+                   help="temporal reuse: patches that did not change since the last frame keep what they computed "
+                        "(default: on for videos, cameras and streams, off for image folders)")
+    r.add_argument("--change-threshold", type=float, metavar="T",
+                   help="with reuse: a patch changed when a quarter of it moved by more than T in mean intensity "
+                        "(0-1) since it was computed (default 0.04)")
+    r.add_argument("--refresh-every", type=int, metavar="K",
+                   help="with reuse: recompute every patch every K frames, bounding drift (default 30)")
     r.add_argument("--max-frames", type=int, help="stop after this many frames")
     r.add_argument("--threads", type=int, default=0, help="inference threads (0: the backend's default)")
     r.add_argument("--quiet", action="store_true")
@@ -232,7 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seconds", type=float, default=10.0)
     s.add_argument("--fps", type=float, default=30.0)
     s.add_argument("--count", type=int, default=20, help="images to write")
-    s.add_argument("--labels", action="store_true", help="also write label PNGs (and colour versions)")
+    s.add_argument("--labels", action="store_true",
+                   help="also write label PNGs: images, with colour versions; a video, one per frame in "
+                        "OUT_labels/ (e.g. drive_labels/000000.png)")
+    s.add_argument("--static", action="store_true",
+                   help="video: a fixed camera watching a street (traffic and people pass, the light flickers, "
+                        "sensor noise) instead of a drive; what temporal reuse is measured on")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func="synth")

@@ -12,6 +12,10 @@ cached per bundle, backend and machine; see `runtime.latency`); `calibrate()` me
 `cost="macs"` makes it a fraction of the multiply-accumulates instead, as in training and
 `paumer-edge eval`, the same on every device.
 
+Video: `Pipeline(bundle, reuse=True)` reuses, frame to frame, what the patches that did not change computed
+(`runtime.temporal`); give each camera its own `stream` id (`seg(frame, stream="cam1")`), and `reset(stream)`
+when a stream starts over. A bundle exported before format 3 cannot reuse.
+
 Thread safety: a Pipeline may be shared by several threads. Pre- and post-processing run in the
 caller's thread; the staged inference itself is serialised by a lock (the sessions share buffers).
 For parallel inference, give each thread its own Pipeline.
@@ -25,13 +29,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from paumer_edge import UserError
+from paumer_edge.core.errors import BundleError
 from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, check_budget, check_threshold
+from paumer_edge.core.temporal import ReuseOptions
 
 from .backends.select import open_backend
 from .bundle import Bundle, ModelInfo, load_bundle
@@ -39,9 +46,22 @@ from .controller import LatencyController
 from .latency import device_profile
 from .preprocess import Placement
 from .staged import StagedRunner, StageStats
+from .temporal import DEFAULT_STREAM, TemporalFrames
 from .tiling import Tiler, WholeFrame
 
 COSTS = ("device", "macs")
+_WARMUP = ("paumer-edge", "warm-up")  # the stream id warm-up frames use, forgotten afterwards
+
+
+def reuse_options(reuse: bool | ReuseOptions, bundle: Bundle) -> ReuseOptions | None:
+    """The temporal-reuse options asked for (None: off), refused in one line for a bundle without reuse graphs."""
+    if reuse is False or reuse is None:
+        return None
+    if not bundle.manifest.has_reuse:
+        raise BundleError(f"bundle '{bundle.path}' (format {bundle.manifest.format_version}) has no temporal-reuse "
+                          "graphs, so it cannot reuse unchanged patches: re-export it with `paumer-edge export` "
+                          "(format 3), or turn reuse off (--no-reuse)")
+    return reuse if isinstance(reuse, ReuseOptions) else ReuseOptions()
 
 
 @dataclass
@@ -52,6 +72,7 @@ class Result:
     scores: np.ndarray | None = None  # [K, h, w] class probabilities at the model's input size
     stage_map: np.ndarray | None = None  # [rows, cols] the last encoder stage each patch ran in
     timings: dict[str, float] = field(default_factory=dict)  # preprocess / inference / postprocess ms
+    reused: np.ndarray | None = None  # [rows, cols] bool: patches kept from earlier frames (temporal reuse)
 
     @property
     def total_ms(self) -> float:
@@ -69,7 +90,8 @@ class Pipeline:
     def __init__(self, bundle: str | Path | Bundle, backend: str = "auto", budget: float = 1.0,
                  threshold: float | None = None, target_ms: float | None = None, letterbox: bool = False,
                  bgr: bool = False, stage_map: bool = False, threads: int = 0, precision: str | None = None,
-                 shared_threads: bool = False, cost: str | CostModel = "device"):
+                 shared_threads: bool = False, cost: str | CostModel = "device",
+                 reuse: bool | ReuseOptions = False, max_streams: int = 16):
         self._budget = check_budget(budget)
         self._threshold = None if threshold is None else check_threshold(threshold)
         if not (isinstance(cost, CostModel) or cost in COSTS):
@@ -80,9 +102,13 @@ class Pipeline:
         self._lock = threading.Lock()  # the staged graphs: one frame at a time
         self._control = threading.Lock()  # the controller's state
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.reuse = reuse_options(reuse, self.bundle)
         self.backend = open_backend(backend, self.bundle, threads=threads, precision=precision,
-                                    shared_threads=shared_threads, budgets=(self._budget,))
+                                    shared_threads=shared_threads, budgets=(self._budget,),
+                                    stateful=self.reuse is not None)
         self.runner = StagedRunner(self.bundle, self.backend)
+        if self.reuse is not None:
+            self.tiler = TemporalFrames(WholeFrame(letterbox, bgr), self.info, self.reuse, max_streams)
         self.threads = threads
         self._cost_choice = cost
         self._cost: CostModel | None = cost if isinstance(cost, CostModel) else None
@@ -152,10 +178,12 @@ class Pipeline:
                 f"budgets are fractions of {unit}")
 
     # ---- one frame --------------------------------------------------------------------------------
-    def __call__(self, frame: np.ndarray, budget: float | None = None, threshold: float | None = None) -> Result:
-        """Segment one frame. `budget` / `threshold` override the pipeline's knobs for this call."""
+    def __call__(self, frame: np.ndarray, budget: float | None = None, threshold: float | None = None,
+                 stream: Hashable = DEFAULT_STREAM) -> Result:
+        """Segment one frame. `budget` / `threshold` override the pipeline's knobs for this call. `stream`: which
+        video the frame belongs to, with temporal reuse (each stream keeps its own state)."""
         t0 = time.perf_counter()
-        prepared = self.tiler.prepare(frame, self.info)
+        prepared = self.tiler.prepare(frame, self.info, stream)
         t1 = time.perf_counter()
         with self._lock:
             policy = PausingPolicy(self.budget if budget is None else budget,  # checked here, once
@@ -169,10 +197,18 @@ class Pipeline:
         if self.controller is not None and budget is None:
             with self._control:
                 self.controller.update(sum(timings.values()))
-        return Result(out.labels, out.stats, out.placement, out.scores, out.stage_map, timings)
+        return Result(out.labels, out.stats, out.placement, out.scores, out.stage_map, timings, out.reused)
+
+    def reset(self, stream: Hashable | None = None) -> None:
+        """Temporal reuse: forget what `stream` computed (its next frame starts afresh), or every stream's."""
+        if isinstance(self.tiler, TemporalFrames):
+            with self._lock:
+                self.tiler.streams.reset(stream)
 
     def warmup(self, frames: int = 3) -> None:
-        """Run a few blank frames (first calls allocate and, on GPUs, pick kernels)."""
+        """Run a few blank frames (first calls allocate and, on GPUs, pick kernels); streams are left untouched."""
         h, w = self.info.input_size
-        for _ in range(frames):
-            self(np.zeros((h, w, 3), np.uint8), budget=1.0)
+        for i in range(frames):
+            frame = np.full((h, w, 3), 40 * i, np.uint8)  # different frames: with reuse, a refresh then reuse
+            self(frame, budget=1.0, stream=_WARMUP)
+        self.reset(_WARMUP)

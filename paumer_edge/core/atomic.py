@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +77,22 @@ def replace_atomic(tmp: str | Path, path: str | Path, durable: bool = True) -> N
             _fsync_dir(path.parent)
     except OSError as e:
         raise output_error(e, path) from None
+
+
+def swap_folder(tmp: Path, folder: Path) -> None:
+    """Move a finished folder `tmp` into place at `folder` with renames: a previous folder there survives (as
+    `.<name>.old-<pid>` beside it, for an instant) until the new one is in, and is then removed."""
+    old = folder.with_name(f".{folder.name}.old-{os.getpid()}") if folder.exists() else None
+    if old is not None:
+        os.replace(folder, old)
+    try:
+        os.replace(tmp, folder)
+    except BaseException:
+        if old is not None:
+            os.replace(old, folder)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager

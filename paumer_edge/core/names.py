@@ -20,6 +20,9 @@ CONTEXT = "context"  # [B, N] bool: patches whose cached keys/values the active 
 LABELS = "labels"  # [B, H, W] class per pixel
 SCORES = "scores"  # [B, K, H, W] class probabilities (bundles exported with --scores)
 
+# the reuse graphs' inputs besides their caches (stage 0 has the image, later stages not)
+REUSE_INPUTS = (IMAGE, TOKENS, ACTIVE, CONTEXT)
+
 # named dynamic dimensions
 DIM_BATCH = "batch"
 DIM_TOKENS = "n"
@@ -49,7 +52,12 @@ def cache_names(block: int) -> tuple[str, str]:
 
 def cache_out_names(block: int) -> tuple[str, str]:
     """The same caches with the active rows' fresh keys and values written in: `keys<b>_out`, `values<b>_out`."""
-    return f"keys{block}_out", f"values{block}_out"
+    return cache_output(f"keys{block}"), cache_output(f"values{block}")
+
+
+def cache_output(cache: str) -> str:
+    """The output of a reuse graph that updates its cache input `cache`."""
+    return f"{cache}_out"
 
 
 def reuse_stage_name(k: int) -> str:

@@ -13,6 +13,7 @@ from .. import UserError
 from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from ..core.cache import cache_root
 from ..core.errors import SourceError
+from ..core.temporal import ReuseOptions
 from ..core.video import VideoSink
 from ..export import GRAPHS_REVISION
 from ..runtime.bundle import MANIFEST, BundleError, load_bundle
@@ -60,6 +61,27 @@ def _usable(cached: Path) -> bool:
     return bundle.manifest.exporter.graphs_revision == GRAPHS_REVISION
 
 
+def reuse_choice(a: argparse.Namespace, source_kind: str, bundle: Path) -> ReuseOptions | None:
+    """Temporal reuse for this run: asked for (--reuse / --no-reuse) or the default (on for videos, cameras and
+    streams, off for image folders and sliding windows, off with a note for a bundle from before format 3);
+    None: off. The knobs without reuse are a mistake said in one line."""
+    knobs = {k: v for k, v in (("threshold", a.change_threshold), ("refresh_every", a.refresh_every)) if v is not None}
+    asked = a.reuse
+    if asked is None:
+        asked = source_kind != "images" and a.sliding is None and a.backend != "trt"
+        if asked and not load_bundle(bundle, check_hashes=False).manifest.has_reuse:
+            if not a.quiet:
+                print(f"note: {bundle} was exported before temporal reuse (format 3): every frame runs in full; "
+                      "export it again to reuse unchanged patches")
+            asked = False
+    if not asked:
+        if knobs:
+            raise UserError("--change-threshold and --refresh-every tune temporal reuse, which is off here: add "
+                            "--reuse, or leave them out")
+        return None
+    return ReuseOptions(**knobs)
+
+
 def run(a: argparse.Namespace) -> int:
     if a.max_frames is not None and a.max_frames < 1:
         raise UserError(f"--max-frames {a.max_frames}: give a positive number of frames")
@@ -71,11 +93,13 @@ def run(a: argparse.Namespace) -> int:
     if a.sliding is not None and a.letterbox:
         raise UserError("--sliding covers the whole frame at its own resolution: leave out --letterbox")
     bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None)
+    reuse = reuse_choice(a, source.kind, bundle)
     # sliding windows: the same Pipeline, segmenting each frame window by window (runtime/sliding.py)
     pipe_class = partial(SlidingPipeline, stride=a.sliding) if a.sliding is not None else Pipeline
     pipe = pipe_class(bundle, backend=a.backend, budget=a.budget if a.budget is not None else 1.0,
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
-                    stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost)
+                    stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost,
+                    reuse=reuse or False)
     info = pipe.info
     out = a.out
     if out is None and not (a.save_labels or a.show or a.no_save):
@@ -90,9 +114,13 @@ def run(a: argparse.Namespace) -> int:
 
     def view(frame: Frame, result: Result) -> np.ndarray:
         smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None else None
+        kept = grid_to_frame(result.reused, result.placement) if result.reused is not None and smap is not None \
+            else None
         img = compose(to_rgb_uint8(frame.image), result.labels, info.palette, smap, info.num_stages,
-                      a.pause_map or "beside")
+                      a.pause_map or "beside", reused=kept)
         tokens = "/".join(str(c) for c in result.stats.counts)
+        if result.stats.reused and any(result.stats.reused):
+            tokens += " +" + "/".join(str(c) for c in result.stats.reused) + " reused"
         return annotate(img, f"budget {result.stats.budget:.2f}  tokens {tokens}  {result.total_ms:.0f} ms")
 
     def consume(frame: Frame, result: Result) -> None:
