@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from paumer_edge.checkpoint import load_model
-from paumer_edge.cli import parse_floats
 from paumer_edge.core.atomic import save_figure_atomic, write_json_atomic
+from paumer_edge.verbs.params import parse_floats
 
 
 def main() -> None:

@@ -1,4 +1,7 @@
-"""Where a benchmark figure came from: the command, the code (git commit, dirty or not), the machine, its load, when."""
+"""Where a benchmark figure came from: the command, the code (git commit, dirty or not), the machine, its load, when.
+
+Every benchmark JSON carries this block, so a number in the README can be traced to what produced it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _git(*args: str) -> str:
@@ -21,31 +24,28 @@ def _git(*args: str) -> str:
         return ""
 
 
-def cpu_model() -> str:
+def provenance(argv: list[str] | None = None) -> dict[str, Any]:
+    """The block to store under "provenance" in a results JSON (load average read now: call it at the start)."""
+    args = sys.argv if argv is None else [sys.argv[0], *argv]
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
-        pass
-    return platform.processor()
+        load = []
+    return {"command": "python " + shlex.join([os.path.relpath(args[0], ROOT), *args[1:]]),
+            "git_commit": _git("rev-parse", "HEAD") or None, "git_dirty": bool(_git("status", "--porcelain")),
+            "machine": f"{platform.machine()} {platform.processor()}".strip(), "cpus": os.cpu_count(),
+            "system": platform.platform(), "python": platform.python_version(), "load_average_1_5_15": load,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def provenance(load_start: float | None = None) -> dict[str, Any]:
-    """The record every benchmark JSON carries; `load_start`: the 1-minute load average when the run began."""
-    import numpy as np
-    import onnxruntime
+def rss_mib(pid: int | str = "self") -> float:
+    """Resident memory of a process, in MiB (Linux /proc)."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-    from paumer_edge import __version__
 
-    changes = _git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(changes),
-        "machine": f"{platform.machine()} {cpu_model()} x{os.cpu_count()}",
-        "load_average": {"start": None if load_start is None else round(load_start, 2),
-                         "end": round(os.getloadavg()[0], 2)},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": {"paumer_edge": __version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
-    }
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from paumer_edge.cli import parse_floats
 from paumer_edge.core.atomic import write_json_atomic
+from paumer_edge.verbs.params import parse_floats
 
 SUMMARY = re.compile(r"(\d+) frames in ([\d.]+) s: ([\d.]+) FPS")
 

@@ -43,7 +43,8 @@ class Setting:
     reuse: dict[str, Any] | None = None  # ReuseOptions fields; None: per frame
     baseline: str = ""  # the per-frame setting it is compared with
     ms: list[float] = field(default_factory=list)
-    agreement: list[float] = field(default_factory=list)
+    agreement: list[float] = field(default_factory=list)  # with per-frame processing at the same budget
+    with_full: list[float] = field(default_factory=list)  # with per-frame processing at budget 1 (the full network)
     kinds: list[str] = field(default_factory=list)
     recomputed: list[float] = field(default_factory=list)  # fraction of the patches recomputed from stage 0
     confusion: np.ndarray | None = None
@@ -120,6 +121,7 @@ def run_video(video: Path, rows: list[Setting], bundle: Path, frames: int | None
             r.confusion += np.bincount(target + out[r.name][valid], minlength=k * k).reshape(k, k)
             if r.baseline:
                 r.agreement.append(float((out[r.name] == out[r.baseline]).mean()))
+            r.with_full.append(float((out[r.name] == out[rows[0].name]).mean()))
         if (i + 1) % 60 == 0:
             print(f"  {video.name}: {i + 1} frames, " + ", ".join(
                 f"{r.name} {np.mean(r.ms[-60:]):.1f} ms" for r in rows[:4]), flush=True)
@@ -141,7 +143,9 @@ def summarise(rows: list[Setting]) -> dict[str, Any]:
         assert r.confusion is not None
         d: dict[str, Any] = {"budget": r.budget, "reuse": r.reuse, "frames": len(r.ms),
                              "ms_mean": round(float(np.mean(r.ms)), 2), "ms_p50": round(float(np.median(r.ms)), 2),
-                             "fps": round(1000 / float(np.mean(r.ms)), 2), "miou": round(100 * miou(r.confusion), 2)}
+                             "fps": round(1000 / float(np.mean(r.ms)), 2), "miou": round(100 * miou(r.confusion), 2),
+                             "agreement_with_full_mean": round(float(np.mean(r.with_full)), 5),
+                             "speedup_over_full": speed(r, rows[0])}
         if r.baseline:
             base = by[r.baseline]
             assert base.confusion is not None
@@ -175,6 +179,15 @@ def verdicts(static: dict[str, Any], drive: dict[str, Any] | None, b05_vs_b1: fl
     return v
 
 
+def drift_traces(rows: list[Setting]) -> dict[str, list[float]]:
+    """Label agreement per frame along the clip: reuse with per-frame at its budget, and each with the full network."""
+    by = {r.name: r for r in rows}
+    return {"reuse b1 vs per-frame b1": by["reuse b1"].agreement,
+            "reuse b0.5 vs per-frame b0.5": by["reuse b0.5"].agreement,
+            "per-frame b0.5 vs full": by["per-frame b0.5"].with_full,
+            "reuse b0.5 vs full": by["reuse b0.5"].with_full}
+
+
 def plot(result: dict[str, Any], traces: dict[str, dict[str, list[float]]], path: Path) -> None:
     import matplotlib
 
@@ -183,8 +196,8 @@ def plot(result: dict[str, Any], traces: dict[str, dict[str, list[float]]], path
 
     from paumer_edge.core.atomic import save_figure_atomic
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, video in zip(axes[:2], ("static", "drive")):
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.4))
+    for ax, video in zip(axes[0], ("static", "drive")):
         for name, ms in traces.get(video, {}).items():
             ax.plot(ms, lw=0.8, label=name)
         ax.set_yscale("log")
@@ -193,7 +206,17 @@ def plot(result: dict[str, Any], traces: dict[str, dict[str, list[float]]], path
         ax.set_title({"static": "still camera", "drive": "driving camera"}[video], fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    ax = axes[2]
+    ax = axes[1][0]
+    for name, agree in result.get("static_drift", {}).items():
+        a = np.asarray(agree) * 100
+        k = min(30, len(a))
+        ax.plot(np.convolve(a, np.ones(k) / k, mode="valid"), lw=0.9, label=name)
+    ax.set_xlabel("frame (mean over 30 frames)")
+    ax.set_ylabel("label agreement (%)")
+    ax.set_title("still camera: drift of the labels along the clip", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax = axes[1][1]
     for name, d in result["static"].items():
         if "speedup" in d:
             ax.scatter(d["speedup"]["total"], 100 * d["agreement_mean"], s=18)
@@ -219,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", default=str(RESULTS / "temporal_reuse.png"))
     a = p.parse_args(argv)
     from paumer_edge.core.atomic import write_json_atomic
-    from paumer_edge.verbs.run import bundle_for
+    from paumer_edge.verbs.bundles import bundle_for
 
-    load = os.getloadavg()[0]
+    prov = provenance(argv)  # the load average as the run starts
     bundle = Path(a.bundle) if a.bundle else bundle_for(None, quiet=True)
     result: dict[str, Any] = {"what": __doc__.split("\n")[0], "bundle": str(bundle), "window_frames": WINDOW}
     traces: dict[str, dict[str, list[float]]] = {}
@@ -236,13 +259,14 @@ def main(argv: list[str] | None = None) -> int:
         result[key] = summarise(rows)
         result[f"{key}_seconds"] = round(seconds, 1)
         traces[key] = {r.name: r.ms for r in rows[:4]}
+        result[f"{key}_drift"] = {n: [round(x, 4) for x in v] for n, v in drift_traces(rows).items()}
         if static:  # paired too: the same frames, interleaved
             ms = {r.name: r.ms for r in rows}
             b05_vs_b1 = float(np.sum(ms["per-frame b1"]) / np.sum(ms["reuse b0.5"]))
     result["targets"] = TARGETS
     result["verdicts"] = verdicts(result["static"], result.get("drive"), b05_vs_b1)
     result["traces_ms"] = {v: {n: [round(x, 2) for x in ms] for n, ms in t.items()} for v, t in traces.items()}
-    result["provenance"] = provenance(load)
+    result["provenance"] = prov | {"load_average_end": [round(x, 2) for x in os.getloadavg()]}
     write_json_atomic(a.json, result)
     if a.plot:
         plot(result, traces, Path(a.plot))

@@ -45,7 +45,7 @@ def load_frames(video: Path) -> list[np.ndarray]:
 def soak(a: argparse.Namespace) -> dict[str, Any]:
     from paumer_edge.core.temporal import ReuseOptions
     from paumer_edge.runtime import Pipeline
-    from paumer_edge.verbs.run import bundle_for
+    from paumer_edge.verbs.bundles import bundle_for
 
     bundle = Path(a.bundle) if a.bundle else bundle_for(None, quiet=True)
     frames = load_frames(Path(a.video))
@@ -150,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--frames must cover the warm-up and two windows")
     from paumer_edge.core.atomic import write_json_atomic
 
-    load = os.getloadavg()[0]
+    prov = provenance(argv)  # the load average as the run starts
     result = soak(a)
-    result["provenance"] = provenance(load)
+    result["provenance"] = prov | {"load_average_end": [round(x, 2) for x in os.getloadavg()]}
     write_json_atomic(a.json, result)
     if a.plot:
         plot(result, Path(a.plot))

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from paumer_edge import UserError
 from paumer_edge.core.atomic import write_bytes_atomic
+from paumer_edge.core.imread import imread
 from paumer_edge.core.names import FULL, IMAGE
 from paumer_edge.core.pausing import Pauser, PausingPolicy
 from paumer_edge.runtime.backends import OrtBackend
@@ -35,7 +35,7 @@ class CalibrationData:
         self.inputs: dict[str, list[dict[str, np.ndarray]]] = {}
         runner = StagedRunner(bundle, OrtBackend())  # host copies of what each stage sees, at the budget
         for f in files:
-            frame = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+            frame = imread(f)
             if frame is None:
                 raise UserError(f"calibration image '{f}' cannot be read")
             x = resize_normalise(to_rgb_uint8(frame, bgr=frame.ndim == 3), m.input_size, m.mean, m.std)[None]

@@ -4,6 +4,7 @@ the whole directory swapped into place atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import shutil
@@ -18,8 +19,10 @@ from tqdm import tqdm
 
 from paumer_edge import UserError, __version__
 from paumer_edge.config import ModelConfig
-from paumer_edge.core.atomic import swap_folder, write_json_atomic
-from paumer_edge.core.contract import MANIFEST, BatchRange, ExporterInfo, GraphSpec, Manifest, ModelInfo
+from paumer_edge.config_check import check_model_memory
+from paumer_edge.core.atomic import replace_dir_atomic, write_json_atomic
+from paumer_edge.core.contract import MANIFEST, BatchRange, ExporterInfo, GraphSpec, Manifest, ModelInfo, Variant
+from paumer_edge.core.knobs import check_size
 from paumer_edge.core.names import (
     ACTIVE,
     CONTEXT,
@@ -56,15 +59,20 @@ class ExportOptions:
     opset: int = 18
     batch: tuple[int, int, int] = (1, 1, 8)  # min, opt, max (engine profiles; ONNX batch is dynamic)
     scores: bool = False  # decoder also outputs per-class probabilities
+    extra_sizes: tuple[tuple[int, int], ...] = ()  # the staged graphs again at these input sizes (variants)
     reuse: bool = True  # the temporal-reuse stage graphs (stage<k>_reuse), so video can reuse unchanged patches
 
     def validate(self) -> None:
         if self.opset not in SUPPORTED_OPSETS:
             raise UserError(f"opset {self.opset} is not supported; use one of {SUPPORTED_OPSETS} "
                             "(the ones TensorRT 10 parses)")
+        if self.image_size is not None:
+            check_size(self.image_size, "image size")
         lo, opt, hi = self.batch
         if not 1 <= lo <= opt <= hi:
             raise UserError(f"batch {self.batch} must satisfy 1 <= min <= opt <= max")
+        if len({tuple(s) for s in self.extra_sizes}) != len(self.extra_sizes):
+            raise UserError(f"extra input sizes {[size_name(s) for s in self.extra_sizes]} repeat a size")
 
 
 GraphItem = tuple[str, torch.nn.Module, tuple, list, list, dict]  # name, module, args, inputs, outputs, dynamic
@@ -135,20 +143,51 @@ def build_manifest(model: PausingSegmenter, graphs: dict[str, GraphSpec], opts: 
                     created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
-def replace_dir_atomic(tmp: Path, out: Path) -> None:
-    """Swap a finished directory into place; an existing bundle at `out` survives until the swap."""
-    if out.exists() and not (out / MANIFEST).exists() and any(out.iterdir()):
-        raise UserError(f"'{out}' exists and is not a paumer-edge bundle; refusing to replace it")
-    swap_folder(tmp, out)
+def export_graphs(model: PausingSegmenter, bundle: Path, opts: ExportOptions, folder: str = "", full: bool = True,
+                  after_graph: Callable[[str], None] | None = None, progress: bool = True) -> dict[str, GraphSpec]:
+    """Every graph of `model` (at its config's input size) into `bundle`/`folder`; their specs, with file names
+    relative to the bundle."""
+    (bundle / folder).mkdir(parents=True, exist_ok=True)
+    prefix = f"{folder}/" if folder else ""
+    graphs: dict[str, GraphSpec] = {}
+    items = [item for item in _graphs(model, opts.scores, opts.reuse) if full or item[0] != FULL]
+    bar = tqdm(items, desc=f"exporting {folder}".strip(), unit="graph", disable=not progress, leave=False)
+    for name, module, args, inputs, outputs, dynamic in bar:
+        bar.set_postfix_str(name)
+        path = bundle / folder / f"{name}.onnx"
+        t0 = time.perf_counter()
+        with unfused_attention(module):
+            export_module(module.eval(), args, path, inputs, outputs, dynamic, opts.opset, opts.batch[2],
+                          model.cfg.num_patches)
+        proto = onnx.load(str(path))
+        graphs[name] = GraphSpec(f"{prefix}{path.name}", sha256_file(path), tensor_specs(proto, "inputs"),
+                                 tensor_specs(proto, "outputs"))
+        bar.set_postfix_str(f"{name} {time.perf_counter() - t0:.1f} s")
+        if after_graph is not None:
+            after_graph(name)
+    return graphs
+
+
+def size_name(size: tuple[int, int]) -> str:
+    """A variant's name (and folder) for an input size: "96x192"."""
+    return f"{size[0]}x{size[1]}"
 
 
 def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, source: str = "",
                   progress: bool = True, after_graph: Callable[[str], None] | None = None) -> Path:
-    """Write the bundle for `model` to `out` (a directory), atomically. Returns `out`."""
+    """Write the bundle for `model` to `out` (a directory), atomically. Returns `out`.
+
+    `opts.extra_sizes` adds the staged graphs at other input sizes as variants (folder and name "HxW"; no
+    full graph), for budgets that are cheaper at a lower resolution."""
     opts.validate()
+    check_model_memory(model.cfg, batch=2, image_size=opts.image_size)  # the graphs are traced on a batch of 2
     model = model.eval().float()
     if opts.image_size is not None:
         model = at_image_size(model, opts.image_size)
+    patch = model.cfg.patch_size
+    odd = [size_name(s) for s in opts.extra_sizes if s[0] % patch or s[1] % patch or min(s) < patch]
+    if odd:
+        raise UserError(f"extra input sizes {', '.join(odd)} are not multiples of the patch size {patch}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"'{out}' exists and is a file; give a directory for the bundle")
@@ -157,25 +196,16 @@ def export_bundle(model: PausingSegmenter, out: Path, opts: ExportOptions, sourc
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        graphs: dict[str, GraphSpec] = {}
-        items = _graphs(model, opts.scores, opts.reuse)
-        cfg = model.cfg
-        bar = tqdm(items, desc="exporting", unit="graph", disable=not progress, leave=False)
-        for name, module, args, inputs, outputs, dynamic in bar:
-            bar.set_postfix_str(name)
-            path = tmp / f"{name}.onnx"
-            t0 = time.perf_counter()
-            with unfused_attention(module):
-                export_module(module.eval(), args, path, inputs, outputs, dynamic, opts.opset, opts.batch[2],
-                              cfg.num_patches)
-            proto = onnx.load(str(path))
-            graphs[name] = GraphSpec(path.name, sha256_file(path), tensor_specs(proto, "inputs"),
-                                     tensor_specs(proto, "outputs"))
-            bar.set_postfix_str(f"{name} {time.perf_counter() - t0:.1f} s")
-            if after_graph is not None:
-                after_graph(name)
-        write_json_atomic(tmp / MANIFEST, build_manifest(model, graphs, opts, source).to_dict())
-        replace_dir_atomic(tmp, out)
+        graphs = export_graphs(model, tmp, opts, after_graph=after_graph, progress=progress)
+        variants = []
+        for size in opts.extra_sizes:
+            at = at_image_size(model, size)
+            name = size_name(size)
+            found = export_graphs(at, tmp, opts, folder=name, full=False, progress=progress)
+            variants.append(Variant(name, (int(size[0]), int(size[1])), "fp32", found, CostModel.from_config(at.cfg)))
+        manifest = dataclasses.replace(build_manifest(model, graphs, opts, source), variants=tuple(variants))
+        write_json_atomic(tmp / MANIFEST, manifest.to_dict())
+        replace_dir_atomic(tmp, out, lambda p: (p / MANIFEST).exists(), "paumer-edge bundle")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

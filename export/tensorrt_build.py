@@ -25,6 +25,7 @@ from tqdm import tqdm
 from paumer_edge import UserError
 from paumer_edge.core.atomic import write_bytes_atomic, write_json_atomic
 from paumer_edge.core.contract import MANIFEST, EngineEntry, GpuSpec
+from paumer_edge.core.knobs import check_budget, check_count, check_number
 from paumer_edge.core.names import FULL
 from paumer_edge.runtime.bundle import load_bundle, sha256_file
 from paumer_edge.runtime.gpu import GpuInfo, cuda_runtime, gpu_info, tensorrt_module
@@ -56,6 +57,12 @@ class EngineOptions:
             raise UserError(f"calibration folder '{self.calib_dir}' does not exist")
         if not self.budgets:
             raise UserError("give at least one expected budget for the engine profiles")
+        for b in self.budgets:
+            check_budget(b, "engine budget")
+        check_number(self.workspace_gib, "workspace", "a builder workspace in GiB in (0, 1024]", 0.0, 1024.0,
+                     lo_open=True)
+        if self.dla_core is not None:
+            check_count(self.dla_core, "DLA core", 0, 15)
 
 
 def trt_major(trt_mod: ModuleType) -> int:

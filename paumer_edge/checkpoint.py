@@ -16,6 +16,7 @@ from . import UserError
 from .config import ModelConfig
 from .core.atomic import atomic_path
 from .core.errors import OutputError
+from .core.knobs import show_value
 from .model import PausingSegmenter
 
 FORMAT = "paumer-edge-checkpoint"
@@ -61,7 +62,7 @@ def load_torch_data(path: str | Path, map_location: str | torch.device = "cpu", 
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist or is not a file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))
         if found:
@@ -73,9 +74,30 @@ def load_torch_data(path: str | Path, map_location: str | torch.device = "cpu", 
                             f"'{refused.group(1).strip()}'; the file is corrupt, or it holds more than weights and "
                             f"data, which is refused because loading that could run code{code_hint}") from None
         raise UserError(f"'{path}' is not a readable PyTorch checkpoint (corrupt or truncated?)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except (RuntimeError, EOFError, OSError, ValueError, RecursionError) as e:
+        detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise UserError(f"'{path}' is not a readable PyTorch checkpoint ({detail})") from None
+    check_tensor_storage(data, path)
+    return data
+
+
+def check_tensor_storage(data: Any, path: str | Path) -> None:
+    """Refuse tensors with more elements than their file stores (broadcast views: a few bytes on disk that
+    any copy would blow up to gigabytes), so what a checkpoint holds is bounded by its size."""
+    stack, seen = [data], 0
+    while stack and seen < 1_000_000:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, torch.Tensor) and item.layout == torch.strided and item.numel():
+            stored = item.untyped_storage().nbytes()
+            if item.numel() * item.element_size() > stored:
+                raise UserError(f"'{path}' holds a tensor of shape {list(item.shape)} ({item.dtype}) whose "
+                                f"{item.numel():,} elements share {stored:,} stored bytes (a broadcast view); "
+                                "checkpoints hold plain weights: save them with .contiguous()")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -85,18 +107,50 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"'{path}' is not a paumer-edge checkpoint; import foreign weights with "
                         "`paumer-edge import`")
-    if ckpt.get("version", 0) > VERSION:
+    version = ckpt.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise UserError(f"'{path}' has a malformed checkpoint version ({str(version)[:40]}); the file is damaged")
+    if version > VERSION:
         raise UserError(f"'{path}' was written by a newer paumer-edge (checkpoint version {ckpt['version']}); "
                         "upgrade paumer-edge")
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any]) -> PausingSegmenter:
-    model = PausingSegmenter(ModelConfig.from_dict(ckpt["config"]))
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+def check_weights(cfg: ModelConfig, state: Any) -> None:
+    """The weights fit the config, checked against a model built on the meta device (no memory): every key
+    there and no other, every shape, and floating-point values where the model has them."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise UserError("the checkpoint's 'model' entry must map weight names to tensors; the file is damaged or "
+                        "not a paumer-edge checkpoint")
+    with torch.device("meta"):
+        want = PausingSegmenter(cfg).state_dict()
+    missing, unexpected = [k for k in want if k not in state], [k for k in state if k not in want]
     if missing or unexpected:
         raise UserError(f"checkpoint weights do not fit its config: missing {missing[:5]}, "
                         f"unexpected {unexpected[:5]}")
+    for key, w in want.items():
+        have = state[key]
+        if have.shape != w.shape:
+            rows, cols = cfg.grid
+            raise UserError(f"checkpoint weight '{key}' has shape {list(have.shape)}, but its config "
+                            f"({show_value(cfg.name)}: embed_dim {cfg.embed_dim}, {cfg.num_classes} classes, {rows}x"
+                            f"{cols} patches) needs {list(w.shape)}; the weights and the config do not belong together")
+        if w.is_floating_point() and not have.is_floating_point():
+            raise UserError(f"checkpoint weight '{key}' is stored as {str(have.dtype).replace('torch.', '')}, but "
+                            "model weights are floating point: the values were truncated or the file was not "
+                            "written from a model; save the float weights")
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> PausingSegmenter:
+    """The model a checkpoint describes, its config and weights checked before anything is allocated."""
+    if "config" not in ckpt or "model" not in ckpt:
+        raise UserError(f"the checkpoint lacks its {'config' if 'config' not in ckpt else 'weights (model)'}; "
+                        "it is damaged or not a paumer-edge checkpoint")
+    cfg = ModelConfig.from_dict(ckpt["config"])
+    check_weights(cfg, ckpt["model"])
+    model = PausingSegmenter(cfg)
+    model.load_state_dict(ckpt["model"])
     return model
 
 

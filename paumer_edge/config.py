@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import UserError
+from .config_check import DECODERS, POS_EMBED_INTERP, check_config, config_kwargs
 from .data.classes import STREET_CLASSES, STREET_PALETTE
 
-DECODERS = ("linear", "mask_transformer")
-POS_EMBED_INTERP = ("bicubic", "bilinear")
+__all__ = ["DECODERS", "POS_EMBED_INTERP", "PRESETS", "ModelConfig", "preset"]
 
 
 @dataclass(frozen=True)
@@ -91,34 +91,8 @@ class ModelConfig:
 
     # ---- checks -------------------------------------------------------------------------
     def validate(self) -> None:
-        def bad(msg: str) -> UserError:
-            return UserError(f"model config '{self.name}': {msg}")
-
-        h, w = self.image_size
-        if self.patch_size <= 0 or h < self.patch_size or w < self.patch_size:
-            raise bad(f"image size {h}x{w} must be at least one patch ({self.patch_size} px)")
-        if h % self.patch_size or w % self.patch_size:
-            raise bad(f"image size {h}x{w} must be a multiple of the patch size {self.patch_size}")
-        if self.embed_dim % self.num_heads:
-            raise bad(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
-        if list(self.pause_after) != sorted(set(self.pause_after)):
-            raise bad(f"pause_after {self.pause_after} must be strictly increasing")
-        if self.pause_after and not (0 < self.pause_after[0] and self.pause_after[-1] < self.depth):
-            raise bad(f"pause_after {self.pause_after} must lie strictly between 0 and depth {self.depth}")
-        if self.distilled and not self.class_token:
-            raise bad("a distillation token needs a class token (distilled=True, class_token=False)")
-        if self.pos_embed_interp not in POS_EMBED_INTERP:
-            raise bad(f"pos_embed_interp '{self.pos_embed_interp}' is not one of {', '.join(POS_EMBED_INTERP)}")
-        if self.decoder not in DECODERS:
-            raise bad(f"decoder '{self.decoder}' is not one of {', '.join(DECODERS)}")
-        if self.decoder == "mask_transformer" and self.mask_dim % self.mask_heads:
-            raise bad(f"decoder_dim {self.mask_dim} must be divisible by decoder_heads {self.mask_heads}")
-        if len(self.class_names) < 2:
-            raise bad("needs at least 2 classes")
-        if len(self.palette) != len(self.class_names):
-            raise bad(f"palette has {len(self.palette)} colours for {len(self.class_names)} classes")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise bad("mean and std need 3 values each, std positive")
+        """Types, ranges and cross-field rules (`config_check.check_config`); a `UserError` naming the field."""
+        check_config(self)
 
     # ---- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -129,27 +103,20 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UserError(f"model config has unknown fields {unknown}; was it written by a newer paumer-edge?")
-        kw: dict[str, Any] = {}
-        for k, v in d.items():
-            if k == "palette":
-                kw[k] = tuple(tuple(int(c) for c in rgb) for rgb in v)
-            elif k in ("image_size", "pause_after", "class_names", "mean", "std"):
-                kw[k] = tuple(v)
-            else:
-                kw[k] = v
-        return cls(**kw)
+    def from_dict(cls, d: Any) -> ModelConfig:
+        """A config from a mapping (a checkpoint's, a JSON file's); anything else is a one-line `UserError`."""
+        return cls(**config_kwargs(d, {f.name for f in dataclasses.fields(cls)}))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as e:  # ValueError: also integers beyond Python's 4300 digits
+            raise UserError(f"the model config is not valid JSON ({str(e)[:200]})") from None
+        return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)

@@ -7,3 +7,6 @@ import os
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+# OpenCV 4.11 (the last for numpy 1.x) has its Orbbec depth-camera backend log an ERROR line for every camera
+# index it cannot open, before our own message; no camera of ours needs that backend
+os.environ.setdefault("OPENCV_VIDEOIO_PRIORITY_OBSENSOR", "0")

@@ -36,6 +36,7 @@ from paumer_edge.core.contract import (
 )
 from paumer_edge.core.cost import CostModel
 from paumer_edge.core.errors import BundleError
+from paumer_edge.core.memory import MemoryLimitError, check_memory, frame_bytes
 
 from .onnx_scan import IoSpec, OnnxFormatError, scan_onnx
 
@@ -80,6 +81,14 @@ class Bundle:
     def graph_path(self, name: str) -> Path:
         return self.path / self.graphs[name].file
 
+    def variant(self, name: str) -> Bundle:
+        """The bundle's graphs at another input size or precision, as a bundle of their own ("": the main
+        graphs): a `StagedRunner` or `Pipeline` runs it like any bundle."""
+        try:
+            return Bundle(self.path, self.manifest.view(name))
+        except KeyError as e:
+            raise BundleError(f"bundle '{self.path}': {e.args[0]}") from None
+
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -114,8 +123,8 @@ def _read_manifest(root: Path) -> Any:
         return json.loads(mpath.read_bytes())
     except OSError as e:
         raise BundleError(f"cannot read {mpath} ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{mpath} is not valid JSON ({e}); {REEXPORT}") from None
+    except (ValueError, UnicodeDecodeError) as e:  # ValueError: JSON errors, and integers over 4300 digits
+        raise BundleError(f"{mpath} is not valid JSON ({str(e)[:200]}); {REEXPORT}") from None
     except RecursionError:
         raise BundleError(f"{mpath} nests too deeply to be a bundle manifest; {REEXPORT}") from None
 
@@ -169,6 +178,16 @@ def _check_graph(root: Path, name: str, g: GraphSpec, check_hash: bool) -> None:
                               f"({_spec_text(want)}); {REEXPORT}")
 
 
+def _check_memory(root: Path, m: ModelInfo) -> None:
+    """A manifest cannot ask the runtime for more memory per frame than the limit allows."""
+    try:
+        check_memory(frame_bytes(m.input_size, m.tokens, m.embed_dim, m.num_classes),
+                     f"bundle '{root}' ({m.input_size[0]}x{m.input_size[1]} input, {m.tokens:,} tokens of width "
+                     f"{m.embed_dim})")
+    except MemoryLimitError as e:
+        raise BundleError(str(e)) from None
+
+
 def load_bundle(path: str | Path, check_hashes: bool = True) -> Bundle:
     """Read and check a bundle directory (see the module docstring for what is checked)."""
     root = Path(path)
@@ -182,8 +201,11 @@ def load_bundle(path: str | Path, check_hashes: bool = True) -> Bundle:
     if not root.is_dir():
         raise BundleError(f"'{root}' is a file, not a bundle directory (a bundle is a folder with manifest.json)")
     manifest = Manifest.from_dict(_read_manifest(root), str(root / MANIFEST))
-    for name, g in manifest.graphs.items():
-        _check_graph(root, name, g, check_hashes)
+    for model in [manifest.model, *(manifest.view(v.name).model for v in manifest.variants)]:
+        _check_memory(root, model)
+    for graphs in [manifest.graphs, *(v.graphs for v in manifest.variants)]:
+        for name, g in graphs.items():
+            _check_graph(root, name, g, check_hashes)
     for e in manifest.engines:
         confined(root, e.file, "engine file")
     return Bundle(root, manifest)

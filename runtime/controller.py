@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from paumer_edge import UserError
+from paumer_edge.core.errors import PolicyError
+from paumer_edge.core.knobs import check_budget, check_target_ms
 
 
 @dataclass
@@ -22,10 +23,14 @@ class LatencyController:
     _avg_ms: float | None = None
 
     def __post_init__(self) -> None:
-        if not self.target_ms > 0:
-            raise UserError(f"latency target must be a positive number of milliseconds, got {self.target_ms}")
-        if not 0 < self.min_budget <= self.budget <= 1:
-            raise UserError("controller budgets must satisfy 0 < min_budget <= budget <= 1")
+        target = check_target_ms(self.target_ms)
+        if target is None:
+            raise PolicyError("a LatencyController needs a latency target: give target_ms")
+        self.target_ms = target
+        self.budget = check_budget(self.budget)
+        self.min_budget = check_budget(self.min_budget, "min_budget")
+        if self.min_budget > self.budget:
+            raise PolicyError(f"min_budget {self.min_budget:g} exceeds the starting budget {self.budget:g}")
 
     def update(self, measured_ms: float) -> float:
         """Feed the last frame's inference time; returns the budget for the next frame."""

@@ -26,7 +26,6 @@ from paumer_edge.core.cache import cache_root
 from paumer_edge.core.cost import CostModel, fit_latency
 from paumer_edge.core.pausing import FixedCounts
 
-from .bundle import MANIFEST
 from .staged import StagedRunner
 
 PROFILE_VERSION = 1
@@ -54,9 +53,13 @@ def machine() -> str:
 
 
 def profile_path(runner: StagedRunner, describe: str, threads: int) -> Path:
-    """Cache file of a profile: keyed by the bundle's manifest, the backend (versions, device) and this machine."""
-    manifest = hashlib.sha256((runner.bundle.path / MANIFEST).read_bytes()).hexdigest()
-    key = hashlib.sha256(f"v{PROFILE_VERSION}|{manifest}|{describe}|{threads}|{machine()}".encode()).hexdigest()[:20]
+    """Cache file of a profile: keyed by the graphs it times (their sha256, and the engines built from them), the
+    backend (versions, device) and this machine; a variant of a bundle gets its own."""
+    b = runner.bundle
+    graphs = "|".join(f"{name}={g.sha256}" for name, g in sorted(b.graphs.items()))
+    engines = "|".join(sorted(e.key for e in b.engines))
+    blob = f"v{PROFILE_VERSION}|{graphs}|{engines}|{describe}|{threads}|{machine()}"
+    key = hashlib.sha256(blob.encode()).hexdigest()[:20]
     return cache_root() / "latency" / f"{runner.bundle.model.name}-{key}.json"
 
 

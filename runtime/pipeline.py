@@ -14,7 +14,7 @@ cached per bundle, backend and machine; see `runtime.latency`); `calibrate()` me
 
 Video: `Pipeline(bundle, reuse=True)` reuses, frame to frame, what the patches that did not change computed
 (`runtime.temporal`); give each camera its own `stream` id (`seg(frame, stream="cam1")`), and `reset(stream)`
-when a stream starts over. A bundle exported before format 3 cannot reuse.
+when a stream starts over. A bundle exported before format 4 cannot reuse.
 
 Thread safety: a Pipeline may be shared by several threads. Pre- and post-processing run in the
 caller's thread; the staged inference itself is serialised by a lock (the sessions share buffers).
@@ -32,11 +32,13 @@ import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from paumer_edge import UserError
 from paumer_edge.core.errors import BundleError
+from paumer_edge.core.knobs import check_target_ms, check_threads
 from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, check_budget, check_threshold
 from paumer_edge.core.temporal import ReuseOptions
 
@@ -60,8 +62,12 @@ def reuse_options(reuse: bool | ReuseOptions, bundle: Bundle) -> ReuseOptions | 
     if not bundle.manifest.has_reuse:
         raise BundleError(f"bundle '{bundle.path}' (format {bundle.manifest.format_version}) has no temporal-reuse "
                           "graphs, so it cannot reuse unchanged patches: re-export it with `paumer-edge export` "
-                          "(format 3), or turn reuse off (--no-reuse)")
+                          "(format 4), or turn reuse off (--no-reuse)")
     return reuse if isinstance(reuse, ReuseOptions) else ReuseOptions()
+
+if TYPE_CHECKING:
+    from .view.frames import ViewConfig
+    from .view.server import ViewServer
 
 
 @dataclass
@@ -96,7 +102,8 @@ class Pipeline:
         self._threshold = None if threshold is None else check_threshold(threshold)
         if not (isinstance(cost, CostModel) or cost in COSTS):
             raise UserError(f"unknown cost model '{cost}': use 'device' (this device's measured latency) or 'macs'")
-        self.controller = LatencyController(target_ms, budget=self._budget) if target_ms else None
+        target_ms, threads = check_target_ms(target_ms), check_threads(threads)
+        self.controller = LatencyController(target_ms, budget=self._budget) if target_ms is not None else None
         self.letterbox, self.bgr, self.stage_map = letterbox, bgr, stage_map
         self.tiler: Tiler = WholeFrame(letterbox, bgr)
         self._lock = threading.Lock()  # the staged graphs: one frame at a time
@@ -172,6 +179,26 @@ class Pipeline:
     def threshold(self, value: float | None) -> None:
         self._threshold = None if value is None else check_threshold(value)
 
+    @property
+    def target_ms(self) -> float | None:
+        """The latency target the budget follows frame by frame, or None (the budget stays as set)."""
+        return self.controller.target_ms if self.controller else None
+
+    @target_ms.setter
+    def target_ms(self, value: float | None) -> None:
+        """Set, change or (None) clear the latency target; cleared, the budget stays where the target left it."""
+        with self._lock:
+            if value is None:
+                if self.controller is not None:
+                    self._budget, self.controller = self.controller.budget, None
+                return
+            target = check_target_ms(value)
+            assert target is not None  # (value is not None)
+            if self.controller is not None:
+                self.controller.target_ms = target
+            else:
+                self.controller = LatencyController(target, budget=max(self._budget, LatencyController.min_budget))
+
     def describe(self) -> str:
         unit = "device latency" if self.cost.measured else "MACs"
         return (f"{self.info.name} ({self.info.input_size[0]}x{self.info.input_size[1]}) on {self.backend.describe()}; "
@@ -204,6 +231,14 @@ class Pipeline:
         if isinstance(self.tiler, TemporalFrames):
             with self._lock:
                 self.tiler.streams.reset(stream)
+
+    def serve_view(self, port: int = 8080, host: str = "127.0.0.1", token: str | None = None,
+                   config: ViewConfig | None = None) -> ViewServer:
+        """Serve a live view of this pipeline in the browser (see `paumer_edge.runtime.view`); call the view's
+        `publish(frame, result)` after every frame, `close()` at the end (or use it in a `with` block)."""
+        from .view.server import ViewServer
+
+        return ViewServer(self, host, port, token, config).start()
 
     def warmup(self, frames: int = 3) -> None:
         """Run a few blank frames (first calls allocate and, on GPUs, pick kernels); streams are left untouched."""

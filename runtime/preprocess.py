@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from paumer_edge.core.errors import FrameError
+from paumer_edge.core.knobs import MAX_FRAME_PIXELS  # 16384 x 16384: beyond, a frame is refused, not resized
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,6 @@ class Placement:
     content: tuple[int, int, int, int]  # y0, x0, y1, x1 of the frame's pixels inside the model input
 
 
-MAX_FRAME_PIXELS = 1 << 28  # 16384 x 16384: beyond this a frame is refused, not resized at any memory cost
 
 
 def to_rgb_uint8(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
@@ -123,7 +123,7 @@ def preprocess(rgb: np.ndarray, input_hw: tuple[int, int], mean: tuple[float, fl
     Channels are swapped after shrinking, so a BGR camera frame is never copied at full size.
     """
     rgb = to_rgb_uint8(rgb)  # a no-op for uint8 [h, w, 3]; anything else is converted or a FrameError
-    p = place(rgb.shape[:2], input_hw, letterbox)
+    p = place((rgb.shape[0], rgb.shape[1]), input_hw, letterbox)
     y0, x0, y1, x1 = p.content
     small = shrink(rgb, (y1 - y0, x1 - x0))
     if bgr:

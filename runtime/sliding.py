@@ -98,7 +98,7 @@ class SlidingWindows:
 
     def prepare(self, frame: np.ndarray, info: ModelInfo, stream: Hashable = 0) -> Windows:
         rgb = to_rgb_uint8(frame, bgr=self.bgr)
-        size = covering_size(rgb.shape[:2], info.input_size)
+        size = covering_size((rgb.shape[0], rgb.shape[1]), info.input_size)
         x, _ = preprocess(rgb, size, info.mean, info.std, letterbox=False)  # scale (if needed) and normalise once
         return Windows((rgb.shape[0], rgb.shape[1]), x, window_layout(size, info.input_size, self.stride))
 

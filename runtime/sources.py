@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from paumer_edge.core.errors import SourceError
+from paumer_edge.core.imread import imread
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -88,8 +89,8 @@ class ImageSource(Source):
 
     def __iter__(self) -> Iterator[Frame]:
         for i, (path, name) in enumerate(zip(self.files, self.names)):
-            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # None for unreadable / corrupt files
-            if img is None or img.size == 0:
+            img = imread(path)  # None for unreadable / corrupt files; the decoders' console lines held back
+            if img is None:
                 self.skipped += 1
                 continue
             yield Frame(_to_rgb(img), i, name, str(path))

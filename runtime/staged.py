@@ -32,6 +32,7 @@ from paumer_edge.core.pausing import TokenSelector
 
 from .backends.base import Backend, GraphSession
 from .bundle import Bundle
+from .output_check import checked
 from .preprocess import check_model_input
 
 
@@ -91,8 +92,8 @@ class StagedRunner:
     def __init__(self, bundle: Bundle, backend: Backend):
         self.bundle = bundle
         self.backend = backend
-        self.stages: list[GraphSession] = [backend.open(bundle, name) for name in bundle.stage_names]
-        self.decoder = backend.open(bundle, DECODER)
+        self.stages: list[GraphSession] = [checked(backend.open(bundle, n), bundle, n) for n in bundle.stage_names]
+        self.decoder = checked(backend.open(bundle, DECODER), bundle, DECODER)  # outputs checked every run
         self.reuse_stages: list[GraphSession] | None = None  # the temporal-reuse graphs, opened when first needed
         self._all = np.arange(bundle.model.num_patches, dtype=np.int64)[None]
         self._all.flags.writeable = False  # fed to every stage while nothing pauses
@@ -161,7 +162,8 @@ class StagedRunner:
         buffer is kept. Returns the labels, the buffer and caches for the next frame, and what ran where."""
         check_model_input(images, self.bundle.model.input_size)
         if self.reuse_stages is None:  # opened on first use: bundles and pipelines without reuse never pay for them
-            self.reuse_stages = [self.backend.open(self.bundle, name) for name in self.bundle.model.reuse_stage_names]
+            self.reuse_stages = [checked(self.backend.open(self.bundle, n), self.bundle, n)
+                                 for n in self.bundle.model.reuse_stage_names]
         stats = StageStats(budget=selector.budget, threshold=selector.threshold)
         tokens, active, caches = start.tokens, start.active, dict(start.caches)
         actives: list[np.ndarray] = []

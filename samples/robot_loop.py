@@ -1,10 +1,11 @@
 """A robot's perception loop with paumer-edge: capture -> segment -> act, with the budget as a knob.
 
-    python samples/robot_loop.py [SOURCE] [--bundle sample.paumer] [--target-ms 25]
+    python samples/robot_loop.py [SOURCE] [--bundle sample.paumer] [--target-ms 25] [--view 8080]
 
 SOURCE is a camera index, a video file or a stream URL (default: a generated street drive). The loop
 steers away from whatever is not drivable straight ahead, and spends less compute when the CPU is
-busy (latency target) -- a toy decision, a real loop. Needs only numpy, OpenCV and onnxruntime.
+busy (latency target) -- a toy decision, a real loop. Needs only numpy, OpenCV and onnxruntime
+(and aiohttp for `--view`: watch the loop and turn its knobs in a browser while it runs).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> None:
     ap.add_argument("--bundle", default="sample.paumer", help="a bundle from `paumer-edge export`")
     ap.add_argument("--target-ms", type=float, default=25.0, help="latency the budget is adjusted to")
     ap.add_argument("--frames", type=int, default=150)
+    ap.add_argument("--view", type=int, metavar="PORT", help="serve the live view on 127.0.0.1:PORT")
     a = ap.parse_args()
     source = a.source
     if source is None:  # make a short street drive to look at
@@ -46,15 +48,24 @@ def main() -> None:
             make_street_video(source, seed=4, seconds=6, fps=25, size=(240, 426))
     seg = Pipeline(a.bundle, target_ms=a.target_ms, shared_threads=True)
     print(f"perception: {seg.describe()}, latency target {a.target_ms} ms")
-    for frame in open_source(source):  # capture
-        t0 = time.perf_counter()
-        result = seg(frame.image)  # process
-        command = steer(result.labels, seg.info.class_names)  # act
-        ms = (time.perf_counter() - t0) * 1000
-        print(f"frame {frame.index:4d}: steer {command:+.2f}  {ms:5.1f} ms  budget {result.stats.budget:.2f}  "
-              f"tokens {'/'.join(str(c) for c in result.stats.counts)}")
-        if frame.index + 1 >= a.frames:
-            break
+    view = seg.serve_view(a.view) if a.view is not None else None
+    if view is not None:
+        print(f"live view: {view.url}")
+    try:
+        for frame in open_source(source):  # capture
+            t0 = time.perf_counter()
+            result = seg(frame.image)  # process
+            if view is not None:
+                view.publish(frame.image, result)  # cheap: the view draws and encodes on its own thread
+            command = steer(result.labels, seg.info.class_names)  # act
+            ms = (time.perf_counter() - t0) * 1000
+            print(f"frame {frame.index:4d}: steer {command:+.2f}  {ms:5.1f} ms  budget {result.stats.budget:.2f}  "
+                  f"tokens {'/'.join(str(c) for c in result.stats.counts)}")
+            if frame.index + 1 >= a.frames:
+                break
+    finally:
+        if view is not None:
+            view.close()
 
 
 if __name__ == "__main__":

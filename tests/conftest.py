@@ -1,4 +1,6 @@
-"""Shared fixtures: a private data cache, and a tiny model trained for a few steps."""
+"""Shared fixtures: a private data cache, a tiny model trained for a few steps, the committed tiny bundle.
+
+PyTorch is imported only inside the fixtures that need it: the `torchfree` tests run where it is not installed."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,6 +24,8 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, private_cache: Path) -> dict:
     """Train the `tiny` preset for 40 steps; returns the run folder and the summary."""
+    import torch
+
     from paumer_edge.config import preset
     from paumer_edge.training import TrainConfig, train
     from paumer_edge.training.release import write_release
@@ -63,3 +66,13 @@ def without_torch() -> Callable[[str], str]:
         return proc.stdout
 
     return run
+
+
+FIXTURE_BUNDLE = Path(__file__).parent / "fixtures" / "tiny.paumer"
+
+
+@pytest.fixture(scope="session")
+def committed_bundle() -> Path:
+    """A tiny bundle committed with the tests (tests/fixtures/make_tiny_bundle.py makes it): runtime tests run on it
+    where PyTorch is not installed."""
+    return FIXTURE_BUNDLE

@@ -195,10 +195,10 @@ def test_budgets_and_thresholds_out_of_range(tiny_bundle: Path, video: Path, tmp
     for args, message in ((["--budget", "nan"], "budget nan is out of range"),
                           (["--budget", "1.5"], "budget 1.5 is out of range"),
                           (["--threshold", "2"], "threshold 2.0 is out of range"),
-                          (["--target-ms", "-5"], "latency target must be a positive"),
-                          (["--max-frames", "0"], "--max-frames 0: give a positive number"),
-                          (["--threads", "-1"], "--threads -1: give 0"),
-                          (["--budget", "abc"], "invalid float value: 'abc'"),
+                          (["--target-ms", "-5"], "--target-ms -5.0 is out of range: give a positive number"),
+                          (["--max-frames", "0"], "--max-frames 0 is out of range: give a whole number >= 1"),
+                          (["--threads", "-1"], "--threads -1 is out of range: give 0"),
+                          (["--budget", "abc"], "Invalid value for '--budget': 'abc' is not a valid float"),
                           (["--out", "x.gif"], "needs an .mp4, .avi or .mkv extension"),
                           (["--out", "missing/x.mp4"], "output folder 'missing' does not exist")):
         one_clear_line(cli("run", str(video), "--model", str(tiny_bundle), "--quiet", *args, cwd=tmp_path), message)
@@ -213,7 +213,7 @@ def test_a_checkpoint_that_does_not_fit_the_bundle_and_bad_bench_rounds(tiny_bun
     save_checkpoint(other, PausingSegmenter(preset("tiny").replace(pause_after=(1, 3))))
     one_clear_line(cli("verify", str(tiny_bundle), "--ckpt", str(other), "--frames", "1"),
                    "does not fit bundle")
-    one_clear_line(cli("bench", str(tiny_bundle), "--rounds", "0"), "give at least one round")
+    one_clear_line(cli("bench", str(tiny_bundle), "--rounds", "0"), "--rounds 0 is out of range: give a whole number")
 
 
 def test_an_interrupted_bundle_swap_says_where_the_old_bundle_is(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -305,21 +305,14 @@ def test_the_cli_keeps_what_it_had_when_a_stream_is_lost(tiny_bundle: Path, tmp_
 FULL_DISK = """
 import errno
 import paumer_edge.core.video as video
-real = video.cv2.VideoWriter
-class FillsUp:
-    fourcc = staticmethod(real.fourcc)
-    def __init__(self, *args, **kwargs):
-        self.writer, self.n = real(*args, **kwargs), 0
-    def isOpened(self):
-        return self.writer.isOpened()
-    def write(self, frame):
-        self.n += 1
-        if self.n == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self.writer.write(frame)
-    def release(self):
-        self.writer.release()
-video.cv2.VideoWriter = FillsUp
+real = video._AvEncoder.write
+count = [0]
+def fills_up(self, rgb):
+    count[0] += 1
+    if count[0] == 3:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    real(self, rgb)
+video._AvEncoder.write = fills_up
 """
 
 

@@ -62,7 +62,7 @@ def _without_reuse(raw: dict) -> dict:
 def test_a_format_2_bundle_loads_and_cannot_reuse(tiny_bundle: Path) -> None:
     m = Manifest.from_dict(_without_reuse(_raw(tiny_bundle)), "old")
     assert m.format_version == 2 and not m.has_reuse and m.model.num_heads == 0
-    assert m.to_dict()["format_version"] == FORMAT_VERSION == 3  # rewritten as version 3, still without reuse
+    assert FORMAT_VERSION == 4 and m.to_dict()["format_version"] == 2  # rewritten as the oldest format reading it
     assert not Manifest.from_dict(m.to_dict(), "again").has_reuse
 
 
@@ -70,7 +70,7 @@ def test_reuse_graphs_are_checked_against_the_model(tiny_bundle: Path) -> None:
     raw = _raw(tiny_bundle)
     no_heads = copy.deepcopy(raw)
     del no_heads["model"]["num_heads"]
-    with pytest.raises(BundleError, match="'model.num_heads' is missing, and graph stage0_reuse needs it"):
+    with pytest.raises(BundleError, match="'model.num_heads' is missing, and graph graphs.stage0_reuse needs it"):
         Manifest.from_dict(no_heads, "m")
     wrong = copy.deepcopy(raw)
     wrong["graphs"]["stage2_reuse"]["inputs"][3]["shape"] = ["batch", 2, 33, 8]
@@ -102,3 +102,68 @@ def test_graph_and_tensor_names_come_from_one_place() -> None:
     assert [reuse_stage_index(n) for n in ("stage3_reuse", "stage3", "x_reuse")] == [3, None, None]
     assert cache_names(7) == ("keys7", "values7") and cache_out_names(7) == ("keys7_out", "values7_out")
     assert BUFFERS == (TOKENS, TOKENS_OUT)
+
+
+def test_a_bundle_carries_its_graphs_at_other_input_sizes(tiny_ckpt: Path, tiny_bundle: Path,
+                                                          tmp_path: Path) -> None:
+    """`extra_sizes` adds variants: the same network at another input size, run as a bundle of its own."""
+    import numpy as np
+
+    from paumer_edge.checkpoint import load_model
+    from paumer_edge.export.exporter import ExportOptions, export_bundle
+    from paumer_edge.runtime import Pipeline, load_bundle
+
+    out = export_bundle(load_model(tiny_ckpt), tmp_path / "v.paumer",
+                        ExportOptions(extra_sizes=((16, 32),), reuse=False), progress=False)
+    bundle = load_bundle(out)
+    raw = _raw(out)
+    assert raw["format_version"] == 3 and Manifest.from_dict(raw, "m").to_dict() == raw  # variants, no reuse graphs
+    assert _raw(tiny_bundle)["format_version"] == 4  # the reuse graphs: format 4
+    assert bundle.manifest.variant_names == ["16x32"] and (out / "16x32" / "stage0.onnx").is_file()
+    small = bundle.variant("16x32")
+    assert small.model.input_size == (16, 32) and small.model.grid == (2, 4) and small.cost.num_patches == 8
+    assert small.graphs["stage1"].file == "16x32/stage1.onnx" and "full" not in small.graphs
+    frame = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    result = Pipeline(small, cost="macs", budget=0.5)(frame)
+    assert result.labels.shape == (40, 60) and result.stats.counts[0] == 8
+    exported_there = export_bundle(load_model(tiny_ckpt), tmp_path / "s.paumer", ExportOptions(image_size=(16, 32)),
+                                   progress=False)
+    same = Pipeline(exported_there, cost="macs", budget=0.5)(frame)
+    assert np.array_equal(result.labels, same.labels) and result.stats.counts == same.stats.counts
+    with pytest.raises(BundleError, match="no variant 'int8' in this bundle \\(it has: 16x32\\)"):
+        bundle.variant("int8")
+
+
+def test_variant_fields_are_checked(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """(The variants carry reuse graphs too, checked at their own size, and a variant can reuse.)"""
+    import numpy as np
+
+    from paumer_edge.checkpoint import load_model
+    from paumer_edge.export.exporter import ExportOptions, export_bundle
+    from paumer_edge.runtime import Pipeline, load_bundle
+
+    out = export_bundle(load_model(tiny_ckpt), tmp_path / "v.paumer", ExportOptions(extra_sizes=((16, 32),)),
+                        progress=False)
+    raw = _raw(out)
+    small = load_bundle(out).variant("16x32")
+    assert raw["format_version"] == 4 and small.manifest.has_reuse and small.graphs["stage0_reuse"].file.startswith(
+        "16x32/")
+    pipe = Pipeline(small, cost="macs", reuse=True)
+    frame = np.random.default_rng(0).integers(0, 255, (16, 32, 3), dtype=np.uint8)
+    kinds = [pipe(frame).stats for _ in range(4)]  # a still camera: two calm frames, a refresh, then reuse
+    assert [s.frame_kind for s in kinds] == ["full", "full", "refresh", "reuse"]
+    assert kinds[-1].counts == [0, 0, 0, 0] and kinds[-1].reused == [8, 8, 8, 8]  # nothing changed: nothing runs
+    for change, message in [
+        (lambda v: v.update(input_size=[15, 32]), r"'variants\[0\].input_size' \[15, 32\] must be a multiple"),
+        (lambda v: v.update(precision="int4"), r"'variants\[0\].precision' is 'int4', not one of fp32, fp16, int8"),
+        (lambda v: v["graphs"].pop("stage2"), r"'variants\[0\].graphs' lacks \['stage2'\]"),
+        (lambda v: v["graphs"]["stage0"].update(file="stage0.onnx"), "reuses the files \\['stage0.onnx'\\]"),
+        (lambda v: v["cost_model"].update(num_patches=32), r"'variants\[0\].cost_model.num_patches' is 32"),
+        (lambda v: v["graphs"]["stage1_reuse"]["inputs"][3].update(shape=["batch", 2, 33, 16]),
+         r"'variants\[0\].graphs.stage1_reuse.inputs\[3\].shape' is \['batch', 2, 33, 16\], but the model section "
+         r"gives \['any', 2, 9, 16\]"),  # the caches of the variant's 8 patches + 1
+    ]:
+        broken = copy.deepcopy(raw)
+        change(broken["variants"][0])
+        with pytest.raises(BundleError, match=message):
+            Manifest.from_dict(broken, "m")

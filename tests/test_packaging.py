@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.torchfree
 def test_namespace_maps_the_three_rooms() -> None:
     import paumer_edge
     import paumer_edge.export
@@ -24,6 +25,7 @@ def test_namespace_maps_the_three_rooms() -> None:
     assert Path(paumer_edge.__file__).parent.name == "paumer_edge"
 
 
+@pytest.mark.torchfree
 def test_runtime_import_does_not_import_torch() -> None:
     code = "import sys, paumer_edge.runtime; assert 'torch' not in sys.modules, 'runtime imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -43,6 +45,7 @@ print(json.dumps({"modules": len(names), "ours": ours, "torch": sys.modules.get(
 """
 
 
+@pytest.mark.torchfree
 def test_core_and_runtime_import_nothing_torch_side(without_torch: Callable[[str], str]) -> None:
     """Every module of the torch-free core and of the runtime imports with torch blocked, and pulls in no
     module of ours outside those two (the model, data, training, export and CLI are torch-side)."""
@@ -61,7 +64,21 @@ def test_wheel_contains_every_package_and_the_sample_model(tmp_path: Path) -> No
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ["paumer_edge/__init__.py", "paumer_edge/core/pausing.py", "paumer_edge/model/segmenter.py",
                      "paumer_edge/data/render.py", "paumer_edge/training/trainer.py", "paumer_edge/export/__init__.py",
-                     "paumer_edge/runtime/__init__.py", "paumer_edge/assets/sample.pt"]:
+                     "paumer_edge/runtime/__init__.py", "paumer_edge/runtime/backends/ort.py",
+                     "paumer_edge/runtime/view/server.py", "paumer_edge/runtime/view/page.html",
+                     "paumer_edge/runtime/view/view.js", "paumer_edge/assets/sample.pt"]:
         assert required in names, required
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "paumer-edge = paumer_edge.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_the_runtime_install_asks_for_no_torch() -> None:
+    """`pip install "paumer-edge[cpu]"` (and [gpu]) pull no PyTorch and no exporter; [train] brings them."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = project["dependencies"] + project["optional-dependencies"]["cpu"] + \
+        project["optional-dependencies"]["gpu"]
+    names = {d.split(">")[0].split("=")[0].split("[")[0].strip().lower() for d in runtime}
+    assert not names & {"torch", "onnx", "onnxscript", "onnx-graphsurgeon"}, names
+    assert {"torch", "onnx"} <= {d.split(">")[0].strip() for d in project["optional-dependencies"]["train"]}

@@ -183,10 +183,10 @@ def test_bench_writes_table_json_and_plot(tiny_bundle: Path, tmp_path: Path) -> 
 def test_samples_robot_loop_and_ros2_guard(tiny_bundle: Path, video: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, str(root / "samples" / "robot_loop.py"), str(video), "--bundle",
-                           str(tiny_bundle), "--frames", "3", "--target-ms", "50"], capture_output=True, text=True,
-                          timeout=120)
+                           str(tiny_bundle), "--frames", "3", "--target-ms", "50", "--view", "0"],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("steer") == 3
+    assert proc.stdout.count("steer") == 3 and "live view: http://127.0.0.1:" in proc.stdout
     ros = subprocess.run([sys.executable, str(root / "samples" / "ros2_node.py")], capture_output=True, text=True,
                          timeout=60)
     try:

@@ -142,7 +142,7 @@ def test_controller_converges_on_a_linear_plant() -> None:
     for _ in range(40):
         c.update(2.0 + 36.0 * c.budget)  # 38 ms at budget 1
     assert 2.0 + 36.0 * c.budget == pytest.approx(20.0, rel=0.05)
-    with pytest.raises(UserError, match="latency target must be a positive"):
+    with pytest.raises(UserError, match="latency target 0 is out of range: give a positive number"):
         LatencyController(target_ms=0)
 
 

@@ -205,4 +205,4 @@ def test_cli_static_video_with_labels_and_reuse(tiny_bundle: Path, tmp_path: Pat
     assert (tmp_path / "runs" / "run" / "still_overlay.mp4").exists()
     bad = subprocess.run([*cli, "run", str(tmp_path / "still.mp4"), "--model", str(tiny_bundle), "--reuse",
                           "--change-threshold", "2", "--no-save"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "change threshold 2.0 is out of range" in bad.stderr
+    assert bad.returncode == 2 and "--change-threshold 2.0 is out of range" in bad.stderr

@@ -93,12 +93,13 @@ def test_schedule_reuses_refreshes_and_turns_itself_off() -> None:
 @pytest.mark.parametrize("kwargs, message", [
     ({"threshold": -0.1}, "change threshold -0.1 is out of range"),
     ({"threshold": "x"}, "change threshold 'x' is not a number"),
-    ({"refresh_every": 0}, "refresh interval 0 must be a whole number of frames >= 1"),
-    ({"refresh_every": 2.5}, "refresh interval 2.5 must be a whole number"),
+    ({"refresh_every": 0}, "refresh interval 0 is out of range: give a whole number of frames >= 1"),
+    ({"refresh_every": 2.5}, "refresh interval 2.5 is not a whole number"),
     ({"scene_cut": 1.5}, "scene-cut fraction 1.5 is out of range"),
     ({"accumulated": float("nan")}, "accumulated-change fraction nan is out of range"),
     ({"context": "all"}, "attention context 'all' is not one of cached, changed"),
-    ({"halo": -1}, "halo -1 must be a whole number of patches from 0 to 8"),
+    ({"refresh_every": True}, "refresh interval True is not a whole number"),
+    ({"halo": -1}, "halo -1 is out of range: give a whole number of patches from 0 to 8"),
 ])
 def test_bad_options_say_what_is_wrong(kwargs: dict, message: str) -> None:
     with pytest.raises(PolicyError, match=message):

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -79,17 +79,21 @@ def replace_atomic(tmp: str | Path, path: str | Path, durable: bool = True) -> N
         raise output_error(e, path) from None
 
 
-def swap_folder(tmp: Path, folder: Path) -> None:
-    """Move a finished folder `tmp` into place at `folder` with renames: a previous folder there survives (as
-    `.<name>.old-<pid>` beside it, for an instant) until the new one is in, and is then removed."""
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}") if folder.exists() else None
-    if old is not None:
-        os.replace(folder, old)
+def replace_dir_atomic(tmp: Path, out: Path, ours: Callable[[Path], bool], what: str) -> None:
+    """Swap a finished directory into place; an existing one at `out` survives until the swap.
+
+    An existing non-empty `out` that `ours` does not recognise (as a `what`) is refused, never replaced."""
+    old = None
+    if out.exists():
+        if not ours(out) and any(out.iterdir()):
+            raise OutputError(f"'{out}' exists and is not a {what}; refusing to replace it")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
     try:
-        os.replace(tmp, folder)
+        os.replace(tmp, out)
     except BaseException:
         if old is not None:
-            os.replace(old, folder)
+            os.replace(old, out)
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -8,22 +8,25 @@ graphs and checks their hashes, the engines are matched to a GPU and TensorRT, `
 profiles, `exporter.graphs_revision` tells a stale cached export, and `paumer-edge info BUNDLE` shows the rest.
 
 Format history: 1 (first release); 2 drops fields nothing read (`model.config`, `pausing.pause_after`,
-`pausing.stage_bounds`, per-graph `bytes` / `export_s`); 3 adds the temporal-reuse stage graphs
-(`stage<k>_reuse`: stage 0 too runs only the active tokens, which attend to cached keys and values) and
-`model.num_heads` (the shape of those caches). Version 1 and 2 bundles still load; they cannot reuse.
+`pausing.stage_bounds`, per-graph `bytes` / `export_s`); 3 adds `variants` (the graphs again at other input
+sizes or precisions); 4 adds the temporal-reuse stage graphs (`stage<k>_reuse`: stage 0 too runs only the active
+tokens, which attend to cached keys and values) and `model.num_heads` (the shape of those caches). Each newer
+field is written only by bundles that carry it, so a bundle states the oldest format that reads all of it.
+Versions 1 to 3 still load; a bundle without the reuse graphs cannot reuse (one line says so when asked).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .cost import CostModel
-from .names import DECODER, FULL, reuse_stage_name, stage_name
+from .names import DECODER, FULL, reuse_stage_index, reuse_stage_name, stage_name
 
 FORMAT = "paumer-edge-bundle"
-FORMAT_VERSION = 3
-READS_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4  # the newest this code reads and writes
+READS_VERSIONS = (1, 2, 3, 4)
+PRECISIONS = ("fp32", "fp16", "int8")
 MANIFEST = "manifest.json"
 REEXPORT = "re-export the bundle with `paumer-edge export`"
 LABEL_DTYPES = ("uint8", "uint16", "int32", "int64")
@@ -70,7 +73,7 @@ class ModelInfo:
     extra_tokens: int
     embed_dim: int
     pause_after: tuple[int, ...]
-    num_heads: int = 0  # attention heads (format 3; 0 = not recorded, a bundle from before temporal reuse)
+    num_heads: int = 0  # attention heads (format 4; 0 = not recorded, a bundle from before temporal reuse)
 
     @property
     def num_classes(self) -> int:
@@ -166,6 +169,7 @@ class EngineEntry:
     tensorrt: str
     gpu: GpuSpec
     precision: str
+    variant: str = ""  # the graph set the graph belongs to ("" = the bundle's main graphs)
     strongly_typed: bool = False
     dla_core: int | None = None
     profiles: tuple[dict[str, list[list[int]]], ...] = ()  # per profile: input -> [min, opt, max] shapes
@@ -175,13 +179,31 @@ class EngineEntry:
     def to_dict(self) -> dict[str, Any]:
         return {"graph": self.graph, "key": self.key, "file": self.file, "sha256": self.sha256,
                 "graph_sha256": self.graph_sha256, "tensorrt": self.tensorrt, "gpu": self.gpu.to_dict(),
-                "precision": self.precision, "strongly_typed": self.strongly_typed, "dla_core": self.dla_core,
+                "precision": self.precision, **({"variant": self.variant} if self.variant else {}),
+                "strongly_typed": self.strongly_typed, "dla_core": self.dla_core,
                 "profiles": [dict(p) for p in self.profiles], "budgets": list(self.budgets), "build_s": self.build_s}
 
     @property
-    def slot(self) -> tuple[str, str, str, str]:
-        """What a newer build replaces: the same graph, precision, GPU and TensorRT version."""
-        return self.graph, self.precision, self.gpu.name, self.tensorrt
+    def slot(self) -> tuple[str, str, str, str, str]:
+        """What a newer build replaces: the same graph of the same variant, precision, GPU and TensorRT version."""
+        return self.variant, self.graph, self.precision, self.gpu.name, self.tensorrt
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The staged graphs once more, at another input size and/or precision (e.g. a lower resolution that a
+    budget may pick, or INT8 Q/DQ graphs). Same classes, patch size, width and pausing points as the main
+    graphs; `Manifest.view(name)` presents a variant as a bundle of its own."""
+
+    name: str  # unique, e.g. "96x192" or "int8"; its files usually sit in a folder of that name
+    input_size: tuple[int, int]
+    precision: str  # one of PRECISIONS
+    graphs: dict[str, GraphSpec]  # every stage and the decoder (full optional)
+    cost: CostModel  # the MAC model at this input size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "input_size": list(self.input_size), "precision": self.precision,
+                "graphs": {name: g.to_dict() for name, g in self.graphs.items()}, "cost_model": self.cost.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -194,7 +216,9 @@ class Manifest:
     engines: tuple[EngineEntry, ...] = ()
     source: str = ""  # the checkpoint it was exported from
     created: str = ""  # ISO time of the export
-    format_version: int = FORMAT_VERSION
+    variants: tuple[Variant, ...] = ()
+    format_version: int = FORMAT_VERSION  # as read; `to_dict` writes the oldest version that reads it all
+    precision: str = "fp32"  # of the graphs in `graphs` (a view of an INT8 variant says int8)
 
     @property
     def run_graphs(self) -> list[str]:
@@ -211,14 +235,38 @@ class Manifest:
 
     @property
     def has_reuse(self) -> bool:
-        """Whether the bundle has the temporal-reuse graph of every stage (format 3 exports; older ones cannot)."""
+        """Whether the bundle has the temporal-reuse graph of every stage (format 4 exports; older ones cannot)."""
         return all(name in self.graphs for name in self.model.reuse_stage_names)
 
+    @property
+    def variant_names(self) -> list[str]:
+        return [v.name for v in self.variants]
+
+    def view(self, name: str) -> Manifest:
+        """The variant `name` as a manifest of its own (its input size, graphs, cost model and engines); ""
+        is the main graphs. A `KeyError` names what there is."""
+        if not name:
+            return self
+        found = [v for v in self.variants if v.name == name]
+        if not found:
+            raise KeyError(f"no variant '{name}' in this bundle (it has: {', '.join(self.variant_names) or 'none'})")
+        v = found[0]
+        p = self.model.patch_size
+        model = replace(self.model, input_size=v.input_size, grid=(v.input_size[0] // p, v.input_size[1] // p))
+        return replace(self, model=model, cost=v.cost, graphs=v.graphs, variants=(), precision=v.precision,
+                       engines=tuple(replace(e, variant="") for e in self.engines if e.variant == name))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "created": self.created, "source": self.source,
-                "model": self.model.to_dict(), "pausing": {"cost_model": self.cost.to_dict()},
-                "graphs": {name: g.to_dict() for name, g in self.graphs.items()}, "batch": self.batch.to_dict(),
-                "exporter": self.exporter.to_dict(), "engines": [e.to_dict() for e in self.engines]}
+        reuse = any(reuse_stage_index(n) is not None for g in (self.graphs, *(v.graphs for v in self.variants))
+                    for n in g)
+        version = 4 if reuse else 3 if self.variants else 2  # the oldest format that reads all of it
+        d = {"format": FORMAT, "format_version": version, "created": self.created,
+             "source": self.source, "model": self.model.to_dict(), "pausing": {"cost_model": self.cost.to_dict()},
+             "graphs": {name: g.to_dict() for name, g in self.graphs.items()}, "batch": self.batch.to_dict(),
+             "exporter": self.exporter.to_dict(), "engines": [e.to_dict() for e in self.engines]}
+        if self.variants:
+            d["variants"] = [v.to_dict() for v in self.variants]
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> Manifest:

@@ -20,9 +20,11 @@ import numpy as np
 
 from .cost import CostModel
 from .errors import PolicyError
+from .knobs import check_budget, check_target_ms, check_threshold  # the knobs' one rule; re-exported for callers
 
 __all__ = ["BudgetPlan", "CostModel", "FixedCounts", "Pauser", "PausingPolicy", "PolicyError", "TokenSelector",
-           "check_budget", "check_threshold", "counts_for_ratio", "plan_budget", "select_tokens", "threshold_count"]
+           "check_budget", "check_target_ms", "check_threshold", "counts_for_ratio", "plan_budget", "select_tokens",
+           "threshold_count"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,27 +55,6 @@ def counts_for_ratio(num_patches: int, num_stages: int, ratio: float) -> tuple[i
     for _ in range(num_stages - 1):
         counts.append(max(1, math.floor(ratio * counts[-1] + 0.5)))
     return tuple(counts)
-
-
-def _number(value: object, what: str, expected: str) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        raise PolicyError(f"{what} {value!r} is not a number: give {expected}") from None
-
-
-def check_budget(budget: float) -> float:
-    b = _number(budget, "budget", "a fraction of the full compute in (0, 1]")
-    if not (0.0 < b <= 1.0) or math.isnan(b):
-        raise PolicyError(f"budget {budget} is out of range: give a fraction of the full compute in (0, 1]")
-    return b
-
-
-def check_threshold(threshold: float) -> float:
-    t = _number(threshold, "threshold", "a normalised entropy in [0, 1]")
-    if not (0.0 <= t <= 1.0) or math.isnan(t):
-        raise PolicyError(f"threshold {threshold} is out of range: give a normalised entropy in [0, 1]")
-    return t
 
 
 @lru_cache(maxsize=4096)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from dataclasses import replace
 from typing import Any
 
 from .contract import (
     FORMAT,
     FORMAT_VERSION,
     LABEL_DTYPES,
+    PRECISIONS,
     READS_VERSIONS,
     REEXPORT,
     BatchRange,
@@ -24,9 +26,11 @@ from .contract import (
     Manifest,
     ModelInfo,
     TensorSpec,
+    Variant,
 )
 from .cost import CostModel
 from .errors import BundleError
+from .knobs import show_value
 from .names import (
     ACTIVE,
     CONTEXT,
@@ -80,14 +84,14 @@ class _Reader:
         if not isinstance(v, int) or isinstance(v, bool):
             raise self.fail(path, f"must be an integer, not {_kind(v)}")
         if not lo <= v <= hi:
-            raise self.fail(path, f"is {v}, outside [{lo}, {hi}]")
+            raise self.fail(path, f"is {show_value(v)}, outside [{lo}, {hi}]")
         return v
 
     def number(self, v: Any, path: str, lo: float = -math.inf, positive: bool = False) -> float:
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite(v):
             raise self.fail(path, f"must be a finite number, not {_kind(v)}")
         if v < lo or (positive and v <= 0):
-            raise self.fail(path, f"is {v}, which is out of range")
+            raise self.fail(path, f"is {show_value(v)}, which is out of range")
         return float(v)
 
     def items(self, d: dict[str, Any], key: str, path: str = "", length: int | None = None,
@@ -110,13 +114,20 @@ class _Reader:
                 for i, x in enumerate(self.items(d, key, path, length))]
 
 
+def _finite(v: float) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond float range
+        return False
+
+
 def _kind(v: Any) -> str:
     if v is None:
         return "null"
     if isinstance(v, bool):
         return "a boolean"
     if isinstance(v, (int, float)):
-        return f"the number {v}"
+        return f"the number {show_value(v)}"
     names: dict[type, str] = {str: "a string", list: "a list", dict: "an object"}
     return names.get(type(v), type(v).__name__)
 
@@ -148,7 +159,7 @@ def _model(r: _Reader, d: dict[str, Any]) -> ModelInfo:
     if pause_after != sorted(set(pause_after)):
         raise r.fail(f"{p}pause_after", f"{pause_after} must be strictly increasing")
     embed_dim = r.integer(d, "embed_dim", p, lo=1, hi=1 << 16)
-    heads = r.integer(d, "num_heads", p, lo=0, hi=embed_dim) if "num_heads" in d else 0  # format 3
+    heads = r.integer(d, "num_heads", p, lo=0, hi=embed_dim) if "num_heads" in d else 0  # format 4
     if heads and embed_dim % heads:
         raise r.fail(f"{p}num_heads", f"is {heads}, which does not divide embed_dim {embed_dim}")
     info = ModelInfo(name=r.text(d, "name", p), class_names=tuple(names),
@@ -158,12 +169,11 @@ def _model(r: _Reader, d: dict[str, Any]) -> ModelInfo:
                      embed_dim=embed_dim, pause_after=tuple(pause_after), num_heads=heads)
     for key, value in (("num_patches", info.num_patches), ("tokens", info.tokens), ("num_classes", info.num_classes)):
         if key in d and r.integer(d, key, p) != value:  # written by the exporter; must agree with the rest
-            raise r.fail(f"{p}{key}", f"is {d[key]}, but the grid, extra tokens and classes give {value}")
+            raise r.fail(f"{p}{key}", f"is {show_value(d[key])}, but the grid, extra tokens and classes give {value}")
     return info
 
 
-def _cost(r: _Reader, d: dict[str, Any], m: ModelInfo) -> CostModel:
-    p = "pausing.cost_model."
+def _cost(r: _Reader, d: dict[str, Any], m: ModelInfo, p: str = "pausing.cost_model.") -> CostModel:
     blocks = r.ints(d, "stage_blocks", p, length=m.num_stages, lo=1)
     stage_ms = None
     if d.get("stage_ms") is not None:
@@ -204,8 +214,8 @@ def _tensor(r: _Reader, t: Any, path: str) -> TensorSpec:
     return TensorSpec(r.text(t, "name", f"{path}."), tuple(shape), r.text(t, "dtype", f"{path}."))
 
 
-def _graph(r: _Reader, name: str, g: Any) -> GraphSpec:
-    p = f"graphs.{name}"
+def _graph(r: _Reader, name: str, g: Any, where: str = "graphs") -> GraphSpec:
+    p = f"{where}.{name}"
     if not isinstance(g, dict):
         raise r.fail(p, f"must be an object, not {_kind(g)}")
     sha = r.text(g, "sha256", f"{p}.")
@@ -262,20 +272,21 @@ def _reuse_io(m: ModelInfo, k: int, blocks: range, image: list[Expect],
     return ins, outs
 
 
-def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec, stage_blocks: tuple[int, ...] = ()) -> None:
+def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec, where: str = "graphs",
+             stage_blocks: tuple[int, ...] = ()) -> None:
     """The manifest's input/output specs of graph `name` fit the model section."""
     want = expected_io(m, name, stage_blocks)
     if want is None:
         return
     if reuse_stage_index(name) is not None and not m.num_heads:
-        raise r.fail("model.num_heads", f"is missing, and graph {name} needs it for the shape of its caches")
+        raise r.fail("model.num_heads", f"is missing, and graph {where}.{name} needs it for the shape of its caches")
     for side, specs, expect in (("inputs", g.inputs, want[0]), ("outputs", g.outputs, want[1])):
         optional = name in (DECODER, FULL) and side == "outputs"  # scores are optional
         if len(specs) > len(expect) or len(specs) < len(expect) - (1 if optional else 0):
-            raise r.fail(f"graphs.{name}.{side}", f"lists {[s.name for s in specs]}, expected "
+            raise r.fail(f"{where}.{name}.{side}", f"lists {[s.name for s in specs]}, expected "
                          f"{[e[0] for e in expect]}")
         for i, (spec, (ename, eshape, edtype)) in enumerate(zip(specs, expect)):
-            path = f"graphs.{name}.{side}[{i}]"
+            path = f"{where}.{name}.{side}[{i}]"
             if spec.name != ename:
                 raise r.fail(f"{path}.name", f"is '{spec.name}', expected '{ename}'")
             if edtype == "labels" and spec.dtype not in LABEL_DTYPES or edtype != "labels" and spec.dtype != edtype:
@@ -288,14 +299,17 @@ def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec, stage_blocks: tu
                 raise r.fail(f"{path}.shape", f"is {list(spec.shape)}, but the model section gives {show}")
 
 
-def _engine(r: _Reader, e: Any, i: int, graphs: dict[str, GraphSpec]) -> EngineEntry:
+def _engine(r: _Reader, e: Any, i: int, graph_sets: dict[str, dict[str, GraphSpec]]) -> EngineEntry:
     p = f"engines[{i}]."
     if not isinstance(e, dict):
         raise r.fail(f"engines[{i}]", f"must be an object, not {_kind(e)}")
     text = {key: r.text(e, key, p) for key in ("graph", "file", "sha256", "graph_sha256", "tensorrt", "precision")}
     folders = text["file"].replace("\\", "/").split("/")[:-1]  # engines/<key>/<graph>.engine
     text["key"] = r.text(e, "key", p) if "key" in e else (folders[-1] if folders else "")
-    if text["graph"] not in graphs:
+    text["variant"] = r.text(e, "variant", p) if "variant" in e else ""
+    if text["variant"] not in graph_sets:
+        raise r.fail(f"{p}variant", f"names '{text['variant']}', which is not among the bundle's variants")
+    if text["graph"] not in graph_sets[text["variant"]]:
         raise r.fail(f"{p}graph", f"names '{text['graph']}', which is not among the bundle's graphs")
     g = r.obj(e, "gpu", p)
     gpu = GpuSpec(r.text(g, "name", f"{p}gpu."), r.text(g, "compute_capability", f"{p}gpu."),
@@ -334,6 +348,52 @@ def _exporter(r: _Reader, d: Any) -> ExporterInfo:
                         graphs_revision=r.int_value(d.get("graphs_revision", 0), "exporter.graphs_revision"))
 
 
+def _graph_set(r: _Reader, model: ModelInfo, raw: Any, path: str,
+               stage_blocks: tuple[int, ...]) -> dict[str, GraphSpec]:
+    """Every graph of one set (the main graphs or a variant's), each checked against the model at its size."""
+    if not isinstance(raw, dict):
+        raise r.fail(path, f"must be an object, not {_kind(raw)}")
+    graphs = {str(name): _graph(r, str(name), g, path) for name, g in raw.items()}
+    missing = [n for n in [*model.stage_names, DECODER] if n not in graphs]
+    if missing:
+        raise r.fail(path, f"lacks {missing}")
+    for name, g in graphs.items():
+        check_io(r, model, name, g, path, stage_blocks)
+    return graphs
+
+
+def _variants(r: _Reader, raw: Any, model: ModelInfo, main: dict[str, GraphSpec]) -> tuple[Variant, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise r.fail("variants", f"must be a list, not {_kind(raw)}")
+    out: list[Variant] = []
+    files = {g.file for g in main.values()}
+    for i, v in enumerate(raw):
+        p = f"variants[{i}]."
+        if not isinstance(v, dict):
+            raise r.fail(f"variants[{i}]", f"must be an object, not {_kind(v)}")
+        name = r.text(v, "name", p)
+        if not name or name in {x.name for x in out}:
+            raise r.fail(f"{p}name", f"'{name}' must be a unique, non-empty name")
+        size = r.ints(v, "input_size", p, 2, lo=1)
+        patch = model.patch_size
+        if size[0] % patch or size[1] % patch or size[0] * size[1] > 1 << 26:
+            raise r.fail(f"{p}input_size", f"{size} must be a multiple of the patch size {patch}, and plausible")
+        precision = r.text(v, "precision", p)
+        if precision not in PRECISIONS:
+            raise r.fail(f"{p}precision", f"is '{precision}', not one of {', '.join(PRECISIONS)}")
+        at = replace(model, input_size=(size[0], size[1]), grid=(size[0] // patch, size[1] // patch))
+        cost = _cost(r, r.obj(v, "cost_model", p), at, f"{p}cost_model.")
+        graphs = _graph_set(r, at, r.obj(v, "graphs", p), f"{p}graphs", cost.stage_blocks)
+        shared = files & {g.file for g in graphs.values()}
+        if shared:
+            raise r.fail(f"{p}graphs", f"reuses the files {sorted(shared)} of another set of graphs")
+        files |= {g.file for g in graphs.values()}
+        out.append(Variant(name, (size[0], size[1]), precision, graphs, cost))
+    return tuple(out)
+
+
 def _version(r: _Reader, manifest: Any, where: str) -> int:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{where} is not a paumer-edge bundle manifest (no \"format\": \"{FORMAT}\"); {REEXPORT}")
@@ -355,17 +415,13 @@ def parse_manifest(manifest: Any, where: str) -> Manifest:
     model = _model(r, r.obj(manifest, "model"))
     pausing = r.obj(manifest, "pausing")
     cost = _cost(r, r.obj(pausing, "cost_model", "pausing."), model)
-    raw = r.obj(manifest, "graphs")
-    graphs = {str(name): _graph(r, str(name), g) for name, g in raw.items()}
-    missing = [n for n in [*model.stage_names, DECODER] if n not in graphs]
-    if missing:
-        raise r.fail("graphs", f"lacks {missing}")
-    for name, g in graphs.items():
-        check_io(r, model, name, g, cost.stage_blocks)
+    graphs = _graph_set(r, model, r.get(manifest, "graphs", ""), "graphs", cost.stage_blocks)
+    variants = _variants(r, manifest.get("variants"), model, graphs)
     entries = manifest.get("engines", [])
     if not isinstance(entries, list):
         raise r.fail("engines", f"must be a list, not {_kind(entries)}")
-    engines = tuple(_engine(r, e, i, graphs) for i, e in enumerate(entries))
+    sets = {"": graphs, **{v.name: v.graphs for v in variants}}
+    engines = tuple(_engine(r, e, i, sets) for i, e in enumerate(entries))
     return Manifest(model, cost, graphs, _batch(r, manifest.get("batch")), _exporter(r, manifest.get("exporter")),
                     engines, source=str(manifest.get("source") or ""), created=str(manifest.get("created") or ""),
-                    format_version=version)
+                    variants=variants, format_version=version)

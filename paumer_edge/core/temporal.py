@@ -15,7 +15,6 @@ run, attending to the cached keys and values of the others. These are the rules 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -24,19 +23,10 @@ import cv2
 import numpy as np
 
 from .errors import PolicyError
+from .knobs import check_change_threshold, check_count, check_fraction, check_refresh_every
 from .pausing import Pauser, TokenSelector, threshold_count
 
 CONTEXTS = ("cached", "changed")
-
-
-def _check(value: float, what: str, lo: float, hi: float, expected: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise PolicyError(f"{what} {value!r} is not a number: give {expected}") from None
-    if math.isnan(v) or not lo <= v <= hi:
-        raise PolicyError(f"{what} {value} is out of range: give {expected}")
-    return v
 
 
 @dataclass(frozen=True)
@@ -69,16 +59,14 @@ class ReuseOptions:
     uncertain: float = 0.5
 
     def __post_init__(self) -> None:
-        _check(self.threshold, "change threshold", 0.0, 1.0, "a mean-intensity change in [0, 1], e.g. 0.04")
-        if not isinstance(self.refresh_every, int) or isinstance(self.refresh_every, bool) or self.refresh_every < 1:
-            raise PolicyError(f"refresh interval {self.refresh_every!r} must be a whole number of frames >= 1")
-        _check(self.scene_cut, "scene-cut fraction", 0.0, 1.0, "a fraction of the patches in [0, 1]")
-        _check(self.accumulated, "accumulated-change fraction", 0.0, 1.0, "a fraction of the patches in [0, 1]")
+        object.__setattr__(self, "threshold", check_change_threshold(self.threshold))
+        object.__setattr__(self, "refresh_every", check_refresh_every(self.refresh_every))
+        check_fraction(self.scene_cut, "scene-cut fraction")
+        check_fraction(self.accumulated, "accumulated-change fraction")
         if self.context not in CONTEXTS:
             raise PolicyError(f"attention context '{self.context}' is not one of {', '.join(CONTEXTS)}")
-        _check(self.uncertain, "uncertainty scaling", 0.0, 1.0, "a fraction in [0, 1]")
-        if not isinstance(self.halo, int) or isinstance(self.halo, bool) or not 0 <= self.halo <= 8:
-            raise PolicyError(f"halo {self.halo!r} must be a whole number of patches from 0 to 8")
+        check_fraction(self.uncertain, "uncertainty scaling")
+        check_count(self.halo, "halo", 0, 8, what="a whole number of patches from 0 to 8")
 
 
 # ---------------------------------------------------------------------------------------------

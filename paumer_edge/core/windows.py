@@ -10,18 +10,9 @@ from __future__ import annotations
 
 import math
 
-from .errors import UserError
+from .knobs import check_stride as check_stride  # the stride's one rule (knobs.py), re-exported
 
 DEFAULT_STRIDE = 2 / 3  # of the window, as Segmenter's 512-px stride for 768-px windows
-
-
-def check_stride(stride: float) -> float:
-    """A stride is a fraction of the window in (0, 1]: 1 tiles without overlap, smaller overlaps more."""
-    s = float(stride)
-    if not (0.0 < s <= 1.0) or math.isnan(s):
-        raise UserError(f"sliding stride {stride} is out of range: give a fraction of the window in (0, 1], "
-                        "e.g. 0.667")
-    return s
 
 
 def window_starts(length: int, window: int, step: int) -> list[int]:

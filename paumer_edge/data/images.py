@@ -17,12 +17,13 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .. import UserError
+from ..core.imread import imread
 from .classes import IGNORE_INDEX
 
 
 def read_image(path: Path) -> np.ndarray:
     """An image file -> RGB uint8 [H, W, 3]."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = imread(path, cv2.IMREAD_COLOR)
     if img is None:
         raise UserError(f"cannot read image {path} (missing, unreadable or not an image)")
     return np.ascontiguousarray(img[..., ::-1])
@@ -30,7 +31,7 @@ def read_image(path: Path) -> np.ndarray:
 
 def read_label(path: Path, lut: np.ndarray) -> np.ndarray:
     """A label PNG of raw ids -> uint8 [H, W] class indices through `lut` (IGNORE_INDEX where unmapped)."""
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    raw = imread(path)
     if raw is None:
         raise UserError(f"cannot read label {path} (missing, unreadable or not an image)")
     if raw.ndim != 2 or raw.dtype != np.uint8:

@@ -41,8 +41,8 @@ class Painter:
     def poly(self, uv: np.ndarray, color: np.ndarray, label: int, material: int = 0) -> None:
         pts = [self._pts(uv)]
         cv2.fillPoly(self.img, pts, self._col(color), lineType=cv2.LINE_8, shift=_SHIFT)
-        cv2.fillPoly(self.labels, pts, int(label), lineType=cv2.LINE_8, shift=_SHIFT)
-        cv2.fillPoly(self.material, pts, int(material), lineType=cv2.LINE_8, shift=_SHIFT)
+        cv2.fillPoly(self.labels, pts, (int(label),), lineType=cv2.LINE_8, shift=_SHIFT)
+        cv2.fillPoly(self.material, pts, (int(material),), lineType=cv2.LINE_8, shift=_SHIFT)
 
     def circle(self, center: np.ndarray, radius: float, color: np.ndarray, label: int, material: int = 0) -> None:
         n = max(8, min(48, int(radius)))
@@ -58,7 +58,7 @@ class Painter:
         if x1 <= x0 or y1 <= y0:
             return
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        cv2.fillPoly(mask, [self._pts(uv - [x0, y0])], 1, shift=_SHIFT)
+        cv2.fillPoly(mask, [self._pts(uv - [x0, y0])], (1,), shift=_SHIFT)
         self.img[y0:y1, x0:x1][mask > 0] *= factor
 
 

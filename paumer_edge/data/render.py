@@ -216,7 +216,7 @@ def _finish(world: World, img: np.ndarray, material: np.ndarray, frame_seed: int
     r2 = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2
     img = img * (world.exposure * world.tint) * (1 - 0.18 * r2)[..., None]
     sigma = 0.5 * w / 256
-    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), sigmaX=sigma)
+    img = np.asarray(cv2.GaussianBlur(img.astype(np.float32), (0, 0), sigmaX=sigma), np.float32)
     rng = np.random.default_rng((world.seed, frame_seed))
     img += rng.normal(0, 0.012, img.shape).astype(np.float32)
     return (np.clip(img, 0, 1) ** (1 / 1.1) * 255 + 0.5).astype(np.uint8)

@@ -20,6 +20,7 @@ from torch import nn
 
 from .. import UserError
 from ..config import ModelConfig
+from ..config_check import check_model_memory
 from ..core.pausing import CostModel, Pauser, PausingPolicy, TokenSelector
 from .decoders import DecoderLinear, MaskTransformer
 from .pause_head import PauseHead, normalised_entropy
@@ -87,6 +88,7 @@ def buffer_rows(active: torch.Tensor, extra: int, length: int) -> torch.Tensor:
 
 class PausingSegmenter(nn.Module):
     def __init__(self, cfg: ModelConfig):
+        check_model_memory(cfg)  # before a byte is allocated: a config cannot ask for terabytes
         super().__init__()
         self.cfg = cfg
         self.encoder = VisionTransformer(

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
 import platform
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import click
 import numpy as np
 
-from .. import UserError, __version__
+from .. import __version__
 from ..core.atomic import save_figure_atomic, write_json_atomic
 from ..core.cost import CostModel
+from ..core.knobs import MAX_SYNTH_PIXELS, check_budget, check_count, check_size, check_threads
+from ..core.paths import Input, Output, guard_paths
 from ..data.streets import derive_seed, street_scene
 from ..runtime.bench import bench, full_graph_reference
 from ..runtime.pipeline import Pipeline
 from ..runtime.preprocess import labels_to_frame, preprocess
-from .run import bundle_for
+from .bundles import bundle_for
+from .params import FLOATS, SIZE, backend_option, cost_option, memory_limit_option, quiet, threads_option
+
+MAX_ROUNDS = 1_000_000
 
 
 def torch_references(pipe: Pipeline, budgets: list[float]) -> dict[str, Callable[[np.ndarray], object]]:
@@ -100,10 +107,33 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run(a: argparse.Namespace) -> int:
-    if a.rounds < 1 or a.warmup < 0 or a.threads < 0:
-        raise UserError(f"--rounds {a.rounds} / --warmup {a.warmup} / --threads {a.threads}: give at least one round, "
-                        "and no negative warm-up or thread count")
+@click.command("bench", help="Latency p50/p90/p99 and FPS of BUNDLE (a bundle directory or a checkpoint; default: "
+               "the bundled sample) per budget, end to end on street frames, beside the unsplit full.onnx and the "
+               "PyTorch model; every round runs each setting once, so speed-ups are paired. A table, JSON and a plot.")
+@click.argument("bundle", required=False, envvar="PAUMER_EDGE_MODEL")
+@click.option("--budgets", type=FLOATS, default="1,0.75,0.5,0.25", help="Budgets to time.")
+@backend_option
+@click.option("--rounds", type=int, default=50, help="Timed rounds (each runs every setting once).")
+@click.option("--warmup", type=int, default=5, help="Untimed rounds first.")
+@click.option("--frame-size", type=SIZE, default="360x640", help="HxW of the street frames.")
+@threads_option
+@click.option("--no-torch", is_flag=True, help="Skip the PyTorch reference.")
+@cost_option("measured afresh here and cached for `run`")
+@click.option("--json", metavar="FILE", help="Write the results here.")
+@click.option("--plot", metavar="FILE", help="Write a PNG of FPS and compute against budget here.")
+@memory_limit_option
+@quiet
+def command(**options: Any) -> int:
+    return run(SimpleNamespace(**options))
+
+
+def run(a: SimpleNamespace) -> int:
+    a.rounds = check_count(a.rounds, "--rounds", 1, MAX_ROUNDS)
+    a.warmup = check_count(a.warmup, "--warmup", 0, MAX_ROUNDS)
+    a.threads = check_threads(a.threads, "--threads")
+    a.frame_size = check_size(a.frame_size, "--frame-size", MAX_SYNTH_PIXELS)
+    a.budgets = [check_budget(b, "--budgets") for b in a.budgets]
+    guard_paths(Input.of("the model", a.bundle), [*Output.of("--json", a.json), *Output.of("--plot", a.plot)])
     bundle = bundle_for(a.bundle, a.quiet)
     pipe = Pipeline(bundle, backend=a.backend, threads=a.threads, shared_threads=True, cost="macs")
     if a.cost == "device":  # a benchmark measures the device afresh (and leaves the profile for `run`)

@@ -2,39 +2,91 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-import torch
+import click
 
-from .. import UserError
-from ..checkpoint import load_model
+from ..config_check import check_model_memory
 from ..core.atomic import write_json_atomic
 from ..core.cost import load_cost
-from ..core.pausing import check_budget, check_threshold
-from ..core.windows import check_stride
-from ..curve import curve_json, curve_points, curve_table, plot_curve, time_points
-from ..data.registry import build_dataset, check_classes, parse_data_spec
-from ..evaluate import OperatingPoint, evaluate, results_json, results_table
-from ..training.trainer import pick_device
+from ..core.knobs import check_budget, check_count, check_number, check_stride, check_threads, check_threshold
+from ..core.paths import Input, Output, guard_paths
+from .bundles import needs_torch
+from .params import DATA_HELP, FLOATS, memory_limit_option, model_option, quiet
+
+MAX_DATA_SCALE = 4.0  # real images resized beyond 4x only cost memory
+MAX_BATCH = 4096
 
 
-def run(a: argparse.Namespace) -> int:
-    points = [OperatingPoint(check_budget(b)) for b in a.budgets]
-    points += [OperatingPoint(1.0, check_threshold(t)) for t in (a.thresholds or [])]
+def check_knobs(a: SimpleNamespace) -> None:
+    """Every knob of `eval` by the one rule for it (paumer_edge.core.knobs)."""
+    a.images = None if a.images is None else check_count(a.images, "--images")
+    a.data_scale = check_number(a.data_scale, "--data-scale", f"a scale factor in (0, {MAX_DATA_SCALE:g}]", 0.0,
+                                MAX_DATA_SCALE, lo_open=True)
+    a.batch_size = check_count(a.batch_size, "--batch-size", 1, MAX_BATCH)
+    a.threads = check_threads(a.threads, "--threads")
+    a.timing_frames = check_count(a.timing_frames, "--timing-frames")
+
+
+@click.command("eval", help="Per-class IoU, mIoU and pixel accuracy of a checkpoint (PyTorch) at a list of budgets "
+               "and thresholds on held-out data, as a table and JSON; with --plot or --json also the accuracy/speed "
+               "curve, each setting timed image by image.")
+@model_option("Checkpoint [default: the bundled sample model].")
+@click.option("--data", default="synthetic", help=DATA_HELP)
+@click.option("--split", help="train, val or test [default: the held-out split: test synthetic, val real].")
+@click.option("--images", type=int, help="Images to score [default: 1000 synthetic, every image of real data].")
+@click.option("--data-scale", type=float, default=1.0, help="Resize real images by this first.")
+@click.option("--sliding", type=float, is_flag=False, flag_value=2 / 3, default=None, metavar="STRIDE",
+              help="Sliding windows of the model's input size at the image's resolution; STRIDE is a fraction of "
+                   "the window (0.667 when given bare); without it, images are resized to the model.")
+@click.option("--budgets", type=FLOATS, default="1,0.75,0.5,0.25", help="Budgets to evaluate.")
+@click.option("--cost", metavar="PROFILE", help="Budgets as fractions of a device's measured latency, as `run` "
+              "spends them there: a `bench --json` report or a cached profile [default: MACs].")
+@click.option("--thresholds", type=FLOATS, help="Also evaluate these entropy thresholds.")
+@click.option("--batch-size", type=int, default=16, help="Images per forward pass.")
+@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default).")
+@click.option("--json", metavar="FILE", help="Write the results (and the accuracy/speed curve) here.")
+@click.option("--plot", metavar="FILE", help="Write the accuracy/speed curve here: mIoU against FPS.")
+@click.option("--speed", type=click.Choice(["measured", "modelled"]), default="measured",
+              help="Curve x axis: FPS of the PyTorch forward measured in this run, or the modelled encoder compute.")
+@click.option("--timing-frames", type=int, default=20, help="Images timed one by one per setting for the FPS.")
+@memory_limit_option
+@quiet
+def command(**options: Any) -> int:
+    needs_torch("eval")
+    return run(SimpleNamespace(**options))
+
+
+def run(a: SimpleNamespace) -> int:
+    import torch
+
+    from ..checkpoint import load_model
+    from ..curve import curve_json, curve_points, curve_table, plot_curve, time_points
+    from ..data.registry import build_dataset, check_classes, parse_data_spec
+    from ..evaluate import OperatingPoint, evaluate, results_json, results_table
+    from ..training.trainer import pick_device
+
+    check_knobs(a)
+    points = [OperatingPoint(check_budget(b, "--budgets")) for b in a.budgets]
+    points += [OperatingPoint(1.0, check_threshold(t, "--thresholds")) for t in (a.thresholds or [])]
     spec = parse_data_spec(a.data)
     split = a.split or spec.default_eval_split
-    sliding = None if a.sliding is None else check_stride(a.sliding)
+    sliding = None if a.sliding is None else check_stride(a.sliding, "--sliding")
     measured = a.speed == "measured" and bool(a.plot or a.json)
-    if measured and a.timing_frames < 1:
-        raise UserError(f"--timing-frames must be at least 1, got {a.timing_frames}")
+    guard_paths([*Input.of("--model", a.model), *Input.of("--data", spec.root, "folder"), *Input.of("--cost", a.cost)],
+                [*Output.of("--json", a.json), *Output.of("--plot", a.plot)])
     device = pick_device(a.device)
     if a.threads:
         torch.set_num_threads(a.threads)
     model = load_model(a.model, device)
+    if device.type == "cpu":  # a batch of activations beside the weights (on a GPU they live on the device)
+        check_model_memory(model.cfg, a.batch_size)
     if a.cost:  # budgets as fractions of a device's latency (what `run` uses there) instead of MACs
         model.set_cost_model(load_cost(a.cost, model.cost_model()))
     check_classes(model.cfg.num_classes, spec, f"model '{a.model or 'sample'}'")

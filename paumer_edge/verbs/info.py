@@ -1,14 +1,20 @@
-"""`paumer-edge info`."""
+"""`paumer-edge info [BUNDLE]`: this machine (versions, installed extras, backends, devices), or a bundle."""
 
 from __future__ import annotations
 
-import argparse
-import json
+import json as json_module
 
-from ..info import collect_info, format_info
+import click
+
+from ..info import bundle_info, collect_info, format_bundle, format_info
 
 
-def run(a: argparse.Namespace) -> int:
-    info = collect_info()
-    print(json.dumps(info, indent=2) if a.json else format_info(info))
+@click.command("info", help="Versions, installed extras (and what to install for what is missing), inference "
+               "backends and devices of this machine; with BUNDLE, that bundle's manifest: model, graphs, variants, "
+               "exporter, engines.")
+@click.argument("bundle", required=False)
+@click.option("--json", is_flag=True, help="Machine-readable output.")
+def command(bundle: str | None, json: bool) -> int:
+    info = bundle_info(bundle) if bundle else collect_info()
+    print(json_module.dumps(info, indent=2) if json else format_bundle(info) if bundle else format_info(info))
     return 0

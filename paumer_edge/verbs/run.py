@@ -1,69 +1,190 @@
-"""`paumer-edge run SOURCE`: segment a video, camera, stream or image folder; write and show the results."""
+"""`paumer-edge run [SOURCE]`: segment a video, camera, stream or image folder; write and show the results.
+
+With no SOURCE it runs the main job on the bundled sample: a short street clip (rendered once), the sample
+model exported once, segmented through the torch-free runtime at budget 1 and 0.5, an overlay video each.
+"""
 
 from __future__ import annotations
 
-import argparse
-import hashlib
+import sys
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import click
 import numpy as np
 
 from .. import UserError
-from ..checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from ..core.cache import cache_root
 from ..core.errors import SourceError
+from ..core.knobs import (
+    check_budget,
+    check_change_threshold,
+    check_count,
+    check_refresh_every,
+    check_stride,
+    check_target_ms,
+    check_threads,
+    check_threshold,
+)
+from ..core.paths import Input, Output, guard_paths
 from ..core.temporal import ReuseOptions
 from ..core.video import VideoSink
-from ..export import GRAPHS_REVISION
-from ..runtime.bundle import MANIFEST, BundleError, load_bundle
-from ..runtime.loop import run_stream
+from ..runtime.bundle import load_bundle
+from ..runtime.loop import RunSummary, run_stream
 from ..runtime.pipeline import Pipeline, Result
 from ..runtime.preprocess import grid_to_frame, to_rgb_uint8
 from ..runtime.sinks import LabelSink, WindowSink
 from ..runtime.sliding import SlidingPipeline
-from ..runtime.sources import Frame, open_source
+from ..runtime.sources import Frame, Source, open_source
 from ..runtime.visualize import annotate, compose
+from .bundles import bundle_for
+from .params import backend_option, cost_option, memory_limit_option, model_option, quiet, threads_option
+
+DEMO_SECONDS, DEMO_SIZE, DEMO_BUDGETS = 10.0, (360, 640), (1.0, 0.5)
 
 
-def bundle_for(model: str | None, quiet: bool = False, scores: bool = False) -> Path:
-    """A bundle directory as given, or the cached export of a checkpoint (the sample when None).
+@click.command("run", help="Segment SOURCE (a video file, camera index such as 0, rtsp:// or http:// URL, image "
+               "folder or glob) and write an overlay video, label PNGs or a window. With no SOURCE: the main job "
+               "on the bundled sample, a short street clip at budget 1 and 0.5.")
+@click.argument("source", required=False)
+@model_option("Bundle directory or checkpoint (exported once into the cache) [default: the bundled sample].")
+@click.option("--budget", type=float, help="Fraction of the encoder's compute to spend, in (0, 1] [default: 1].")
+@click.option("--threshold", type=float, help="Pause tokens whose normalised entropy is below this, in [0, 1].")
+@click.option("--target-ms", type=float, help="Adjust the budget frame by frame so a frame takes about this long.")
+@backend_option
+@cost_option("measured once and cached")
+@click.option("--out", metavar="FILE", help="Overlay video (.mp4, .mkv or .avi; H.264) "
+              "[default: runs/run/<source>_overlay.mp4].")
+@click.option("--save-labels", metavar="DIR", help="Write one label PNG per frame here, with index.csv.")
+@click.option("--show", is_flag=True, help="Show the overlay in a window (q or Esc stops).")
+@click.option("--pause-map", type=click.Choice(["beside", "blend"]), is_flag=False, flag_value="beside",
+              default=None, help="Show where tokens paused: beside the overlay (the default when given bare) or "
+                                 "blended into it.")
+@click.option("--no-save", is_flag=True, help="Write nothing (just measure).")
+@click.option("--letterbox", is_flag=True, help="Keep the aspect ratio (pad) instead of stretching.")
+@click.option("--sliding", type=float, is_flag=False, flag_value=2 / 3, default=None, metavar="STRIDE",
+              help="Segment each frame at its own resolution with windows of the model's input size; STRIDE is a "
+                   "fraction of the window (0.667 when given bare); needs a bundle exported with --scores.")
+@click.option("--reuse/--no-reuse", default=None, help="Temporal reuse: patches that did not change since the last "
+              "frame keep what they computed [default: on for videos, cameras and streams; off for image folders, "
+              "sliding windows and native TensorRT].")
+@click.option("--change-threshold", type=float, metavar="T", help="With reuse: a patch changed when a quarter of it "
+              "moved by more than T in mean intensity (0-1) since it was computed [default: 0.03].")
+@click.option("--refresh-every", type=int, metavar="K", help="With reuse: recompute every patch every K frames, "
+              "bounding drift [default: 30].")
+@click.option("--max-frames", type=int, help="Stop after this many frames.")
+@click.option("--view", metavar="[HOST:]PORT", help="Serve a live view in the browser while it runs: overlay, pause "
+              "map, stats and the knobs (host 127.0.0.1 unless given; another host, e.g. 0.0.0.0, lets other "
+              "machines watch).")
+@click.option("--view-token", metavar="TOKEN", envvar="PAUMER_EDGE_VIEW_TOKEN", show_envvar=True,
+              help="Require this token to watch and to steer (needed for the knobs beyond 127.0.0.1).")
+@threads_option
+@memory_limit_option
+@quiet
+def command(**options: Any) -> int:
+    a = SimpleNamespace(**options)
+    check_knobs(a)
+    if a.source is None:
+        return demo(a)
+    source = open_source(a.source)
+    segment(a, source, default_output(a), a.budget)
+    return 0
 
-    `scores`: the export's decoder also gives class probabilities (what sliding windows average)."""
-    if model is not None and Path(model).is_dir():
-        return Path(model)
-    ckpt = resolve_checkpoint(model)
-    if not ckpt.is_file():
-        raise UserError(f"model '{model}' is neither a bundle directory nor a checkpoint file")
-    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
-    name = "sample" if ckpt == SAMPLE_CHECKPOINT else ckpt.stem
-    out = cache_root() / "bundles" / f"{name}-{digest}{'-scores' if scores else ''}.paumer"
-    if not _usable(out):
-        from ..export.exporter import ExportOptions, export_bundle
 
+def check_knobs(a: SimpleNamespace) -> None:
+    """Every knob of `run` by the one rule for it (paumer_edge.core.knobs), before anything is opened."""
+    a.budget = None if a.budget is None else check_budget(a.budget, "--budget")
+    a.threshold = None if a.threshold is None else check_threshold(a.threshold, "--threshold")
+    a.target_ms = check_target_ms(a.target_ms, "--target-ms")
+    a.threads = check_threads(a.threads, "--threads")
+    a.max_frames = None if a.max_frames is None else check_count(a.max_frames, "--max-frames")
+    a.sliding = None if a.sliding is None else check_stride(a.sliding, "--sliding")
+    a.change_threshold = None if a.change_threshold is None else check_change_threshold(a.change_threshold,
+                                                                                         "--change-threshold")
+    a.refresh_every = None if a.refresh_every is None else check_refresh_every(a.refresh_every, "--refresh-every")
+    if a.target_ms is not None and (a.budget is not None or a.threshold is not None):
+        raise UserError("--target-ms sets the budget itself: give it alone, or --budget / --threshold")
+    if a.sliding is not None and a.letterbox:
+        raise UserError("--sliding covers the whole frame at its own resolution: leave out --letterbox")
+    if a.view_token is not None and a.view is None:
+        raise UserError("--view-token protects the live view: give --view [HOST:]PORT too")
+    if a.view is not None:  # a mistyped address or token is said before the model loads
+        from ..runtime.view.access import check_token, parse_view_address
+
+        parse_view_address(a.view)
+        check_token(a.view_token)
+
+
+def source_inputs(source: Source) -> list[Input]:
+    """What a source reads from disk: a video file, or image files and the folders they are in."""
+    files = [Path(f) for f in getattr(source, "files", [])]
+    if source.kind == "video":
+        files.append(Path(str(source.target)))
+    folders = sorted({f.parent for f in files if source.kind == "images"})
+    return [Input("the source", f) for f in files] + [Input("the source", d, "folder") for d in folders]
+
+
+def default_output(a: SimpleNamespace) -> str | None:
+    """The overlay video's path: --out, or runs/run/<source>_overlay.mp4 unless the run writes elsewhere."""
+    if a.out is not None or a.save_labels or a.show or a.no_save:
+        return a.out
+    stem = Path(a.source).stem if not a.source.isdigit() else f"camera{a.source}"
+    return str(Path("runs") / "run" / f"{stem or 'stream'}_overlay.mp4")
+
+
+def demo_clip(quiet: bool) -> Path:
+    """A short street clip to run on, rendered once into the cache."""
+    from ..data.streets import street_frames, write_video
+
+    path = cache_root() / "demo" / f"street-{DEMO_SIZE[0]}x{DEMO_SIZE[1]}-{DEMO_SECONDS:g}s.mp4"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not quiet:
-            print(f"exporting {ckpt} once to {out} ...")
-        export_bundle(model_from_checkpoint(load_checkpoint(ckpt)), out, ExportOptions(scores=scores), source=str(ckpt),
-                      progress=not quiet)
-    return out
+            print(f"rendering a {DEMO_SECONDS:g} s street clip once to {path} ...")
+        write_video(path, (img for img, _ in street_frames(7, DEMO_SIZE, DEMO_SECONDS, 30.0)), 30.0)
+    return path
 
 
-def _usable(cached: Path) -> bool:
-    """Whether a cached export is there, intact and current; a damaged one (an edited file, a crash of an older
-    version mid-export) is exported again rather than refused: the cache holds only what it can remake."""
-    if not (cached / MANIFEST).exists():
-        return False
-    try:
-        bundle = load_bundle(cached)
-    except BundleError:
-        return False
-    # an export by an older exporter is remade: the cache should give what exporting now gives
-    return bundle.manifest.exporter.graphs_revision == GRAPHS_REVISION
+def demo(a: SimpleNamespace) -> int:
+    """The main job on the bundled sample: the street clip at budget 1 and 0.5, an overlay video each."""
+    if a.target_ms is not None or a.budget is not None or a.save_labels or a.show:
+        raise UserError("without a SOURCE, run shows the bundled sample at budget 1 and 0.5; give a SOURCE to use "
+                        "--budget, --target-ms, --save-labels or --show")
+    clip = demo_clip(a.quiet)
+    folder = Path(a.out or Path("runs") / "run")
+    if folder.suffix:
+        raise UserError(f"without a SOURCE, --out names a folder for the two overlay videos, not '{folder}'")
+    folder.mkdir(parents=True, exist_ok=True)
+    fps: dict[float, float] = {}
+    outs = []
+    for budget in DEMO_BUDGETS:
+        out = None if a.no_save else str(folder / f"street_budget{budget:g}_overlay.mp4")
+        fps[budget] = segment(a, open_source(str(clip)), out, budget).fps
+        outs += [out] if out else []
+    ratio = fps[DEMO_BUDGETS[1]] / fps[DEMO_BUDGETS[0]] if fps[DEMO_BUDGETS[0]] else 0.0
+    print(f"sample model on {clip.name}: budget 1 at {fps[1.0]:.1f} FPS, budget 0.5 at {fps[0.5]:.1f} FPS "
+          f"({ratio:.2f}x)" + (f"; overlays {', '.join(outs)}" if outs else ""))
+    return 0
 
 
-def reuse_choice(a: argparse.Namespace, source_kind: str, bundle: Path) -> ReuseOptions | None:
+def start_view(a: SimpleNamespace, pipe: Pipeline) -> Any:
+    """The live view in the browser (runtime/view) when --view asks for one; its URL is printed even when quiet."""
+    if a.view is None:
+        return None
+    from ..runtime.view.server import serve_run_view
+
+    viewer, warning = serve_run_view(pipe, a.view, a.view_token)
+    print(f"live view: {viewer.url}", flush=True)
+    if warning:
+        print(f"paumer-edge run: warning: {warning}", file=sys.stderr, flush=True)
+    return viewer
+
+
+def reuse_choice(a: SimpleNamespace, source_kind: str, bundle: Path) -> ReuseOptions | None:
     """Temporal reuse for this run: asked for (--reuse / --no-reuse) or the default (on for videos, cameras and
-    streams, off for image folders and sliding windows, off with a note for a bundle from before format 3);
+    streams, off for image folders and sliding windows, off with a note for a bundle from before format 4);
     None: off. The knobs without reuse are a mistake said in one line."""
     knobs = {k: v for k, v in (("threshold", a.change_threshold), ("refresh_every", a.refresh_every)) if v is not None}
     asked = a.reuse
@@ -71,7 +192,7 @@ def reuse_choice(a: argparse.Namespace, source_kind: str, bundle: Path) -> Reuse
         asked = source_kind != "images" and a.sliding is None and a.backend != "trt"
         if asked and not load_bundle(bundle, check_hashes=False).manifest.has_reuse:
             if not a.quiet:
-                print(f"note: {bundle} was exported before temporal reuse (format 3): every frame runs in full; "
+                print(f"note: {bundle} was exported before temporal reuse (format 4): every frame runs in full; "
                       "export it again to reuse unchanged patches")
             asked = False
     if not asked:
@@ -82,38 +203,36 @@ def reuse_choice(a: argparse.Namespace, source_kind: str, bundle: Path) -> Reuse
     return ReuseOptions(**knobs)
 
 
-def run(a: argparse.Namespace) -> int:
-    if a.max_frames is not None and a.max_frames < 1:
-        raise UserError(f"--max-frames {a.max_frames}: give a positive number of frames")
-    if a.threads < 0:
-        raise UserError(f"--threads {a.threads}: give 0 (the backend's default) or a positive number")
-    if a.target_ms is not None and (a.budget is not None or a.threshold is not None):
-        raise UserError("--target-ms sets the budget itself: give it alone, or --budget / --threshold")
-    source = open_source(a.source)
-    if a.sliding is not None and a.letterbox:
-        raise UserError("--sliding covers the whole frame at its own resolution: leave out --letterbox")
+def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float | None) -> RunSummary:
+    """Segment `source` with the options in `a` and write the results; the summary of the run."""
+    guard_paths([*source_inputs(source), *Input.of("--model", a.model)],
+                [*Output.of("--out", out), *Output.of("--save-labels", a.save_labels, "folder")])
+    if out is not None and out != a.out:  # the default place (and the demo's) is ours to make; --out's is not
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None)
     reuse = reuse_choice(a, source.kind, bundle)
     # sliding windows: the same Pipeline, segmenting each frame window by window (runtime/sliding.py)
     pipe_class = partial(SlidingPipeline, stride=a.sliding) if a.sliding is not None else Pipeline
-    pipe = pipe_class(bundle, backend=a.backend, budget=a.budget if a.budget is not None else 1.0,
+    pipe = pipe_class(bundle, backend=a.backend, budget=budget if budget is not None else 1.0,
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
                     stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost,
                     reuse=reuse or False)
     info = pipe.info
-    out = a.out
-    if out is None and not (a.save_labels or a.show or a.no_save):
-        stem = Path(a.source).stem if not a.source.isdigit() else f"camera{a.source}"
-        out = str(Path("runs") / "run" / f"{stem or 'stream'}_overlay.mp4")
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-    video = VideoSink(out, source.fps or 30.0) if out else None
-    labels = LabelSink(a.save_labels) if a.save_labels else None
-    window = WindowSink() if a.show else None
+    viewer = start_view(a, pipe)
+    try:
+        video = VideoSink(out, source.fps or 30.0) if out else None
+        labels = LabelSink(a.save_labels) if a.save_labels else None
+        window = WindowSink() if a.show else None
+    except BaseException:
+        if viewer is not None:
+            viewer.close()
+        raise
     if not a.quiet:
         print(f"{source.description} -> {pipe.describe()} ({pipe.cost_source})")
 
     def view(frame: Frame, result: Result) -> np.ndarray:
-        smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None else None
+        smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None and a.pause_map \
+            else None  # (the live view turns the stage map on for itself)
         kept = grid_to_frame(result.reused, result.placement) if result.reused is not None and smap is not None \
             else None
         img = compose(to_rgb_uint8(frame.image), result.labels, info.palette, smap, info.num_stages,
@@ -130,13 +249,16 @@ def run(a: argparse.Namespace) -> int:
             video.write(view(frame, result))
 
     def show(frame: Frame, result: Result) -> bool:
+        if viewer is not None:
+            viewer.publish(frame.image, result)
         return window.write(view(frame, result)) if window is not None else True
 
     ok = False
     lost: SourceError | None = None
     try:
         pipe.warmup()
-        summary = run_stream(pipe, source, consume, show if window else None, a.max_frames, progress=not a.quiet)
+        summary = run_stream(pipe, source, consume, show if window or viewer else None, a.max_frames,
+                             progress=not a.quiet)
         ok = True
     except SourceError as e:  # a stream that dropped for good: the frames before it are good results, keep them
         if not e.after_frames:
@@ -149,10 +271,12 @@ def run(a: argparse.Namespace) -> int:
             labels.close(strict=ok)
         if window is not None:
             window.close()
+        if viewer is not None:
+            viewer.close()
     wrote = [f"video {out}" if video is not None and video.frames else "",
              f"labels in {a.save_labels}" if labels is not None and labels.rows else ""]
     where = ", ".join(x for x in wrote if x)
     if lost is not None:
         raise SourceError(f"{lost}" + (f"; kept the results until then ({where})" if where else ""))
     print(summary.line() + (f"; wrote {where}" if where else ""))
-    return 0
+    return summary
