@@ -203,6 +203,10 @@ def test_cli_static_video_with_labels_and_reuse(tiny_bundle: Path, tmp_path: Pat
     line = proc.stdout.strip().splitlines()[-1]
     assert "frames: 2 full, 2 refresh, 5 reuse" in line and "reused" in line
     assert (tmp_path / "runs" / "run" / "still_overlay.mp4").exists()
+    images = subprocess.run([*cli, "synth", "images", str(tmp_path / "imgs"), "--static"], capture_output=True,
+                            text=True, timeout=300)
+    assert images.returncode == 2 and "--static is a kind of video" in images.stderr
+    assert not (tmp_path / "imgs").exists()
     bad = subprocess.run([*cli, "run", str(tmp_path / "still.mp4"), "--model", str(tiny_bundle), "--reuse",
                           "--change-threshold", "2", "--no-save"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--change-threshold 2.0 is out of range" in bad.stderr
