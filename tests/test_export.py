@@ -33,14 +33,16 @@ def test_manifest_schema(tiny_bundle: Path, tiny_ckpt: Path) -> None:
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     model = load_model(tiny_ckpt)
     cfg = model.cfg
-    assert manifest["format"] == "paumer-edge-bundle" and manifest["format_version"] == 2
+    assert manifest["format"] == "paumer-edge-bundle" and manifest["format_version"] == 4  # with the reuse graphs
     m = manifest["model"]
     assert m["class_names"] == list(cfg.class_names) and m["palette"] == [list(c) for c in cfg.palette]
     assert m["mean"] == list(cfg.mean) and m["std"] == list(cfg.std)
     assert m["input_size"] == [32, 64] and m["grid"] == [4, 8] and m["tokens"] == 33 and m["extra_tokens"] == 1
     assert m["pause_after"] == [1, 2, 3] and set(manifest["pausing"]) == {"cost_model"}
     assert CostModel.from_dict(manifest["pausing"]["cost_model"]) == CostModel.from_config(cfg)
-    assert set(manifest["graphs"]) == {"stage0", "stage1", "stage2", "stage3", "decoder", "full"}
+    assert set(manifest["graphs"]) == {"stage0", "stage1", "stage2", "stage3", "decoder", "full",
+                                       "stage0_reuse", "stage1_reuse", "stage2_reuse", "stage3_reuse"}
+    assert m["num_heads"] == cfg.num_heads
     assert {"torch", "onnx", "opset"} <= set(manifest["exporter"]) and manifest["exporter"]["opset"] == 18
     g = manifest["graphs"]
     assert g["stage0"]["inputs"] == [{"name": "image", "shape": ["batch", 3, 32, 64], "dtype": "float32"}]
