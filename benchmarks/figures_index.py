@@ -44,8 +44,9 @@ def provenance_line(record: Any) -> str:
     if not isinstance(record, dict):
         return "no provenance"
     if is_flat(record):
-        commit, dirty = record.get("git_commit") or "?", record.get("git_dirty")
-        load = record.get("load_average_1_5_15") or record.get("load_average_start")
+        commit = record.get("git_commit") or record.get("commit") or "?"
+        dirty = record.get("git_dirty", record.get("dirty"))
+        load = record.get("load_average_1_5_15") or record.get("load_average_start") or record.get("load_average")
         extra = "; older record: no package versions or bundle hash"
     else:
         commit, dirty = (record.get("git") or {}).get("commit") or "?", (record.get("git") or {}).get("dirty")

@@ -188,18 +188,22 @@ def now() -> str:
 
 
 REQUIRED = ("command", "git", "machine", "date", "load_average_start", "load_average_end", "packages")
-# the flat record benchmarks/provenance.py wrote before it used this module (results of issues 17 and 19): command,
-# commit, machine, load and date, without package versions or the bundle's identity
-REQUIRED_FLAT = ("command", "git_commit", "git_dirty", "machine", "date")
+# the flat records written before this module (results of issues 17 and 19 by benchmarks/provenance.py, of issue
+# 14 by compare and its scripts): command, commit, machine, load and date, without package versions or the bundle's
+# identity; keyed by the name each gave the commit
+REQUIRED_FLAT = {"git_commit": ("command", "git_commit", "git_dirty", "machine", "date"),
+                 "commit": ("command", "commit", "dirty", "machine", "date")}
 
 
 def missing_fields(record: Any) -> list[str]:
     """What a JSON's provenance record lacks (all of it when there is none): for checks of committed results."""
     if not isinstance(record, dict):
         return list(REQUIRED)
-    if "git_commit" in record:
-        gaps = [k for k in REQUIRED_FLAT if not record.get(k) and record.get(k) is not False]
-        return gaps + ([] if {"load_average_1_5_15", "load_average_start"} & set(record) else ["load_average"])
+    flat = next((fields for key, fields in REQUIRED_FLAT.items() if key in record), None)
+    if flat is not None:
+        gaps = [k for k in flat if not record.get(k) and record.get(k) is not False]
+        loads = {"load_average_1_5_15", "load_average_start", "load_average"}
+        return gaps + ([] if loads & set(record) else ["load_average"])
     gaps = [k for k in REQUIRED if k not in record]
     if isinstance(record.get("git"), dict) and not record["git"].get("commit"):
         gaps.append("git.commit")
@@ -208,4 +212,4 @@ def missing_fields(record: Any) -> list[str]:
 
 def is_flat(record: Any) -> bool:
     """Whether a provenance record is the older flat one (no package versions, no bundle identity)."""
-    return isinstance(record, dict) and "git_commit" in record
+    return isinstance(record, dict) and any(key in record for key in REQUIRED_FLAT)
