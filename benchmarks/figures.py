@@ -22,9 +22,10 @@ it: `budget 0.5 ran at 1.87x<!-- = {results[name=budget 0.5].speedup_paired} -->
 not a measurement (a target, a setting, a limit) says so: `target < 2%<!-- given: a target -->`.
 
 EXPR is arithmetic (+ - * /, min, max, median, mean, [a, b]) over `{key.path}` values of the source JSON. A key path
-is dotted keys (a key that holds dots itself, `kept_0.5`, is found as one) with `[3]` (an index), `[*]` (every element), `[field=value]` (the one element whose field prints
-as value) or `[?field=value]` (every such element). A figure matches when its value, rounded as printed, is the
-JSON's: 65.86 matches 0.658574 * 100; a list (512/330/212/137) or range (80-129%) matches element by element.
+is dotted keys (a key that holds dots itself, `kept_0.5`, is found as one) with `[3]` (an index), `[*]` (every
+element), `[field=value]` (the one element whose field prints as value) or `[?field=value]` (every such element).
+A figure matches when its value, rounded as printed, is the JSON's: 65.86 matches 0.658574 * 100; a list
+(512/330/212/137) or range (80-129%) matches element by element.
 Every source JSON must carry its provenance (`paumer_edge.core.provenance`).
 """
 
