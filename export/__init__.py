@@ -2,4 +2,4 @@
 
 # Raised whenever the exported graphs change for the same checkpoint, so cached exports are remade.
 # Here (not in graphs.py) so the torch-free runtime can read it.
-GRAPHS_REVISION = 2
+GRAPHS_REVISION = 4  # 3: the temporal-reuse stage graphs; 4: their context mask without Where

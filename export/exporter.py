@@ -25,6 +25,7 @@ from paumer_edge.core.contract import MANIFEST, BatchRange, ExporterInfo, GraphS
 from paumer_edge.core.knobs import check_size
 from paumer_edge.core.names import (
     ACTIVE,
+    CONTEXT,
     DECODER,
     DIM_BATCH,
     DIM_TOKENS,
@@ -38,6 +39,9 @@ from paumer_edge.core.names import (
     SCORES,
     TOKENS,
     TOKENS_OUT,
+    cache_names,
+    cache_out_names,
+    reuse_stage_name,
     stage_name,
 )
 from paumer_edge.core.pausing import CostModel
@@ -46,7 +50,7 @@ from paumer_edge.model.vit import unfused_attention
 from paumer_edge.runtime.bundle import sha256_file
 
 from . import GRAPHS_REVISION
-from .graphs import Decoder, Full, Stage0, StageK, at_image_size
+from .graphs import Decoder, Full, Stage0, Stage0Reuse, StageK, StageKReuse, at_image_size
 from .onnx_graph import export_module, tensor_specs
 from .peer_graphs import COARSE, EARLY_EXIT, CoarseStage0, PeerOptions, full_peer_modules
 from .quantize import QuantOptions, add_int8_variant
@@ -63,6 +67,7 @@ class ExportOptions:
     extra_sizes: tuple[tuple[int, int], ...] = ()  # the staged graphs again at these input sizes (variants)
     int8: QuantOptions | None = None  # also INT8 Q/DQ graphs, made this way (the `int8` variant)
     peers: PeerOptions = PeerOptions()  # the peer methods' graphs (`paumer-edge compare`)
+    reuse: bool = True  # the temporal-reuse stage graphs (stage<k>_reuse), so video can reuse unchanged patches
 
     def validate(self) -> None:
         if self.int8 is not None:
@@ -82,11 +87,31 @@ class ExportOptions:
 GraphItem = tuple[str, torch.nn.Module, tuple, list, list, dict]  # name, module, args, inputs, outputs, dynamic
 
 
+def _reuse_graphs(model: PausingSegmenter, image: torch.Tensor, tokens: torch.Tensor,
+                  active: torch.Tensor) -> list[GraphItem]:
+    """The temporal-reuse variant of every stage: the active rows attend to cached keys/values of the context."""
+    cfg = model.cfg
+    context = torch.rand(active.shape[0], cfg.num_patches, generator=torch.Generator().manual_seed(1)) < 0.5
+    items: list[GraphItem] = []
+    for k, (start, end) in enumerate(cfg.stage_bounds):
+        caches = [torch.randn(*model.cache_shape(active.shape[0])) for _ in range(2 * (end - start))]
+        cache_in = [n for b in range(start, end) for n in cache_names(b)]
+        cache_out = [n for b in range(start, end) for n in cache_out_names(b)]
+        first = [IMAGE] if k == 0 else []
+        inputs = [*first, TOKENS, ACTIVE, CONTEXT, *cache_in]
+        outputs = [TOKENS_OUT, *([ENTROPY] if k < cfg.num_stages - 1 else []), *cache_out]
+        module = Stage0Reuse(model) if k == 0 else StageKReuse(model, k)
+        args = (*([image] if k == 0 else []), tokens, active, context, caches)
+        dynamic = {name: {0: DIM_BATCH} for name in inputs} | {ACTIVE: {0: DIM_BATCH, 1: DIM_TOKENS}}
+        items.append((reuse_stage_name(k), module, args, inputs, outputs, dynamic))
+    return items
+
+
 def _graphs(model: PausingSegmenter, scores: bool, kind: str = "staged",
-            peers: PeerOptions | None = None) -> list[GraphItem]:
+            peers: PeerOptions | None = None, reuse: bool = True) -> list[GraphItem]:
     """(name, module, example args, inputs, outputs, dynamic axes) for every graph of the bundle; `kind` "early-exit"
     adds the heads' log-probabilities to the stages and the exits to the decoder, "coarse-stage0" runs stage 0 on
-    the coarse grid (`peer_graphs`)."""
+    the coarse grid (`peer_graphs`); `reuse`: the temporal-reuse stage graphs too (plain staged sets only)."""
     cfg = model.cfg
     h, w = cfg.image_size
     gen = torch.Generator().manual_seed(0)
@@ -106,6 +131,8 @@ def _graphs(model: PausingSegmenter, scores: bool, kind: str = "staged",
         items.append((stage_name(k), StageK(model, k, head_scores=exits), (tokens, active), [TOKENS, ACTIVE],
                       [TOKENS_OUT, ENTROPY, *head] if k < last else [TOKENS_OUT],
                       {TOKENS: batch, ACTIVE: {0: DIM_BATCH, 1: DIM_TOKENS}}))
+    if reuse and kind == "staged":
+        items += _reuse_graphs(model, image, tokens, active)
     if exits:
         logp = torch.log_softmax(torch.randn(2, cfg.num_patches, cfg.num_classes, generator=gen), -1)
         exited = (torch.rand(2, cfg.num_patches, generator=gen) < 0.5).float()
@@ -125,7 +152,8 @@ def model_info(cfg: ModelConfig) -> ModelInfo:
     return ModelInfo(name=cfg.name, class_names=tuple(cfg.class_names),
                      palette=tuple((int(r), int(g), int(b)) for r, g, b in cfg.palette), mean=(m0, m1, m2),
                      std=(s0, s1, s2), input_size=(h, w), patch_size=cfg.patch_size, grid=(rows, cols),
-                     extra_tokens=cfg.num_extra_tokens, embed_dim=cfg.embed_dim, pause_after=tuple(cfg.pause_after))
+                     extra_tokens=cfg.num_extra_tokens, embed_dim=cfg.embed_dim, pause_after=tuple(cfg.pause_after),
+                     num_heads=cfg.num_heads)
 
 
 def build_manifest(model: PausingSegmenter, graphs: dict[str, GraphSpec], opts: ExportOptions,
@@ -147,7 +175,7 @@ def export_graphs(model: PausingSegmenter, bundle: Path, opts: ExportOptions, fo
     prefix = f"{folder}/" if folder else ""
     graphs: dict[str, GraphSpec] = {}
     peers = None if folder else opts.peers
-    items = [item for item in _graphs(model, opts.scores, kind, peers) if full or item[0] != FULL]
+    items = [item for item in _graphs(model, opts.scores, kind, peers, opts.reuse) if full or item[0] != FULL]
     bar = tqdm(items, desc=f"exporting {folder}".strip(), unit="graph", disable=not progress, leave=False)
     for name, module, args, inputs, outputs, dynamic in bar:
         bar.set_postfix_str(name)

@@ -16,7 +16,7 @@ from torch import nn
 
 from paumer_edge.model import PausingSegmenter
 from paumer_edge.model.pause_head import normalised_entropy
-from paumer_edge.model.segmenter import StageOutput
+from paumer_edge.model.segmenter import ContextOutput, StageOutput
 from paumer_edge.model.vit import resize_pos_embed
 
 
@@ -42,6 +42,44 @@ class StageK(nn.Module):
 
     def forward(self, tokens: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return _stage_outputs(self.model.stage(self.k, tokens, active), self.head_scores)
+
+
+class Stage0Reuse(nn.Module):
+    """Stage 0 for temporal reuse: image, tokens [B,L,C], active [B,n], context [B,N] bool, then per block of the
+    stage its cached keys and values [B,heads,L,head_dim] -> tokens_out, entropy [B,n], the updated caches. The frame
+    is embedded; its active rows run from their fresh embedding, attending to the cached keys/values of the context,
+    and are written into the previous buffer `tokens`."""
+
+    def __init__(self, model: PausingSegmenter):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, tokens: torch.Tensor, active: torch.Tensor, context: torch.Tensor,
+                caches: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        out = self.model.stage_context(0, tokens, active, context, _pairs(caches), fresh=self.model.embed(image))
+        return _reuse_outputs(out)
+
+
+class StageKReuse(nn.Module):
+    """Stage k > 0 for temporal reuse: tokens, active [B,n], context [B,N] bool, caches -> tokens_out, (entropy,)
+    the updated caches."""
+
+    def __init__(self, model: PausingSegmenter, k: int):
+        super().__init__()
+        self.model, self.k = model, k
+
+    def forward(self, tokens: torch.Tensor, active: torch.Tensor, context: torch.Tensor,
+                caches: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return _reuse_outputs(self.model.stage_context(self.k, tokens, active, context, _pairs(caches)))
+
+
+def _pairs(flat: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[keys, values, keys, values, ...] (one pair per block, as the graphs take them) -> per-block pairs."""
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+def _reuse_outputs(out: ContextOutput) -> tuple[torch.Tensor, ...]:
+    return (*_stage_outputs(StageOutput(out.tokens, out.logits)), *(t for pair in out.caches for t in pair))
 
 
 def _stage_outputs(out: StageOutput, head_scores: bool = False) -> tuple[torch.Tensor, ...]:

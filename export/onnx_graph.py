@@ -17,13 +17,19 @@ from paumer_edge.core.contract import TensorSpec
 from paumer_edge.core.names import DIM_BATCH, DIM_TOKENS
 
 
-def export_module(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
-                  output_names: list[str], dynamic: dict[str, dict[int, str]], opset: int,
+def export_module(module: torch.nn.Module, args: tuple[torch.Tensor | list[torch.Tensor], ...], path: Path,
+                  input_names: list[str], output_names: list[str], dynamic: dict[str, dict[int, str]], opset: int,
                   max_batch: int, max_tokens: int) -> None:
-    """Export with the dynamo exporter; `dynamic` maps input name -> {axis: dim name}."""
+    """Export with the dynamo exporter; `dynamic` maps input name -> {axis: dim name}. An argument may be a list
+    of tensors (the reuse graphs' caches): each becomes one graph input, named in order by `input_names`."""
     dims = {DIM_BATCH: torch.export.Dim(DIM_BATCH, min=1, max=max(2, max_batch)),
             DIM_TOKENS: torch.export.Dim(DIM_TOKENS, min=1, max=max_tokens)}
-    shapes = {name: {axis: dims[d] for axis, d in dynamic.get(name, {}).items()} or None for name in input_names}
+    names = iter(input_names)
+
+    def spec(name: str) -> dict[int, torch.export.Dim] | None:
+        return {axis: dims[d] for axis, d in dynamic.get(name, {}).items()} or None
+
+    shapes = tuple([spec(next(names)) for _ in a] if isinstance(a, list) else spec(next(names)) for a in args)
     quiet = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         warnings.simplefilter("ignore")
@@ -48,6 +54,11 @@ def clean(model: onnx.ModelProto, inputs: list[str], outputs: list[str]) -> onnx
     graph = gs.import_onnx(model)
     graph.fold_constants().cleanup(remove_unused_graph_inputs=False).toposort()
     keep = set(inputs) | set(outputs)
+    # constants first, found through the nodes: a folded constant may carry a name a node output is renamed to
+    # below, and graph.tensors() (a map by name) would then see only one of the two
+    constants = {id(t): t for node in graph.nodes for t in node.inputs if isinstance(t, gs.Constant)}
+    for i, t in enumerate((t for t in constants.values() if t.name not in keep), start=1):
+        t.name = f"const_{i}"
     counts: dict[str, int] = {}
     for node in graph.nodes:
         op = node.op.lower()
@@ -56,11 +67,6 @@ def clean(model: onnx.ModelProto, inputs: list[str], outputs: list[str]) -> onnx
         for j, t in enumerate(node.outputs):
             if t.name not in keep:
                 t.name = node.name if len(node.outputs) == 1 else f"{node.name}_{j}"
-    consts = 0
-    for t in graph.tensors().values():
-        if isinstance(t, gs.Constant) and t.name not in keep:
-            consts += 1
-            t.name = f"const_{consts}"
     out = gs.export_onnx(graph)
     out.ir_version = model.ir_version
     out.producer_name, out.producer_version = "paumer-edge", model.producer_version

@@ -106,7 +106,8 @@ def build_engines(bundle_path: str | Path, opts: EngineOptions, progress: bool =
     engines_dir.mkdir(exist_ok=True)
     cache_path = engines_dir / f"timing-sm{gpu.compute_capability.replace('.', '')}-trt{trt_mod.__version__}.cache"
     entries = []
-    names = bundle.manifest.run_graphs + ([FULL] if bundle.manifest.has_full else [])
+    reuse = bundle.model.reuse_stage_names if bundle.manifest.has_reuse else []
+    names = bundle.manifest.run_graphs + reuse + ([FULL] if bundle.manifest.has_full else [])
     for name in tqdm(names, desc="building engines", unit="engine", disable=not progress):
         spec = bundle.graphs[name]
         profiles = profile_shapes(bundle, name, opts.budgets)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from paumer_edge import UserError
-from paumer_edge.core.names import ACTIVE, DECODER, FULL, IMAGE, LABELS, TOKENS, stage_name
+from paumer_edge.core.names import ACTIVE, CONTEXT, DECODER, FULL, IMAGE, LABELS, TOKENS, reuse_stage_name, stage_name
 from paumer_edge.core.pausing import FixedCounts, Pauser, PausingPolicy
 from paumer_edge.data.streets import derive_seed, street_scene
 from paumer_edge.evaluate import normalise
@@ -29,7 +29,7 @@ from paumer_edge.runtime.backends import OrtBackend
 from paumer_edge.runtime.bundle import Bundle, load_bundle
 from paumer_edge.runtime.staged import Observer, StagedRunner
 
-from .graphs import Decoder, Full, Stage0, StageK, at_image_size
+from .graphs import Decoder, Full, Stage0, Stage0Reuse, StageK, StageKReuse, at_image_size
 
 STAGE_TOL = 1e-4  # max abs error of float outputs (fp32)
 AGREE_FULL = 0.999  # label agreement at budget 1
@@ -77,11 +77,16 @@ class VerifyReport:
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
+    def _widths(self) -> tuple[int, int]:
+        """Column widths that fit every graph and output name (the reuse graphs' are long)."""
+        return (max([len(c.graph) for c in self.checks] + [8]) + 2, max([len(c.output) for c in self.checks] + [8]) + 2)
+
     def table(self) -> str:
-        lines = [f"{'graph':<14}{'case':<26}{'output':<12}{'measure':<13}{'value':>12}{'limit':>10}  ok"]
+        gw, ow = self._widths()
+        lines = [f"{'graph':<{gw}}{'case':<26}{'output':<{ow}}{'measure':<13}{'value':>12}{'limit':>10}  ok"]
         for c in self.checks:
             value, limit = c.shown()
-            lines.append(f"{c.graph:<14}{c.case:<26}{c.output:<12}{c.kind:<13}{value:>12}{limit:>10}  "
+            lines.append(f"{c.graph:<{gw}}{c.case:<26}{c.output:<{ow}}{c.kind:<13}{value:>12}{limit:>10}  "
                          f"{'yes' if c.ok else 'NO'}")
         return "\n".join(lines)
 
@@ -91,13 +96,14 @@ class VerifyReport:
         for c in self.checks:  # the pipelines keep one row per budget
             rows.setdefault((c.graph, c.output, c.kind, c.case if c.graph.endswith("pipeline") else ""),
                             []).append(c)
-        lines = [f"{'graph':<14}{'output':<10}{'worst':>12}{'limit':>10}  {'cases':<44}ok"]
+        gw, ow = self._widths()
+        lines = [f"{'graph':<{gw}}{'output':<{ow}}{'worst':>12}{'limit':>10}  {'cases':<44}ok"]
         for (graph, output, kind, _), cs in rows.items():
             worst = max(cs, key=lambda c: c.value) if kind in ERRORS else min(cs, key=lambda c: c.value)
             value, limit = worst.shown()
             cases = "; ".join(sorted({c.case for c in cs}))
             cases = cases if len(cases) <= 42 else f"{len(cs)} cases (n = 1 .. all)"
-            lines.append(f"{graph:<14}{output:<10}{value:>12}{limit:>10}  {cases:<44}"
+            lines.append(f"{graph:<{gw}}{output:<{ow}}{value:>12}{limit:>10}  {cases:<44}"
                          f"{'yes' if all(c.ok for c in cs) else 'NO'}")
         return "\n".join(lines)
 
@@ -116,12 +122,24 @@ def _err(a: np.ndarray, b: torch.Tensor) -> float:
     return float(np.abs(a.astype(np.float64) - b.double().numpy()).max())
 
 
-def graph_modules(model: PausingSegmenter, scores: bool) -> dict[str, nn.Module]:
+def graph_modules(model: PausingSegmenter, scores: bool, reuse: bool = False) -> dict[str, nn.Module]:
     """The PyTorch form of every graph a bundle of `model` holds, by graph name."""
     modules: dict[str, nn.Module] = {stage_name(0): Stage0(model)}
     modules.update({stage_name(k): StageK(model, k) for k in range(1, model.cfg.num_stages)})
+    if reuse:
+        modules[reuse_stage_name(0)] = Stage0Reuse(model)
+        modules.update({reuse_stage_name(k): StageKReuse(model, k) for k in range(1, model.cfg.num_stages)})
     modules[DECODER], modules[FULL] = Decoder(model, scores), Full(model, scores)
     return modules
+
+
+def _run_module(module: nn.Module, spec_inputs: list[str], feeds: dict[str, Any]) -> Any:
+    """A graph's PyTorch module on the graph's feeds; the reuse graphs take their caches as one list."""
+    args = [torch.from_numpy(np.asarray(feeds[name])) for name in spec_inputs]
+    if isinstance(module, (Stage0Reuse, StageKReuse)):
+        fixed = 5 if isinstance(module, Stage0Reuse) else 4  # (image,) tokens, active, context, then the caches
+        return module(*args[: fixed - 1], args[fixed - 1 :])
+    return module(*args)
 
 
 class GraphChecker:
@@ -137,7 +155,7 @@ class GraphChecker:
             return
         self.seen.add((graph, case))
         spec = self.bundle.graphs[graph]
-        ref = self.modules[graph](*(torch.from_numpy(np.asarray(feeds[t.name])) for t in spec.inputs))
+        ref = _run_module(self.modules[graph], [t.name for t in spec.inputs], feeds)
         for name, a, r in zip(spec.output_names, got, ref):
             if name == LABELS:
                 agree = AGREE_FULL
@@ -176,7 +194,7 @@ def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: 
     backend = OrtBackend(threads=threads)
     runner = StagedRunner(bundle, backend)
     report = VerifyReport()
-    checker = GraphChecker(bundle, graph_modules(model, bundle.manifest.has_scores), report)
+    checker = GraphChecker(bundle, graph_modules(model, bundle.manifest.has_scores, bundle.manifest.has_reuse), report)
     gen = torch.Generator().manual_seed(7)
     real = street_batch(info.input_size, frames, info.mean, info.std).numpy()
     n_all = info.num_patches
@@ -194,6 +212,8 @@ def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: 
                 active = torch.stack([torch.randperm(n_all, generator=gen)[:n].sort().values for _ in range(2)])
                 feeds = {TOKENS: tokens, ACTIVE: active.numpy()}
                 checker.check(stage_name(k), f"random tokens, n={n}", feeds, runner.stages[k].run(feeds))
+        if bundle.manifest.has_reuse:
+            check_reuse_graphs(bundle, backend, checker, real, gen)
         if bundle.manifest.has_full:
             checker.check(FULL, "street frames", {IMAGE: real}, backend.open(bundle, FULL).run({IMAGE: real}))
         # end to end: staged graphs + runtime policy vs the PyTorch model
@@ -208,3 +228,22 @@ def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: 
 
         check_int8(bundle, real, budgets, report, threads)
     return report
+
+
+def check_reuse_graphs(bundle: Bundle, backend: OrtBackend, checker: GraphChecker, real: np.ndarray,
+                       gen: torch.Generator) -> None:
+    """Each temporal-reuse graph against PyTorch on random tokens and caches (stage 0: the street frames), at n = 1,
+    a third, all, with random context patches. (That reuse of an unchanged frame gives the full computation's
+    labels is the runtime's test.)"""
+    info = bundle.model
+    n_all, b = info.num_patches, real.shape[0]
+    for k, name in enumerate(info.reuse_stage_names):
+        session = backend.open(bundle, name)
+        cache_inputs = [t for t in session.input_names if t not in (IMAGE, TOKENS, ACTIVE, CONTEXT)]
+        for n in sorted({1, max(1, n_all // 3), n_all}):
+            active = torch.stack([torch.randperm(n_all, generator=gen)[:n].sort().values for _ in range(b)]).numpy()
+            context = (torch.rand(b, n_all, generator=gen) < 0.5).numpy()
+            caches = {t: torch.randn(b, *info.cache_shape, generator=gen).numpy() for t in cache_inputs}
+            tokens = torch.randn(b, info.tokens, info.embed_dim, generator=gen).numpy()
+            feeds = {**({IMAGE: real} if k == 0 else {}), TOKENS: tokens, ACTIVE: active, CONTEXT: context, **caches}
+            checker.check(name, f"random tokens, n={n}", feeds, session.run(feeds))

@@ -38,6 +38,8 @@ class RunSummary:
     counts: list[float] = field(default_factory=list)  # mean active patch tokens per stage
     budget: float = 1.0  # mean budget used
     plans: dict[str, int] = field(default_factory=dict)  # frames per plan (bundles with plans)
+    reused: list[float] = field(default_factory=list)  # temporal reuse: mean patches per stage kept from earlier frames
+    kinds: dict[str, int] = field(default_factory=dict)  # temporal reuse: frames of each kind (reuse, refresh, full)
 
     @property
     def fps(self) -> float:
@@ -46,6 +48,10 @@ class RunSummary:
     def line(self) -> str:
         stages = " ".join(f"{ms:.1f}" for ms in self.stage_ms)
         tokens = "/".join(f"{n:.0f}" for n in self.counts)
+        if self.kinds:  # temporal reuse: what ran and what was kept
+            kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.kinds.items()))
+            reused = "/".join(f"{n:.0f}" for n in self.reused)
+            tokens = f"(recomputed) {tokens}, reused {reused}; frames: {kinds}"
         return (f"{self.frames} frames in {self.seconds:.1f} s: {self.fps:.1f} FPS; "
                 f"{self.inference_ms:.1f} ms per frame (stages {stages}, decoder {self.decoder_ms:.1f} ms); "
                 f"active tokens per stage {tokens}; mean budget {self.budget:.2f}"
@@ -125,6 +131,8 @@ class _Totals:
         self.decoder_ms = self.inference_ms = self.budget = 0.0
         self.frames = 0
         self.plans: Counter[str] = Counter()
+        self.reused: np.ndarray | None = None
+        self.kinds: dict[str, int] = {}
 
     def add(self, result: Result) -> None:
         st = result.stats
@@ -136,6 +144,10 @@ class _Totals:
         self.frames += 1
         if st.plan:
             self.plans[st.plan] += 1
+        if st.frame_kind:
+            self.kinds[st.frame_kind] = self.kinds.get(st.frame_kind, 0) + 1
+            reused = np.asarray(st.reused or [0] * len(st.counts), float)
+            self.reused = reused if self.reused is None else self.reused + reused
 
     def into(self, summary: RunSummary, default_budget: float) -> None:
         n = max(self.frames, 1)
@@ -146,6 +158,8 @@ class _Totals:
         summary.decoder_ms = self.decoder_ms / n
         summary.inference_ms = self.inference_ms / n
         summary.plans = dict(self.plans)
+        summary.kinds = dict(self.kinds)
+        summary.reused = [] if self.reused is None else (self.reused / n).tolist()
 
 
 def run_stream(pipeline: Pipeline, source: Source, consume: Callable[[Frame, Result], None] | None = None,

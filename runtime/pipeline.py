@@ -17,6 +17,10 @@ joint front of size and pausing (`core.plans`): there a budget is a fraction of 
 budget 1, and buys the most accurate plan measured at that cost, whatever its input size; `plans=False`
 ignores them. Each result's stats name the plan that ran.
 
+Video: `Pipeline(bundle, reuse=True)` reuses, frame to frame, what the patches that did not change computed
+(`runtime.temporal`); give each camera its own `stream` id (`seg(frame, stream="cam1")`), and `reset(stream)`
+when a stream starts over. A bundle exported before format 4 cannot reuse.
+
 Thread safety: a Pipeline may be shared by several threads. Pre- and post-processing run in the
 caller's thread; the staged inference itself is serialised by a lock (the sessions share buffers).
 For parallel inference, give each thread its own Pipeline.
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,9 +43,11 @@ import numpy as np
 
 from paumer_edge import UserError
 from paumer_edge.core.contract import PlanPoint
+from paumer_edge.core.errors import BundleError
 from paumer_edge.core.knobs import check_target_ms, check_threads
 from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, TokenSelector, check_budget, check_threshold
 from paumer_edge.core.plans import choose, plan_label
+from paumer_edge.core.temporal import ReuseOptions
 
 from .backends.select import open_backend
 from .bundle import Bundle, ModelInfo, load_bundle
@@ -49,9 +55,22 @@ from .controller import LatencyController
 from .latency import device_profile
 from .preprocess import Placement
 from .staged import StagedRunner, StageStats
+from .temporal import DEFAULT_STREAM, TemporalFrames
 from .tiling import Tiler, WholeFrame
 
 COSTS = ("device", "macs")
+_WARMUP = ("paumer-edge", "warm-up")  # the stream id warm-up frames use, forgotten afterwards
+
+
+def reuse_options(reuse: bool | ReuseOptions, bundle: Bundle) -> ReuseOptions | None:
+    """The temporal-reuse options asked for (None: off), refused in one line for a bundle without reuse graphs."""
+    if reuse is False or reuse is None:
+        return None
+    if not bundle.manifest.has_reuse:
+        raise BundleError(f"bundle '{bundle.path}' (format {bundle.manifest.format_version}) has no temporal-reuse "
+                          "graphs, so it cannot reuse unchanged patches: re-export it with `paumer-edge export` "
+                          "(format 4), or turn reuse off (--no-reuse)")
+    return reuse if isinstance(reuse, ReuseOptions) else ReuseOptions()
 
 if TYPE_CHECKING:
     from .view.frames import ViewConfig
@@ -66,6 +85,7 @@ class Result:
     scores: np.ndarray | None = None  # [K, h, w] class probabilities at the model's input size
     stage_map: np.ndarray | None = None  # [rows, cols] the last encoder stage each patch ran in
     timings: dict[str, float] = field(default_factory=dict)  # preprocess / inference / postprocess ms
+    reused: np.ndarray | None = None  # [rows, cols] bool: patches kept from earlier frames (temporal reuse)
 
     @property
     def total_ms(self) -> float:
@@ -88,7 +108,8 @@ class Pipeline:
                  threshold: float | None = None, target_ms: float | None = None, letterbox: bool = False,
                  bgr: bool = False, stage_map: bool = False, threads: int = 0, precision: str | None = None,
                  shared_threads: bool = False, cost: str | CostModel = "device", plans: bool = True,
-                 selector: Callable[[CostModel], TokenSelector] | None = None):
+                 selector: Callable[[CostModel], TokenSelector] | None = None,
+                 reuse: bool | ReuseOptions = False, max_streams: int = 16):
         self._budget = check_budget(budget)
         self._threshold = None if threshold is None else check_threshold(threshold)
         if not (isinstance(cost, CostModel) or cost in COSTS):
@@ -101,12 +122,17 @@ class Pipeline:
         self._control = threading.Lock()  # the controller's state
         # precision="int8" runs the bundle's Q/DQ graphs (its int8 variant); fp16 comes from TensorRT
         self.bundle = (bundle if isinstance(bundle, Bundle) else load_bundle(bundle)).at_precision(precision)
+        self.reuse = reuse_options(reuse, self.bundle)
         self.backend = open_backend(backend, self.bundle, threads=threads, precision=precision,
-                                    shared_threads=shared_threads, budgets=(self._budget,))
+                                    shared_threads=shared_threads, budgets=(self._budget,),
+                                    stateful=self.reuse is not None)
         self.runner = StagedRunner(self.bundle, self.backend)
+        if self.reuse is not None:
+            self.tiler = TemporalFrames(WholeFrame(letterbox, bgr), self.info, self.reuse, max_streams)
         self.threads = threads
         self._selector = selector
-        self.plans = self.bundle.manifest.plans if plans and selector is None else None
+        # plans choose a graph set per frame; temporal reuse keeps one set's state from frame to frame: not both
+        self.plans = self.bundle.manifest.plans if plans and selector is None and self.reuse is None else None
         self._runners = {"": self.runner}  # per graph set a plan runs
         for name in sorted({p.variant for p in self.plans.points} - {""} if self.plans else ()):
             self._runners[name] = StagedRunner(self.bundle.variant(name), self.backend)
@@ -209,13 +235,15 @@ class Pipeline:
                 f"budgets are fractions of {unit}")
 
     # ---- one frame --------------------------------------------------------------------------------
-    def __call__(self, frame: np.ndarray, budget: float | None = None, threshold: float | None = None) -> Result:
-        """Segment one frame. `budget` / `threshold` override the pipeline's knobs for this call."""
+    def __call__(self, frame: np.ndarray, budget: float | None = None, threshold: float | None = None,
+                 stream: Hashable = DEFAULT_STREAM) -> Result:
+        """Segment one frame. `budget` / `threshold` override the pipeline's knobs for this call. `stream`: which
+        video the frame belongs to, with temporal reuse (each stream keeps its own state)."""
         t0 = time.perf_counter()
         knob = self.budget if budget is None else check_budget(budget)
         plan = self.plan(knob)
         runner = self.runner if plan is None else self._runners[plan.variant]
-        prepared = self.tiler.prepare(frame, runner.bundle.model)
+        prepared = self.tiler.prepare(frame, runner.bundle.model, stream)
         t1 = time.perf_counter()
         with self._lock:
             selector = self._select(runner, knob if plan is None else plan.pausing, threshold, plan is not None)
@@ -230,7 +258,13 @@ class Pipeline:
         if self.controller is not None and budget is None:
             with self._control:
                 self.controller.update(sum(timings.values()))
-        return Result(out.labels, out.stats, out.placement, out.scores, out.stage_map, timings)
+        return Result(out.labels, out.stats, out.placement, out.scores, out.stage_map, timings, out.reused)
+
+    def reset(self, stream: Hashable | None = None) -> None:
+        """Temporal reuse: forget what `stream` computed (its next frame starts afresh), or every stream's."""
+        if isinstance(self.tiler, TemporalFrames):
+            with self._lock:
+                self.tiler.streams.reset(stream)
 
     def _select(self, runner: StagedRunner, pausing: float, threshold: float | None, planned: bool) -> TokenSelector:
         """The frame's token selector (call with the lock held): a plan's pausing budget is a fraction of its
@@ -249,9 +283,12 @@ class Pipeline:
         return ViewServer(self, host, port, token, config).start()
 
     def warmup(self, frames: int = 3) -> None:
-        """Run a few blank frames (first calls allocate and, on GPUs, pick kernels), through every plan's graphs."""
+        """Run a few blank frames (first calls allocate and, on GPUs, pick kernels) through every plan's graphs;
+        streams are left untouched."""
         h, w = self.info.input_size
         budgets = [1.0] if self.plans is None else [p.cost for p in self.plans.points]
-        for _ in range(frames):
+        for i in range(frames):
+            frame = np.full((h, w, 3), 40 * i, np.uint8)  # different frames: with reuse, a refresh then reuse
             for b in budgets:
-                self(np.zeros((h, w, 3), np.uint8), budget=min(1.0, b))
+                self(frame, budget=min(1.0, b), stream=_WARMUP)
+        self.reset(_WARMUP)

@@ -12,6 +12,7 @@ cover a frame the same way. Scores are class probabilities: the decoder of a bun
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,7 +96,7 @@ class SlidingWindows:
     batch: int = 1
     bgr: bool = False
 
-    def prepare(self, frame: np.ndarray, info: ModelInfo) -> Windows:
+    def prepare(self, frame: np.ndarray, info: ModelInfo, stream: Hashable = 0) -> Windows:
         rgb = to_rgb_uint8(frame, bgr=self.bgr)
         size = covering_size((rgb.shape[0], rgb.shape[1]), info.input_size)
         x, _ = preprocess(rgb, size, info.mean, info.std, letterbox=False)  # scale (if needed) and normalise once
@@ -145,6 +146,9 @@ class SlidingPipeline(Pipeline):
     def __init__(self, bundle: Any, stride: float = DEFAULT_STRIDE, batch: int = 1, **options: Any):
         if options.get("letterbox"):
             raise UserError("sliding windows cover the whole frame: leave letterboxing off")
+        if options.get("reuse"):
+            raise UserError("temporal reuse works on whole frames, not sliding windows: leave out --sliding, or reuse "
+                            "off (--no-reuse)")
         super().__init__(bundle, **options)
         require_scores(self.bundle)
         self.stride = check_stride(stride)

@@ -17,7 +17,20 @@ from typing import Any
 import numpy as np
 
 from paumer_edge.core.errors import PolicyError
-from paumer_edge.core.names import ACTIVE, BUFFERS, DECODER, EXIT_LOGP, EXITED, IMAGE, TOKENS
+from paumer_edge.core.names import (
+    ACTIVE,
+    BUFFERS,
+    CONTEXT,
+    DECODER,
+    ENTROPY,
+    EXIT_LOGP,
+    EXITED,
+    IMAGE,
+    REUSE_INPUTS,
+    TOKENS,
+    TOKENS_OUT,
+    cache_output,
+)
 from paumer_edge.core.pausing import TokenSelector
 
 from .backends.base import Backend, GraphSession
@@ -38,6 +51,8 @@ class StageStats:
     threshold: float | None = None
     cost_fraction: float = 1.0
     plan: str = ""  # the plan the budget picked (bundles with plans), e.g. "96x192 @0.55"
+    reused: list[int] = field(default_factory=list)  # temporal reuse: patches per stage kept from earlier frames
+    frame_kind: str = ""  # temporal reuse: "reuse", "refresh" or "full" (empty without reuse)
 
     @property
     def total_ms(self) -> float:
@@ -55,6 +70,26 @@ class StagedOutput:
 Observer = Callable[[str, dict[str, Any], list[Any]], None]  # graph name, its feeds, its outputs
 
 
+@dataclass
+class ReuseInput:
+    """What a temporal-reuse frame starts from (one image): the stream's token buffer and caches, the patches that
+    run from stage 0, and the context each stage's active patches attend to (`context(k, active)` -> [1, N] bool)."""
+
+    tokens: Any  # [1, L, C] the buffer the last frame left (a backend handle)
+    active: np.ndarray  # [1, n] int64 patches recomputed from stage 0, ascending
+    caches: dict[str, Any]  # cache input name (`keys<b>`, `values<b>`) -> [1, heads, L, head_dim]
+    context: Callable[[int, np.ndarray], np.ndarray]
+
+
+@dataclass
+class ReuseOutput:
+    out: StagedOutput
+    tokens: Any  # the buffer after the last stage
+    caches: dict[str, Any]  # by input name: what the next frame feeds back
+    actives: list[np.ndarray]  # per stage that ran: its active patches [1, n_k]
+    entropies: list[np.ndarray | None]  # per stage that ran: the entropies of its active patches (None: last stage)
+
+
 class StagedRunner:
     """Sessions for stage0..stageS-1 and the decoder of one bundle on one backend, run with a token selector."""
 
@@ -63,6 +98,7 @@ class StagedRunner:
         self.backend = backend
         self.stages: list[GraphSession] = [checked(backend.open(bundle, n), bundle, n) for n in bundle.stage_names]
         self.decoder = checked(backend.open(bundle, DECODER), bundle, DECODER)  # outputs checked every run
+        self.reuse_stages: list[GraphSession] | None = None  # the temporal-reuse graphs, opened when first needed
         self._all = np.arange(bundle.model.num_patches, dtype=np.int64)[None]
         self._all.flags.writeable = False  # fed to every stage while nothing pauses
         # early-exit graph sets: the stages also emit their head's log-probabilities, the decoder takes the exits
@@ -116,17 +152,66 @@ class StagedRunner:
             if observe is not None:
                 observe(self.bundle.stage_names[k], feeds, outs)
             tokens, entropy = outs[0], (outs[1] if len(outs) > 1 else None)
-        feeds = {TOKENS: tokens}
-        if self.exits:
-            feeds.update(self._exit_feeds(selector, b))
+        labels, scores = self._decode(tokens, stats, observe, self._exit_feeds(selector, b) if self.exits else None)
+        stats.cost_fraction = selector.spent(stats.counts)
+        return StagedOutput(labels, scores, None if smap is None else smap.reshape(b, rows, cols), stats)
+
+    def _decode(self, tokens: Any, stats: StageStats, observe: Observer | None,
+                exits: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The decoder on the final token buffer (and, for early-exit graphs, the exits): labels and (when the
+        bundle has them) scores."""
+        feeds = {TOKENS: tokens, **(exits or {})}
         t0 = time.perf_counter()
         result = self.decoder.run(feeds)
         stats.decoder_ms = (time.perf_counter() - t0) * 1000
         if observe is not None:
             observe(DECODER, feeds, result)
+        return result[0], result[1] if len(result) > 1 else None
+
+    def forward_reuse(self, images: np.ndarray, selector: TokenSelector, start: ReuseInput,
+                      observe: Observer | None = None) -> ReuseOutput:
+        """One frame through the temporal-reuse graphs (`stage<k>_reuse`): only `start.active` runs from stage 0, the
+        selector pauses among them between stages (an empty selection skips the remaining stages), the rest of the
+        buffer is kept. Returns the labels, the buffer and caches for the next frame, and what ran where."""
+        check_model_input(images, self.bundle.model.input_size)
+        if self.reuse_stages is None:  # opened on first use: bundles and pipelines without reuse never pay for them
+            self.reuse_stages = [checked(self.backend.open(self.bundle, n), self.bundle, n)
+                                 for n in self.bundle.model.reuse_stage_names]
+        stats = StageStats(budget=selector.budget, threshold=selector.threshold)
+        tokens, active, caches = start.tokens, start.active, dict(start.caches)
+        actives: list[np.ndarray] = []
+        entropies: list[np.ndarray | None] = []
+        entropy: np.ndarray | None = None
+        for k, session in enumerate(self.reuse_stages):
+            t0 = time.perf_counter()
+            if k and entropy is not None and selector.needs_entropy:
+                chosen = selector.select(k - 1, entropy)
+                if chosen is not None:
+                    active = np.take_along_axis(active, chosen, axis=1)
+            if active.shape[1] == 0:  # nothing (left) to run: the remaining stages keep the buffer as it is
+                stats.counts.append(0)
+                stats.stage_ms.append(0.0)
+                continue
+            feeds = {TOKENS: tokens, ACTIVE: active, CONTEXT: start.context(k, active),
+                     **{name: caches[name] for name in session.input_names if name not in REUSE_INPUTS}}
+            if k == 0:
+                feeds[IMAGE] = images
+            t1 = time.perf_counter()
+            outs = session.run(feeds, [n for n in session.output_names if n != ENTROPY])
+            t2 = time.perf_counter()
+            stats.policy_ms += (t1 - t0) * 1000
+            stats.stage_ms.append((t2 - t1) * 1000)
+            stats.counts.append(active.shape[1])
+            if observe is not None:
+                observe(self.bundle.model.reuse_stage_names[k], feeds, outs)
+            named = dict(zip(session.output_names, outs))
+            tokens, entropy = named[TOKENS_OUT], named.get(ENTROPY)
+            caches.update({name: named[cache_output(name)] for name in session.input_names if name not in REUSE_INPUTS})
+            actives.append(active)
+            entropies.append(entropy)
+        labels, scores = self._decode(tokens, stats, observe)
         stats.cost_fraction = selector.spent(stats.counts)
-        return StagedOutput(result[0], result[1] if len(result) > 1 else None,
-                            None if smap is None else smap.reshape(b, rows, cols), stats)
+        return ReuseOutput(StagedOutput(labels, scores, None, stats), tokens, caches, actives, entropies)
 
     def _exit_feeds(self, selector: TokenSelector, b: int) -> dict[str, Any]:
         """The decoder's exit inputs: the selector's, or none exited (a pausing policy on early-exit graphs)."""

@@ -8,6 +8,7 @@ A tiler has three steps, so `Pipeline` can run the middle one alone under its lo
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,11 +30,13 @@ class Tiled:
     placement: Placement
     scores: np.ndarray | None  # [K, h, w] class probabilities at the size the model ran at
     stage_map: np.ndarray | None  # the last encoder stage each patch ran in (grid, or pixels for windows)
+    reused: np.ndarray | None = None  # [rows, cols] bool: patches kept from earlier frames (temporal reuse)
 
 
 class Tiler(Protocol):
-    def prepare(self, frame: np.ndarray, info: ModelInfo) -> Any:
-        """Pre-processing: the frame -> whatever `infer` needs (runs in the caller's thread)."""
+    def prepare(self, frame: np.ndarray, info: ModelInfo, stream: Hashable = 0) -> Any:
+        """Pre-processing: the frame -> whatever `infer` needs (runs in the caller's thread). `stream`: which of the
+        caller's streams the frame belongs to (stateful tilers keep state per stream; the others ignore it)."""
         ...
 
     def infer(self, runner: StagedRunner, prepared: Any, selector: TokenSelector, stage_map: bool) -> Any:
@@ -52,7 +55,7 @@ class WholeFrame:
     letterbox: bool = False
     bgr: bool = False
 
-    def prepare(self, frame: np.ndarray, info: ModelInfo) -> tuple[np.ndarray, Placement]:
+    def prepare(self, frame: np.ndarray, info: ModelInfo, stream: Hashable = 0) -> tuple[np.ndarray, Placement]:
         return preprocess(frame, info.input_size, info.mean, info.std, self.letterbox, self.bgr)
 
     def infer(self, runner: StagedRunner, prepared: tuple[np.ndarray, Placement], selector: TokenSelector,

@@ -38,12 +38,19 @@ def stage_palette(num_stages: int) -> np.ndarray:
     return STAGE_COLORS[idx[:num_stages]]
 
 
-def pause_map(stage_map_frame: np.ndarray, num_stages: int) -> np.ndarray:
-    """Per-pixel stage [H, W] -> RGB: where the network stopped early and where it worked to the end."""
+REUSED_COLOR = np.array([150, 150, 150], np.uint8)  # temporal reuse: patches kept from earlier frames (no work)
+
+
+def pause_map(stage_map_frame: np.ndarray, num_stages: int, reused: np.ndarray | None = None) -> np.ndarray:
+    """Per-pixel stage [H, W] -> RGB: where the network stopped early and where it worked to the end; with temporal
+    reuse, the pixels of patches kept from earlier frames (`reused`, [H, W] nonzero) in grey."""
     last = stage_palette(num_stages)[-1]
     colors = np.concatenate([stage_palette(num_stages), np.repeat(last[None], 256 - num_stages, 0)])
     idx = stage_map_frame if stage_map_frame.dtype == np.uint8 else np.clip(stage_map_frame, 0, 255).astype(np.uint8)
-    return cv2.applyColorMap(np.ascontiguousarray(idx), _table(colors))
+    out = cv2.applyColorMap(np.ascontiguousarray(idx), _table(colors))
+    if reused is not None:
+        out[reused.astype(bool)] = REUSED_COLOR
+    return out
 
 
 def annotate(img: np.ndarray, text: str) -> np.ndarray:
@@ -60,12 +67,13 @@ def annotate(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def compose(frame_rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray | tuple,
-            stage_map_frame: np.ndarray | None = None, num_stages: int = 0, mode: str = "beside") -> np.ndarray:
-    """The overlay, and with a pause map either beside it or blended into it."""
+            stage_map_frame: np.ndarray | None = None, num_stages: int = 0, mode: str = "beside",
+            reused: np.ndarray | None = None) -> np.ndarray:
+    """The overlay, and with a pause map (reused patches in grey) either beside it or blended into it."""
     view = overlay(frame_rgb, labels, palette)
     if stage_map_frame is None:
         return view
-    pm = pause_map(stage_map_frame, num_stages)
+    pm = pause_map(stage_map_frame, num_stages, reused)
     if mode == "blend":
         return cv2.addWeighted(view, 0.6, pm, 0.4, 0.0)
     return np.concatenate([view, cv2.addWeighted(frame_rgb, 0.35, pm, 0.65, 0.0)], axis=1)

@@ -10,7 +10,17 @@ import pytest
 
 from paumer_edge.core.contract import FORMAT_VERSION, Manifest
 from paumer_edge.core.errors import BundleError
-from paumer_edge.core.names import BUFFERS, TOKENS, TOKENS_OUT, stage_index, stage_name
+from paumer_edge.core.names import (
+    BUFFERS,
+    TOKENS,
+    TOKENS_OUT,
+    cache_names,
+    cache_out_names,
+    reuse_stage_index,
+    reuse_stage_name,
+    stage_index,
+    stage_name,
+)
 
 
 def _raw(bundle: Path) -> dict:
@@ -23,6 +33,7 @@ def test_the_manifest_round_trips_through_its_dataclasses(tiny_bundle: Path) -> 
     assert manifest.to_dict() == raw  # every field written is read back, and nothing else is written
     assert Manifest.from_dict(manifest.to_dict(), "again") == manifest
     assert manifest.run_graphs == ["stage0", "stage1", "stage2", "stage3", "decoder"] and manifest.has_full
+    assert manifest.has_reuse and manifest.model.num_heads == 2 and manifest.model.cache_shape == (2, 33, 16)
     assert manifest.exporter.graphs_revision >= 2 and manifest.batch.sizes == (1, 1, 8) and manifest.source
 
 
@@ -37,6 +48,38 @@ def test_a_format_1_bundle_still_loads(tiny_bundle: Path) -> None:
         g.update(bytes=1234, export_s=0.5)
     m = Manifest.from_dict(old, "old")
     assert m.format_version == 1 and m.to_dict() == raw  # rewritten (e.g. after an engine build) as version 2
+
+
+def _without_reuse(raw: dict) -> dict:
+    """A format 2 manifest: no reuse graphs, no model.num_heads."""
+    old = copy.deepcopy(raw)
+    old["format_version"] = 2
+    del old["model"]["num_heads"]
+    old["graphs"] = {name: g for name, g in old["graphs"].items() if not name.endswith("_reuse")}
+    return old
+
+
+def test_a_format_2_bundle_loads_and_cannot_reuse(tiny_bundle: Path) -> None:
+    m = Manifest.from_dict(_without_reuse(_raw(tiny_bundle)), "old")
+    assert m.format_version == 2 and not m.has_reuse and m.model.num_heads == 0
+    assert FORMAT_VERSION == 4 and m.to_dict()["format_version"] == 2  # rewritten as the oldest format reading it
+    assert not Manifest.from_dict(m.to_dict(), "again").has_reuse
+
+
+def test_reuse_graphs_are_checked_against_the_model(tiny_bundle: Path) -> None:
+    raw = _raw(tiny_bundle)
+    no_heads = copy.deepcopy(raw)
+    del no_heads["model"]["num_heads"]
+    with pytest.raises(BundleError, match="'model.num_heads' is missing, and graph graphs.stage0_reuse needs it"):
+        Manifest.from_dict(no_heads, "m")
+    wrong = copy.deepcopy(raw)
+    wrong["graphs"]["stage2_reuse"]["inputs"][3]["shape"] = ["batch", 2, 33, 8]
+    with pytest.raises(BundleError, match=r"'graphs.stage2_reuse.inputs\[3\].shape' is \['batch', 2, 33, 8\], but"):
+        Manifest.from_dict(wrong, "m")
+    names = [t["name"] for t in raw["graphs"]["stage3_reuse"]["inputs"]]
+    assert names == ["tokens", "active", "context", "keys3", "values3"]  # tiny: one block per stage
+    assert [t["name"] for t in raw["graphs"]["stage0_reuse"]["outputs"]] == ["tokens_out", "entropy", "keys0_out",
+                                                                             "values0_out"]
 
 
 @pytest.mark.parametrize("version, message", [
@@ -55,6 +98,9 @@ def test_format_versions_this_runtime_cannot_read_are_refused(tiny_bundle: Path,
 def test_graph_and_tensor_names_come_from_one_place() -> None:
     assert [stage_name(k) for k in range(3)] == ["stage0", "stage1", "stage2"]
     assert [stage_index(n) for n in ("stage0", "stage12", "stagex", "decoder", "stage")] == [0, 12, None, None, None]
+    assert [reuse_stage_name(k) for k in range(2)] == ["stage0_reuse", "stage1_reuse"]
+    assert [reuse_stage_index(n) for n in ("stage3_reuse", "stage3", "x_reuse")] == [3, None, None]
+    assert cache_names(7) == ("keys7", "values7") and cache_out_names(7) == ("keys7_out", "values7_out")
     assert BUFFERS == (TOKENS, TOKENS_OUT)
 
 
@@ -67,12 +113,12 @@ def test_a_bundle_carries_its_graphs_at_other_input_sizes(tiny_ckpt: Path, tiny_
     from paumer_edge.export.exporter import ExportOptions, export_bundle
     from paumer_edge.runtime import Pipeline, load_bundle
 
-    out = export_bundle(load_model(tiny_ckpt), tmp_path / "v.paumer", ExportOptions(extra_sizes=((16, 32),)),
-                        progress=False)
+    out = export_bundle(load_model(tiny_ckpt), tmp_path / "v.paumer",
+                        ExportOptions(extra_sizes=((16, 32),), reuse=False), progress=False)
     bundle = load_bundle(out)
     raw = _raw(out)
-    assert raw["format_version"] == 3 and Manifest.from_dict(raw, "m").to_dict() == raw
-    assert _raw(tiny_bundle)["format_version"] == 2  # a bundle without variants stays readable by format-2 code
+    assert raw["format_version"] == 3 and Manifest.from_dict(raw, "m").to_dict() == raw  # variants, no reuse graphs
+    assert _raw(tiny_bundle)["format_version"] == 4  # the reuse graphs: format 4
     assert bundle.manifest.variant_names == ["16x32"] and (out / "16x32" / "stage0.onnx").is_file()
     small = bundle.variant("16x32")
     assert small.model.input_size == (16, 32) and small.model.grid == (2, 4) and small.cost.num_patches == 8
@@ -89,18 +135,33 @@ def test_a_bundle_carries_its_graphs_at_other_input_sizes(tiny_ckpt: Path, tiny_
 
 
 def test_variant_fields_are_checked(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """(The variants carry reuse graphs too, checked at their own size, and a variant can reuse.)"""
+    import numpy as np
+
     from paumer_edge.checkpoint import load_model
     from paumer_edge.export.exporter import ExportOptions, export_bundle
+    from paumer_edge.runtime import Pipeline, load_bundle
 
     out = export_bundle(load_model(tiny_ckpt), tmp_path / "v.paumer", ExportOptions(extra_sizes=((16, 32),)),
                         progress=False)
     raw = _raw(out)
+    small = load_bundle(out).variant("16x32")
+    assert raw["format_version"] == 4 and small.manifest.has_reuse and small.graphs["stage0_reuse"].file.startswith(
+        "16x32/")
+    pipe = Pipeline(small, cost="macs", reuse=True)
+    frame = np.random.default_rng(0).integers(0, 255, (16, 32, 3), dtype=np.uint8)
+    kinds = [pipe(frame).stats for _ in range(4)]  # a still camera: two calm frames, a refresh, then reuse
+    assert [s.frame_kind for s in kinds] == ["full", "full", "refresh", "reuse"]
+    assert kinds[-1].counts == [0, 0, 0, 0] and kinds[-1].reused == [8, 8, 8, 8]  # nothing changed: nothing runs
     for change, message in [
         (lambda v: v.update(input_size=[15, 32]), r"'variants\[0\].input_size' \[15, 32\] must be a multiple"),
         (lambda v: v.update(precision="int4"), r"'variants\[0\].precision' is 'int4', not one of fp32, fp16, int8"),
         (lambda v: v["graphs"].pop("stage2"), r"'variants\[0\].graphs' lacks \['stage2'\]"),
         (lambda v: v["graphs"]["stage0"].update(file="stage0.onnx"), "reuses the files \\['stage0.onnx'\\]"),
         (lambda v: v["cost_model"].update(num_patches=32), r"'variants\[0\].cost_model.num_patches' is 32"),
+        (lambda v: v["graphs"]["stage1_reuse"]["inputs"][3].update(shape=["batch", 2, 33, 16]),
+         r"'variants\[0\].graphs.stage1_reuse.inputs\[3\].shape' is \['batch', 2, 33, 16\], but the model section "
+         r"gives \['any', 2, 9, 16\]"),  # the caches of the variant's 8 patches + 1
     ]:
         broken = copy.deepcopy(raw)
         change(broken["variants"][0])

@@ -36,14 +36,16 @@ def test_manifest_schema(tiny_bundle: Path, tiny_ckpt: Path) -> None:
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     model = load_model(tiny_ckpt)
     cfg = model.cfg
-    assert manifest["format"] == "paumer-edge-bundle" and manifest["format_version"] == 2
+    assert manifest["format"] == "paumer-edge-bundle" and manifest["format_version"] == 4  # with the reuse graphs
     m = manifest["model"]
     assert m["class_names"] == list(cfg.class_names) and m["palette"] == [list(c) for c in cfg.palette]
     assert m["mean"] == list(cfg.mean) and m["std"] == list(cfg.std)
     assert m["input_size"] == [32, 64] and m["grid"] == [4, 8] and m["tokens"] == 33 and m["extra_tokens"] == 1
     assert m["pause_after"] == [1, 2, 3] and set(manifest["pausing"]) == {"cost_model"}
     assert CostModel.from_dict(manifest["pausing"]["cost_model"]) == CostModel.from_config(cfg)
-    assert set(manifest["graphs"]) == {"stage0", "stage1", "stage2", "stage3", "decoder", "full"}
+    assert set(manifest["graphs"]) == {"stage0", "stage1", "stage2", "stage3", "decoder", "full",
+                                       "stage0_reuse", "stage1_reuse", "stage2_reuse", "stage3_reuse"}
+    assert m["num_heads"] == cfg.num_heads
     assert {"torch", "onnx", "opset"} <= set(manifest["exporter"]) and manifest["exporter"]["opset"] == 18
     g = manifest["graphs"]
     assert g["stage0"]["inputs"] == [{"name": "image", "shape": ["batch", 3, 32, 64], "dtype": "float32"}]
@@ -173,8 +175,10 @@ def test_export_that_fails_verification_exits_1_and_writes_nothing(tiny_ckpt: Pa
 
 
 def test_export_at_another_image_size(tiny_ckpt: Path, tmp_path: Path) -> None:
-    out = export_bundle(load_model(tiny_ckpt), tmp_path / "b", ExportOptions(image_size=(48, 80)), progress=False)
+    out = export_bundle(load_model(tiny_ckpt), tmp_path / "b", ExportOptions(image_size=(48, 80), reuse=False),
+                        progress=False)
     bundle = load_bundle(out)
+    assert not bundle.manifest.has_reuse and "stage0_reuse" not in bundle.graphs
     assert bundle.model.input_size == (48, 80) and bundle.model.grid == (6, 10)
     assert bundle.cost.num_patches == 60
     assert verify_bundle(bundle, load_model(tiny_ckpt), frames=2, budgets=(1.0, 0.5)).ok
@@ -332,7 +336,7 @@ def test_cli_export_and_verify(tiny_ckpt: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "mine.paumer" / "manifest.json").exists()  # default: next to the checkpoint
     last = proc.stdout.strip().splitlines()[-1]
-    assert last.startswith(f"exported {tmp_path / 'mine.paumer'} (6 graphs") and "min label agreement" in last
+    assert last.startswith(f"exported {tmp_path / 'mine.paumer'} (10 graphs") and "min label agreement" in last
     assert all(c["ok"] for c in json.loads((tmp_path / "report.json").read_text()))
     # verify against another model: beyond tolerance, exit 1
     from paumer_edge.checkpoint import save_checkpoint

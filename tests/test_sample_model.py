@@ -22,7 +22,7 @@ def sample_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from paumer_edge.export.exporter import ExportOptions, export_bundle
 
     out = tmp_path_factory.mktemp("sample") / "sample.paumer"
-    return export_bundle(load_model(), out, ExportOptions(), source=str(SAMPLE_CHECKPOINT), progress=False)
+    return export_bundle(load_model(), out, ExportOptions(reuse=False), source=str(SAMPLE_CHECKPOINT), progress=False)
 
 
 def test_sample_is_shipped_trained_and_sized_for_pausing() -> None:

@@ -103,7 +103,8 @@ def scores_bundle(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     from paumer_edge.export.exporter import ExportOptions, export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny-scores.paumer"
-    export_bundle(load_model(tiny_ckpt), out, ExportOptions(scores=True), source=str(tiny_ckpt), progress=False)
+    export_bundle(load_model(tiny_ckpt), out, ExportOptions(scores=True, reuse=False), source=str(tiny_ckpt),
+                  progress=False)
     return out
 
 

@@ -9,10 +9,12 @@ profiles, `exporter.graphs_revision` tells a stale cached export, and `paumer-ed
 
 Format history: 1 (first release); 2 drops fields nothing read (`model.config`, `pausing.pause_after`,
 `pausing.stage_bounds`, per-graph `bytes` / `export_s`); 3 adds `variants` (the graphs again at other input
-sizes or precisions), written only by bundles that carry some, so a bundle states the oldest format that
-reads all of it; 4 adds `plans` (what each budget buys: a graph set and a pausing budget, measured) and variant
-kinds other than "staged" (early-exit graphs, a coarse stage 0), again written only by bundles that use them.
-Versions 1 to 3 still load.
+sizes or precisions), written only by bundles that carry some; 4 adds `plans` (what each budget buys: a graph
+set and a pausing budget, measured), variant kinds other than "staged" (early-exit graphs, a coarse stage 0), the
+temporal-reuse stage graphs (`stage<k>_reuse`: stage 0 too runs only the active tokens, which attend to cached keys
+and values) and `model.num_heads` (the shape of those caches). Each newer field is written only by bundles that
+carry it, so a bundle states the oldest format that reads all of it. Versions 1 to 3 still load; a bundle without
+the reuse graphs cannot reuse (one line says so when asked).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .cost import CostModel
-from .names import DECODER, FULL, stage_name
+from .names import DECODER, FULL, reuse_stage_index, reuse_stage_name, stage_name
 
 FORMAT = "paumer-edge-bundle"
 FORMAT_VERSION = 4  # the newest this code reads and writes
@@ -77,6 +79,7 @@ class ModelInfo:
     extra_tokens: int
     embed_dim: int
     pause_after: tuple[int, ...]
+    num_heads: int = 0  # attention heads (format 4; 0 = not recorded, a bundle from before temporal reuse)
 
     @property
     def num_classes(self) -> int:
@@ -99,13 +102,22 @@ class ModelInfo:
     def stage_names(self) -> list[str]:
         return [stage_name(k) for k in range(self.num_stages)]
 
+    @property
+    def reuse_stage_names(self) -> list[str]:
+        return [reuse_stage_name(k) for k in range(self.num_stages)]
+
+    @property
+    def cache_shape(self) -> tuple[int, int, int]:
+        """One block's cached keys (or values) per image, as the reuse graphs take them: [heads, L, head_dim]."""
+        return self.num_heads, self.tokens, self.embed_dim // max(self.num_heads, 1)
+
     def to_dict(self) -> dict[str, Any]:
         # num_patches, tokens and num_classes follow from the rest; written for readers, checked on load
         return {"name": self.name, "class_names": list(self.class_names), "palette": [list(c) for c in self.palette],
                 "mean": list(self.mean), "std": list(self.std), "input_size": list(self.input_size),
                 "patch_size": self.patch_size, "grid": list(self.grid), "num_patches": self.num_patches,
                 "extra_tokens": self.extra_tokens, "tokens": self.tokens, "embed_dim": self.embed_dim,
-                "num_classes": self.num_classes, "pause_after": list(self.pause_after)}
+                "num_classes": self.num_classes, "pause_after": list(self.pause_after), "num_heads": self.num_heads}
 
 
 @dataclass(frozen=True)
@@ -263,6 +275,11 @@ class Manifest:
         return FULL in self.graphs
 
     @property
+    def has_reuse(self) -> bool:
+        """Whether the bundle has the temporal-reuse graph of every stage (format 4 exports; older ones cannot)."""
+        return all(name in self.graphs for name in self.model.reuse_stage_names)
+
+    @property
     def variant_names(self) -> list[str]:
         return [v.name for v in self.variants]
 
@@ -284,7 +301,9 @@ class Manifest:
     @property
     def written_version(self) -> int:
         """The oldest format that reads everything this manifest holds."""
-        if self.plans is not None or any(v.kind != "staged" for v in self.variants):
+        reuse = any(reuse_stage_index(n) is not None for g in (self.graphs, *(v.graphs for v in self.variants))
+                    for n in g)
+        if reuse or self.plans is not None or any(v.kind != "staged" for v in self.variants):
             return 4
         return 3 if self.variants else 2
 

@@ -38,9 +38,9 @@ MAX_CALIB_IMAGES = 4096  # calibration frames: every graph's feeds are kept in m
 
 __all__ = ["CALIB_METHODS", "DEFAULT_CALIB_IMAGES", "DEFAULT_CALIB_METHOD", "MAX_FRAME_PIXELS", "MIN_STRIDE",
            "THREADS_PER_CORE", "available_cores", "check_budget", "check_budget_range", "check_calib_images",
-           "check_calib_method", "check_count", "check_fps", "check_number", "check_seconds", "check_seed",
-           "check_size", "check_stride", "check_target_ms", "check_threads", "check_threshold", "max_threads",
-           "show_value"]
+           "check_calib_method", "check_change_threshold", "check_count", "check_fps", "check_fraction",
+           "check_number", "check_refresh_every", "check_seconds", "check_seed", "check_size", "check_stride",
+           "check_target_ms", "check_threads", "check_threshold", "max_threads", "show_value"]
 
 
 def show_value(value: Any) -> str:
@@ -124,6 +124,22 @@ def check_target_ms(target_ms: Any, name: str = "latency target") -> float | Non
         return None
     return check_number(target_ms, name, f"a positive number of milliseconds per frame, up to {MAX_TARGET_MS:,.0f}",
                         0.0, MAX_TARGET_MS, lo_open=True)
+
+
+# ---- temporal reuse (paumer_edge.core.temporal) ---------------------------------------------------------
+def check_change_threshold(threshold: Any, name: str = "change threshold") -> float:
+    """A mean-intensity change in [0, 1]: a patch changed since its last computation when it moved by more."""
+    return check_number(threshold, name, "a mean-intensity change in [0, 1], e.g. 0.03", 0.0, 1.0)
+
+
+def check_refresh_every(frames: Any, name: str = "refresh interval") -> int:
+    """Frames between full refreshes of a stream's reuse cache: a whole number >= 1."""
+    return check_count(frames, name, 1, MAX_COUNT, what="a whole number of frames >= 1, e.g. 30")
+
+
+def check_fraction(value: Any, name: str) -> float:
+    """A fraction in [0, 1] (of the patches, of a scaling)."""
+    return check_number(value, name, "a fraction in [0, 1]", 0.0, 1.0)
 
 
 # ---- the machine's knobs -------------------------------------------------------------------------------

@@ -101,11 +101,11 @@ def _float32(entropy: np.ndarray) -> np.ndarray:
     return ent
 
 
-def threshold_count(entropy: np.ndarray, threshold: float) -> int:
-    """Tokens to keep so that every image keeps all its tokens with entropy >= threshold (at least 1)."""
+def threshold_count(entropy: np.ndarray, threshold: float, minimum: int = 1) -> int:
+    """Tokens to keep so that every image keeps all its tokens with entropy >= threshold (at least `minimum`)."""
     ent = np.nan_to_num(_float32(entropy), nan=1.0)
     per_image = (ent >= threshold).sum(axis=-1)
-    return max(1, int(per_image.max(initial=0)))
+    return max(minimum, int(per_image.max(initial=0)))
 
 
 def select_tokens(entropy: np.ndarray, count: int) -> np.ndarray:

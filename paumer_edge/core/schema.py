@@ -11,7 +11,6 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from . import names as peer  # the peer methods' tensor names (peer.HEAD_LOGP, ...)
 from .contract import (
     FORMAT,
     FORMAT_VERSION,
@@ -32,8 +31,14 @@ from .contract import (
 )
 from .cost import CostModel
 from .errors import BundleError
+from .graph_io import expected_io
 from .knobs import show_value
-from .names import ACTIVE, DECODER, ENTROPY, FULL, IMAGE, LABELS, SCORES, TOKENS, TOKENS_OUT, stage_index
+from .names import (
+    DECODER,
+    FULL,
+    is_peer_graph,
+    reuse_stage_index,
+)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -145,11 +150,15 @@ def _model(r: _Reader, d: dict[str, Any]) -> ModelInfo:
     pause_after = r.ints(d, "pause_after", p, lo=1)
     if pause_after != sorted(set(pause_after)):
         raise r.fail(f"{p}pause_after", f"{pause_after} must be strictly increasing")
+    embed_dim = r.integer(d, "embed_dim", p, lo=1, hi=1 << 16)
+    heads = r.integer(d, "num_heads", p, lo=0, hi=embed_dim) if "num_heads" in d else 0  # format 4
+    if heads and embed_dim % heads:
+        raise r.fail(f"{p}num_heads", f"is {heads}, which does not divide embed_dim {embed_dim}")
     info = ModelInfo(name=r.text(d, "name", p), class_names=tuple(names),
                      palette=tuple(colours),  # type: ignore[arg-type]
                      mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]),
                      input_size=(size[0], size[1]), patch_size=patch, grid=(grid[0], grid[1]), extra_tokens=extra,
-                     embed_dim=r.integer(d, "embed_dim", p, lo=1, hi=1 << 16), pause_after=tuple(pause_after))
+                     embed_dim=embed_dim, pause_after=tuple(pause_after), num_heads=heads)
     for key, value in (("num_patches", info.num_patches), ("tokens", info.tokens), ("num_classes", info.num_classes)):
         if key in d and r.integer(d, key, p) != value:  # written by the exporter; must agree with the rest
             raise r.fail(f"{p}{key}", f"is {show_value(d[key])}, but the grid, extra tokens and classes give {value}")
@@ -209,45 +218,16 @@ def _graph(r: _Reader, name: str, g: Any, where: str = "graphs") -> GraphSpec:
                      tuple(_tensor(r, t, f"{p}.outputs[{i}]") for i, t in enumerate(r.items(g, "outputs", f"{p}."))))
 
 
-Expect = tuple[str, tuple[int | None, ...], str]  # name, shape (None: any size or name; -1: a named dim), dtype
-
-
-def expected_io(m: ModelInfo, name: str, kind: str = "staged") -> tuple[list[Expect], list[Expect]] | None:
-    """(inputs, outputs) a graph must have; "labels" as dtype = any of LABEL_DTYPES. None for graphs the
-    runtime does not run (unknown names). Early-exit graph sets (`kind`) add the heads' log-probabilities to the
-    stages' outputs and the exit predictions to the decoder's inputs."""
-    h, w = m.input_size
-    tokens: Expect = (TOKENS, (None, m.tokens, m.embed_dim), "float32")
-    image: list[Expect] = [(IMAGE, (None, 3, h, w), "float32")]
-    labels: Expect = (LABELS, (None, h, w), "labels")
-    scores: Expect = (SCORES, (None, m.num_classes, h, w), "float32")
-    exits = kind == "early-exit"
-    last = m.num_stages - 1
-    k = stage_index(name)
-    if k == 0:
-        head: list[Expect] = [(peer.HEAD_LOGP, (None, m.num_patches, m.num_classes), "float32")] if exits else []
-        return image, [tokens] + ([(ENTROPY, (None, m.num_patches), "float32"), *head] if last else [])
-    if k is not None and 0 < k <= last:
-        ins: list[Expect] = [tokens, (ACTIVE, (None, -1), "int64")]
-        head = [(peer.HEAD_LOGP, (None, -1, m.num_classes), "float32")] if exits else []
-        return ins, [(TOKENS_OUT, tokens[1], "float32")] + ([(ENTROPY, (None, -1), "float32"), *head]
-                                                            if k < last else [])
-    if name == DECODER:
-        extra: list[Expect] = [(peer.EXIT_LOGP, (None, m.num_patches, m.num_classes), "float32"),
-                               (peer.EXITED, (None, m.num_patches), "float32")] if exits else []
-        return [tokens, *extra], [labels, scores]
-    if name == FULL or peer.is_peer_graph(name):
-        return image, [labels, scores]
-    return None
-
-
-def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec, where: str = "graphs", kind: str = "staged") -> None:
+def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec, where: str = "graphs", kind: str = "staged",
+             stage_blocks: tuple[int, ...] = ()) -> None:
     """The manifest's input/output specs of graph `name` fit the model section."""
-    want = expected_io(m, name, kind)
+    want = expected_io(m, name, kind, stage_blocks)
     if want is None:
         return
+    if reuse_stage_index(name) is not None and not m.num_heads:
+        raise r.fail("model.num_heads", f"is missing, and graph {where}.{name} needs it for the shape of its caches")
     for side, specs, expect in (("inputs", g.inputs, want[0]), ("outputs", g.outputs, want[1])):
-        optional = (name in (DECODER, FULL) or peer.is_peer_graph(name)) and side == "outputs"  # scores are optional
+        optional = (name in (DECODER, FULL) or is_peer_graph(name)) and side == "outputs"  # scores are optional
         if len(specs) > len(expect) or len(specs) < len(expect) - (1 if optional else 0):
             raise r.fail(f"{where}.{name}.{side}", f"lists {[s.name for s in specs]}, expected "
                          f"{[e[0] for e in expect]}")
@@ -314,7 +294,8 @@ def _exporter(r: _Reader, d: Any) -> ExporterInfo:
                         graphs_revision=r.int_value(d.get("graphs_revision", 0), "exporter.graphs_revision"))
 
 
-def _graph_set(r: _Reader, model: ModelInfo, raw: Any, path: str, kind: str = "staged") -> dict[str, GraphSpec]:
+def _graph_set(r: _Reader, model: ModelInfo, raw: Any, path: str, kind: str = "staged",
+               stage_blocks: tuple[int, ...] = ()) -> dict[str, GraphSpec]:
     """Every graph of one set (the main graphs or a variant's), each checked against the model at its size."""
     if not isinstance(raw, dict):
         raise r.fail(path, f"must be an object, not {_kind(raw)}")
@@ -323,7 +304,7 @@ def _graph_set(r: _Reader, model: ModelInfo, raw: Any, path: str, kind: str = "s
     if missing:
         raise r.fail(path, f"lacks {missing}")
     for name, g in graphs.items():
-        check_io(r, model, name, g, path, kind)
+        check_io(r, model, name, g, path, kind, stage_blocks)
     return graphs
 
 
@@ -352,12 +333,12 @@ def _variants(r: _Reader, raw: Any, model: ModelInfo, main: dict[str, GraphSpec]
         if kind not in VARIANT_KINDS:
             raise r.fail(f"{p}kind", f"is '{kind}', not one of {', '.join(VARIANT_KINDS)}")
         at = replace(model, input_size=(size[0], size[1]), grid=(size[0] // patch, size[1] // patch))
-        graphs = _graph_set(r, at, r.obj(v, "graphs", p), f"{p}graphs", kind)
+        cost = _cost(r, r.obj(v, "cost_model", p), at, f"{p}cost_model.")
+        graphs = _graph_set(r, at, r.obj(v, "graphs", p), f"{p}graphs", kind, cost.stage_blocks)
         shared = files & {g.file for g in graphs.values()}
         if shared:
             raise r.fail(f"{p}graphs", f"reuses the files {sorted(shared)} of another set of graphs")
         files |= {g.file for g in graphs.values()}
-        cost = _cost(r, r.obj(v, "cost_model", p), at, f"{p}cost_model.")
         out.append(Variant(name, (size[0], size[1]), precision, graphs, cost, kind))
     return tuple(out)
 
@@ -384,7 +365,7 @@ def parse_manifest(manifest: Any, where: str) -> Manifest:
     model = _model(r, r.obj(manifest, "model"))
     pausing = r.obj(manifest, "pausing")
     cost = _cost(r, r.obj(pausing, "cost_model", "pausing."), model)
-    graphs = _graph_set(r, model, r.get(manifest, "graphs", ""), "graphs")
+    graphs = _graph_set(r, model, r.get(manifest, "graphs", ""), "graphs", stage_blocks=cost.stage_blocks)
     variants = _variants(r, manifest.get("variants"), model, graphs)
     entries = manifest.get("engines", [])
     if not isinstance(entries, list):

@@ -23,6 +23,22 @@ _SKY, _GROUND, _FACADE_L, _FACADE_R, _END_L, _END_R, _BACKDROP = range(7)
 def render(world: World, camera: Camera, size: tuple[int, int], t: float = 0.0,
            frame_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 [H, W, 3] RGB, labels uint8 [H, W]) of the street seen from `camera` at time t."""
+    img, labels = static_layer(world, camera, size)
+    return finish_frame(world, camera, t, frame_seed, img, labels)
+
+
+def finish_frame(world: World, camera: Camera, t: float, frame_seed: int, img: np.ndarray,
+                 labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The things in the street at time t painted over a static layer (changed in place), then lighting and the
+    sensor: (image uint8 RGB, labels uint8)."""
+    material = np.zeros(labels.shape, np.uint8)
+    paint_props(world, camera, t, img, labels, material)
+    return _finish(world, img, material, frame_seed), labels
+
+
+def static_layer(world: World, camera: Camera, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """What does not move: the ray-cast ground, facades, skyline and sky with haze, before the things in the street
+    (float32 RGB [H, W, 3] in 0..1, labels uint8 [H, W]). A fixed camera renders it once."""
     h, w = size
     d = camera.rays(h, w)
     o = camera.position
@@ -78,10 +94,7 @@ def render(world: World, camera: Camera, size: tuple[int, int], t: float = 0.0,
     fog = 1 - np.exp(-depth / world.fog_dist)
     fog[kind == _SKY] = 0
     img = img * (1 - fog[..., None]) + world.haze * fog[..., None]
-
-    material = np.zeros((h, w), np.uint8)
-    paint_props(world, camera, t, img, labels, material)
-    return _finish(world, img, material, frame_seed), labels
+    return img, labels
 
 
 def _shade_sky(world: World, d: np.ndarray, m: np.ndarray, img: np.ndarray) -> None:

@@ -59,6 +59,22 @@ def street_frames(seed: int, size: tuple[int, int], seconds: float, fps: float =
         yield render(world, cam, size, t=t, frame_seed=i)
 
 
+def video_frames(seed: int, size: tuple[int, int], seconds: float, fps: float = 30.0,
+                 still: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Frames (RGB, labels) of a street video: a drive down the street, or (`still`) a fixed camera watching it."""
+    if still:
+        from .still_camera import still_street_frames
+
+        return still_street_frames(seed, size, seconds, fps)
+    return street_frames(seed, size, seconds, fps)
+
+
+def labels_folder(video: str | Path) -> Path:
+    """Where `synth video --labels` writes a video's per-frame labels: `<stem>_labels/` beside it."""
+    video = Path(video)
+    return video.with_name(f"{video.stem}_labels")
+
+
 def check_video_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:

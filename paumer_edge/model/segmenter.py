@@ -10,6 +10,7 @@ buffer and take no further part in the encoder.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -23,7 +24,7 @@ from ..config_check import check_model_memory
 from ..core.pausing import CostModel, Pauser, PausingPolicy, TokenSelector
 from .decoders import DecoderLinear, MaskTransformer
 from .pause_head import PauseHead, normalised_entropy
-from .vit import VisionTransformer
+from .vit import Block, Cache, VisionTransformer
 
 
 @dataclass
@@ -48,15 +49,40 @@ class StageOutput(NamedTuple):
     logits: torch.Tensor | None  # [B, n, K] the pausing head's logits for the active patches (None: no head ran)
 
 
+class ContextOutput(NamedTuple):
+    tokens: torch.Tensor  # [B, L, C] the token buffer with the active rows updated
+    logits: torch.Tensor | None  # [B, n, K] the pausing head's logits for the active patches (None: no head ran)
+    caches: list[Cache]  # per block of the stage: every row's (keys, values), the active rows' written in
+
+
+HIDDEN = -1e9  # attention bias of a key a query must not see: its weight is exactly 0 after the softmax
+
+
+def context_bias(context: torch.Tensor, active: torch.Tensor, extra: int) -> torch.Tensor:
+    """[B, 1, 1, L] attention bias over the buffer's rows: 0 for the extra tokens, the active patches and the
+    `context` patches ([B, N] bool), HIDDEN for every other row."""
+    seen = context.scatter(1, active, torch.ones_like(active, dtype=torch.bool))
+    if extra:
+        seen = torch.cat([torch.ones_like(seen[:, :extra]), seen], dim=1)
+    return ((~seen).to(torch.float32) * HIDDEN)[:, None, None, :]  # arithmetic, not Where: graphs stay lean
+
+
+def token_rows(active: torch.Tensor, extra: int) -> torch.Tensor:
+    """Rows of the token buffer [B, extra + n] that run: per image the extra tokens (always active), then the
+    active patches."""
+    idx = active + extra
+    if extra:
+        b = active.shape[0]
+        idx = torch.cat([torch.arange(extra, device=active.device).unsqueeze(0).expand(b, extra), idx], dim=1)
+    return idx
+
+
 def buffer_rows(active: torch.Tensor, extra: int, length: int) -> torch.Tensor:
     """Flat row indices into a [B*L, C] view of the token buffer: per image, the extra tokens (always active)
     then the active patches. Index ops (Gather / ScatterND of whole rows) move each token once each way and
     export without data-dependent shapes."""
-    b = active.shape[0]
-    idx = active + extra
-    if extra:
-        idx = torch.cat([torch.arange(extra, device=active.device).unsqueeze(0).expand(b, extra), idx], dim=1)
-    return (idx + torch.arange(b, device=active.device).unsqueeze(1) * length).reshape(-1)
+    idx = token_rows(active, extra)
+    return (idx + torch.arange(active.shape[0], device=active.device).unsqueeze(1) * length).reshape(-1)
 
 
 class PausingSegmenter(nn.Module):
@@ -123,6 +149,37 @@ class PausingSegmenter(nn.Module):
         # the head scores every row and the (small) logits are sliced, not the (large) tokens
         logits = self.pause_heads[k](x)[:, e:] if head and k < len(self.pause_heads) else None
         return StageOutput(out, logits)
+
+    def stage_context(self, k: int, tokens: torch.Tensor, active: torch.Tensor, context: torch.Tensor,
+                      caches: Sequence[Cache], fresh: torch.Tensor | None = None, head: bool = True) -> ContextOutput:
+        """Run encoder stage k on the `active` rows only, as temporal reuse does: they attend to their own fresh
+        keys and values and to the cached ones (`caches`: per block of the stage, (keys, values) of every row
+        [B, heads, L, head_dim], from each row's last computation) of the `context` patches ([B, N] bool) and the
+        extra tokens, so a changed patch still sees the whole image while unchanged ones cost nothing. With every
+        patch active (any context, any caches) it is `stage(k, ...)` that also returns the keys and values.
+        `fresh` [B, L, C]: the rows to start from (stage 0: the new frame's embedding) instead of `tokens`; the
+        results are written into `tokens` either way.
+        """
+        start, end = self.cfg.stage_bounds[k]
+        e = self.encoder.num_extra_tokens
+        b, length, c = tokens.shape
+        rows = token_rows(active, e)
+        flat = (rows + torch.arange(b, device=rows.device).unsqueeze(1) * length).reshape(-1)
+        x = (tokens if fresh is None else fresh).reshape(b * length, c).index_select(0, flat).reshape(b, -1, c)
+        bias = context_bias(context, active, e)
+        out_caches = []
+        for i, cache in zip(range(start, end), caches):
+            blk: Block = self.encoder.blocks[i]  # type: ignore[assignment]
+            x, cache = blk.forward_context(x, cache, rows, bias)
+            out_caches.append(cache)
+        out = tokens.reshape(b * length, c).index_put((flat,), x.reshape(-1, c)).reshape(b, length, c)
+        logits = self.pause_heads[k](x)[:, e:] if head and k < len(self.pause_heads) else None
+        return ContextOutput(out, logits, out_caches)
+
+    def cache_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """Shape of one block's keys (or values) for temporal reuse: [B, heads, L, head_dim]."""
+        cfg = self.cfg
+        return batch, cfg.num_heads, cfg.num_patches + cfg.num_extra_tokens, cfg.embed_dim // cfg.num_heads
 
     def _blocks(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
         for blk in self.encoder.blocks[start:end]:

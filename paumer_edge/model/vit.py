@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+Cache = tuple[torch.Tensor, torch.Tensor]  # one block's (keys, values), each [B, heads, L, head_dim]
+
 
 class PatchEmbed(nn.Module):
     """Non-overlapping patches -> tokens: a strided convolution, flattened to [B, N, C]."""
@@ -55,6 +57,27 @@ class Attention(nn.Module):
             x = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
+    def forward_context(self, x: torch.Tensor, cache: Cache, rows: torch.Tensor,
+                        bias: torch.Tensor) -> tuple[torch.Tensor, Cache]:
+        """Attention of some rows of a token buffer over keys and values of the whole buffer (temporal reuse).
+
+        `x` [B, n, C]: the rows that run (normed); `cache`: (keys, values) [B, heads, L, head_dim] of every row
+        from its last computation; `rows` [B, n]: where x's rows sit in the buffer; `bias` [B, 1, 1, L]: 0 for
+        the keys x may see, a large negative number for the rest. x's own keys and values are written into the
+        cache first (the only copy of it), so a row sees its fresh self and its neighbours as cached. Returns the
+        attention output for x and the updated cache.
+        """
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3 * self.num_heads, self.head_dim).transpose(1, 2).chunk(3, dim=1)
+        heads = torch.arange(self.num_heads, device=x.device)
+        where = (torch.arange(b, device=x.device)[:, None, None], heads[None, :, None], rows[:, None, :])
+        keys, values = cache[0].index_put(where, k), cache[1].index_put(where, v)
+        if self.fused:
+            x = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)
+        else:
+            x = (((q * self.scale) @ keys.transpose(-2, -1)) + bias).softmax(dim=-1) @ values
+        return self.proj(x.transpose(1, 2).reshape(b, n, c)), (keys, values)
+
 
 @contextmanager
 def unfused_attention(model: nn.Module) -> Iterator[None]:
@@ -94,6 +117,13 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+    def forward_context(self, x: torch.Tensor, cache: Cache, rows: torch.Tensor,
+                        bias: torch.Tensor) -> tuple[torch.Tensor, Cache]:
+        """The block on some rows of the buffer, attending over cached keys and values (`Attention.forward_context`)."""
+        h, cache = self.attn.forward_context(self.norm1(x), cache, rows, bias)
+        x = x + h
+        return x + self.mlp(self.norm2(x)), cache
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],

@@ -37,6 +37,8 @@ MAX_BATCH = 4096  # engine profiles' largest batch
 @click.option("--opset", type=int, default=18, help="ONNX opset, 17 or 18.")
 @click.option("--batch", type=FLOATS, default="1,1,8", help="Batch sizes of the engine profiles: N or MIN,OPT,MAX.")
 @click.option("--scores", is_flag=True, help="The decoder also outputs class probabilities (for sliding windows).")
+@click.option("--no-reuse", is_flag=True, help="Leave out the temporal-reuse graphs (stage<k>_reuse): a smaller bundle "
+              "and a faster export; `run` then processes every video frame in full.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity check against PyTorch.")
 @click.option("--report", metavar="FILE", help="Write the verify report as JSON here.")
 @click.option("--trt", is_flag=True, help="Also build TensorRT engines (needs a GPU and TensorRT).")
@@ -97,7 +99,7 @@ def run(a: SimpleNamespace) -> int:
         raise UserError("--plan-sizes are the input sizes --plans measures: give --plans too")
     plan_images = check_count(a.plan_images, "--plan-images")
     opts = ExportOptions(image_size=image_size, opset=a.opset, batch=check_batch(a.batch), scores=a.scores,
-                         extra_sizes=sizes, int8=quant, peers=parse_peers(a.peers))
+                         extra_sizes=sizes, int8=quant, peers=parse_peers(a.peers), reuse=not a.no_reuse)
     guard_paths([*Input.of("checkpoint", ckpt), *Input.of("--calib", a.calib, "folder")],
                 [*Output.of("the bundle", out, "tree"), *Output.of("--report", a.report)])
     model = model_from_checkpoint(load_checkpoint(ckpt)).eval()

@@ -18,9 +18,20 @@ import numpy as np
 from .. import UserError
 from ..core.cache import cache_root
 from ..core.errors import SourceError
-from ..core.knobs import check_budget, check_count, check_stride, check_target_ms, check_threads, check_threshold
+from ..core.knobs import (
+    check_budget,
+    check_change_threshold,
+    check_count,
+    check_refresh_every,
+    check_stride,
+    check_target_ms,
+    check_threads,
+    check_threshold,
+)
 from ..core.paths import Input, Output, guard_paths
+from ..core.temporal import ReuseOptions
 from ..core.video import VideoSink
+from ..runtime.bundle import load_bundle
 from ..runtime.loop import RunSummary, run_stream
 from ..runtime.pipeline import Pipeline, Result
 from ..runtime.preprocess import grid_to_frame, to_rgb_uint8
@@ -66,6 +77,13 @@ DEMO_SECONDS, DEMO_SIZE, DEMO_BUDGETS = 10.0, (360, 640), (1.0, 0.5)
 @click.option("--sliding", type=float, is_flag=False, flag_value=2 / 3, default=None, metavar="STRIDE",
               help="Segment each frame at its own resolution with windows of the model's input size; STRIDE is a "
                    "fraction of the window (0.667 when given bare); needs a bundle exported with --scores.")
+@click.option("--reuse/--no-reuse", default=None, help="Temporal reuse: patches that did not change since the last "
+              "frame keep what they computed [default: on for videos, cameras and streams; off for image folders, "
+              "sliding windows and native TensorRT].")
+@click.option("--change-threshold", type=float, metavar="T", help="With reuse: a patch changed when a quarter of it "
+              "moved by more than T in mean intensity (0-1) since it was computed [default: 0.03].")
+@click.option("--refresh-every", type=int, metavar="K", help="With reuse: recompute every patch every K frames, "
+              "bounding drift [default: 30].")
 @click.option("--max-frames", type=int, help="Stop after this many frames.")
 @click.option("--view", metavar="[HOST:]PORT", help="Serve a live view in the browser while it runs: overlay, pause "
               "map, stats and the knobs (host 127.0.0.1 unless given; another host, e.g. 0.0.0.0, lets other "
@@ -94,6 +112,9 @@ def check_knobs(a: SimpleNamespace) -> None:
     a.threads = check_threads(a.threads, "--threads")
     a.max_frames = None if a.max_frames is None else check_count(a.max_frames, "--max-frames")
     a.sliding = None if a.sliding is None else check_stride(a.sliding, "--sliding")
+    a.change_threshold = None if a.change_threshold is None else check_change_threshold(a.change_threshold,
+                                                                                         "--change-threshold")
+    a.refresh_every = None if a.refresh_every is None else check_refresh_every(a.refresh_every, "--refresh-every")
     if a.target_ms is not None and (a.budget is not None or a.threshold is not None):
         raise UserError("--target-ms sets the budget itself: give it alone, or --budget / --threshold")
     if a.sliding is not None and a.letterbox:
@@ -172,6 +193,27 @@ def start_view(a: SimpleNamespace, pipe: Pipeline) -> Any:
     return viewer
 
 
+def reuse_choice(a: SimpleNamespace, source_kind: str, bundle: Path) -> ReuseOptions | None:
+    """Temporal reuse for this run: asked for (--reuse / --no-reuse) or the default (on for videos, cameras and
+    streams, off for image folders and sliding windows, off with a note for a bundle from before format 4);
+    None: off. The knobs without reuse are a mistake said in one line."""
+    knobs = {k: v for k, v in (("threshold", a.change_threshold), ("refresh_every", a.refresh_every)) if v is not None}
+    asked = a.reuse
+    if asked is None:
+        asked = source_kind != "images" and a.sliding is None and a.backend != "trt"
+        if asked and not load_bundle(bundle, check_hashes=False).manifest.has_reuse:
+            if not a.quiet:
+                print(f"note: {bundle} was exported before temporal reuse (format 4): every frame runs in full; "
+                      "export it again to reuse unchanged patches")
+            asked = False
+    if not asked:
+        if knobs:
+            raise UserError("--change-threshold and --refresh-every tune temporal reuse, which is off here: add "
+                            "--reuse, or leave them out")
+        return None
+    return ReuseOptions(**knobs)
+
+
 def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float | None) -> RunSummary:
     """Segment `source` with the options in `a` and write the results; the summary of the run."""
     guard_paths([*source_inputs(source), *Input.of("--model", a.model)],
@@ -180,12 +222,13 @@ def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float |
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     bundle = bundle_for(a.model, a.quiet, scores=a.sliding is not None, int8=a.precision == "int8",
                         plans=bool(a.plans))
+    reuse = reuse_choice(a, source.kind, bundle)
     # sliding windows: the same Pipeline, segmenting each frame window by window (runtime/sliding.py)
     pipe_class = partial(SlidingPipeline, stride=a.sliding) if a.sliding is not None else Pipeline
     pipe = pipe_class(bundle, backend=a.backend, budget=budget if budget is not None else 1.0,
                     threshold=a.threshold, target_ms=a.target_ms, letterbox=a.letterbox,
                     stage_map=a.pause_map is not None, threads=a.threads, shared_threads=True, cost=a.cost,
-                    precision=a.precision, plans=a.plans is not False)
+                    precision=a.precision, plans=a.plans is not False, reuse=reuse or False)
     info = pipe.info
     viewer = start_view(a, pipe)
     try:
@@ -202,10 +245,14 @@ def segment(a: SimpleNamespace, source: Source, out: str | None, budget: float |
     def view(frame: Frame, result: Result) -> np.ndarray:
         smap = grid_to_frame(result.stage_map, result.placement) if result.stage_map is not None and a.pause_map \
             else None  # (the live view turns the stage map on for itself)
+        kept = grid_to_frame(result.reused, result.placement) if result.reused is not None and smap is not None \
+            else None
         img = compose(to_rgb_uint8(frame.image), result.labels, info.palette, smap, info.num_stages,
-                      a.pause_map or "beside")
+                      a.pause_map or "beside", reused=kept)
         tokens = "/".join(str(c) for c in result.stats.counts)
         plan = f"  plan {result.stats.plan}" if result.stats.plan else ""
+        if result.stats.reused and any(result.stats.reused):
+            tokens += " +" + "/".join(str(c) for c in result.stats.reused) + " reused"
         return annotate(img, f"budget {result.stats.budget:.2f}{plan}  tokens {tokens}  {result.total_ms:.0f} ms")
 
     def consume(frame: Frame, result: Result) -> None:

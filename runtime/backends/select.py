@@ -25,11 +25,16 @@ def _native_trt(bundle: Bundle, precision: str | None) -> Backend | None:
 
 
 def open_backend(kind: str, bundle: Bundle, threads: int = 0, precision: str | None = None,
-                 shared_threads: bool = False, budgets: tuple[float, ...] = (0.5,)) -> Backend:
+                 shared_threads: bool = False, budgets: tuple[float, ...] = (0.5,), stateful: bool = False) -> Backend:
     """The backend `kind`; `budgets` are those the pipeline expects to run at (the TensorRT EP tunes its
-    token-count profile for the first)."""
+    token-count profile for the first). `stateful`: the caller keeps graph outputs across frames (temporal reuse),
+    which the native TensorRT backend's reused output buffers do not allow yet: `auto` then passes it over."""
     if kind not in BACKENDS:
         raise UserError(f"unknown backend '{kind}'; use one of {', '.join(BACKENDS)}")
+    if kind == "trt" and stateful:
+        raise UserError("temporal reuse keeps each stream's buffers from frame to frame, which the native TensorRT "
+                        "backend does not do yet: use --backend ort-trt (TensorRT through ONNX Runtime), or reuse "
+                        "off (--no-reuse)")
     if kind == "trt":
         from .trt import TrtBackend
 
@@ -37,7 +42,7 @@ def open_backend(kind: str, bundle: Bundle, threads: int = 0, precision: str | N
     if kind != "auto":
         return _fits(OrtBackend(kind, threads=threads, fp16=precision == "fp16", int8=precision == "int8",
                                 shared_threads=shared_threads, budgets=budgets), precision)
-    native = _native_trt(bundle, precision)
+    native = None if stateful else _native_trt(bundle, precision)
     if native is not None:
         return native
     providers = import_ort().get_available_providers()

@@ -1,0 +1,222 @@
+"""Pausing through time: the rules of temporal reuse across video frames, torch-free.
+
+A patch whose input changed less than a threshold since it was last computed keeps what it computed then
+(its rows of the token buffer, its keys and values, the stage it reached, its entropies); the changed patches
+run, attending to the cached keys and values of the others. These are the rules the runtime's per-stream state
+(`paumer_edge.runtime.temporal`) follows, kept here beside the pausing policy so they have one source:
+
+- `ReuseOptions`: the knobs (change threshold, refresh interval, scene-cut and accumulated-change limits, the
+  attention context of the recomputed patches);
+- `patch_signature` / `changed_patches`: a cheap per-patch signature of the model input and the change rule;
+- `ReuseSelector`: the pausing policy on a frame that reuses the unchanged patches (a `TokenSelector`);
+- `ReuseSchedule`: what kind of frame comes next (reuse, a full refresh that restarts the cache, or the plain
+  per-frame graphs while the camera moves), the drift control.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import cv2
+import numpy as np
+
+from .errors import PolicyError
+from .knobs import check_change_threshold, check_count, check_fraction, check_refresh_every
+from .pausing import Pauser, TokenSelector, threshold_count
+
+CONTEXTS = ("cached", "changed")
+
+
+@dataclass(frozen=True)
+class ReuseOptions:
+    """The knobs of temporal reuse.
+
+    threshold: a patch changed when some 4x4 quarter of it (at the model's input size) moved by more than this in
+        mean intensity (0-1, per channel) since its last computation; sensor noise and codec flicker stay below.
+    refresh_every: a full refresh every this many frames bounds the drift of the reused patches.
+    scene_cut: when more than this fraction of the patches changed, the frame runs in full with the plain graphs
+        and reuse waits for the camera to be still again (a moving camera, a scene cut). A still street camera sees
+        at most about a fifth of its patches change, a driving one a fifth to a half from one frame to the next.
+    accumulated: a full refresh once the patches recomputed since the last one cover this fraction of the frame
+        (the context the reused patches were computed in has changed too much).
+    context: what a recomputed patch attends to: "cached" (its fresh neighbours and the cached keys and values of
+        every other patch still active at that stage, as Eventful Transformers do) or "changed" (only the other
+        recomputed patches; cheaper, less accurate: see the README's measurements).
+    halo: also recompute the patches within this many patches of a changed one.
+    uncertain: an unsure patch (normalised entropy h at the last pausing point it reached) counts as changed from
+        threshold x (1 - uncertain x h): a patch that did not change *and* was confident needs no work at all,
+        an unsure one is recomputed on smaller changes (it is where labels flip).
+    """
+
+    threshold: float = 0.03
+    refresh_every: int = 30
+    scene_cut: float = 0.3
+    accumulated: float = 0.6
+    context: str = "cached"
+    halo: int = 0
+    uncertain: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "threshold", check_change_threshold(self.threshold))
+        object.__setattr__(self, "refresh_every", check_refresh_every(self.refresh_every))
+        check_fraction(self.scene_cut, "scene-cut fraction")
+        check_fraction(self.accumulated, "accumulated-change fraction")
+        if self.context not in CONTEXTS:
+            raise PolicyError(f"attention context '{self.context}' is not one of {', '.join(CONTEXTS)}")
+        check_fraction(self.uncertain, "uncertainty scaling")
+        check_count(self.halo, "halo", 0, 8, what="a whole number of patches from 0 to 8")
+
+
+# ---------------------------------------------------------------------------------------------
+# What changed
+# ---------------------------------------------------------------------------------------------
+def patch_signature(image: np.ndarray, patch: int, std: Sequence[float]) -> np.ndarray:
+    """A normalised model input [3, H, W] -> per patch the mean intensity of each channel in each quarter of the
+    patch (halves of its sides; the whole patch when its side is odd), in [0, 1] units: [N, 3 * 4] float32.
+
+    Quarters keep a small object moving inside a patch visible; means average sensor noise away.
+    """
+    c, h, w = image.shape
+    s = 2 if patch % 2 == 0 else 1
+    rows, cols = h // patch, w // patch
+    out = np.empty((rows, cols, c, s, s), np.float32)
+    for ch in range(c):  # area resizing by a whole factor: the exact block means, 6x faster than numpy's
+        crop = image[ch, : rows * patch, : cols * patch]
+        means = cv2.resize(crop, (cols * s, rows * s), interpolation=cv2.INTER_AREA)
+        out[:, :, ch] = (means * np.float32(std[ch])).reshape(rows, s, cols, s).transpose(0, 2, 1, 3)  # intensity
+    return out.reshape(rows * cols, c * s * s)
+
+
+def change(signature: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """How much each patch changed: the largest difference of its signature's entries, [N]."""
+    return np.abs(signature - reference).max(axis=1)
+
+
+def dilate(mask: np.ndarray, grid: tuple[int, int], steps: int) -> np.ndarray:
+    """A patch mask [N] grown by `steps` patches in every direction (8-neighbourhood) on the grid."""
+    if steps <= 0 or not mask.any():
+        return mask
+    m = mask.reshape(grid)
+    out = m.copy()
+    for _ in range(steps):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= grown[:, :-1].copy()
+        grown[:, :-1] |= grown[:, 1:].copy()
+        out = grown
+    return out.reshape(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pausing on a frame that reuses
+# ---------------------------------------------------------------------------------------------
+def fresh_in_top(fresh: np.ndarray, cached: np.ndarray, quota: int) -> int:
+    """How many of the `fresh` entropies [B, n] rank among the `quota` highest of cached [B, m] and fresh together
+    (the most of any image; ties go to the cached, NaN counts as the most uncertain)."""
+    fresh = np.nan_to_num(np.asarray(fresh, np.float32), nan=np.inf)
+    b, n = fresh.shape
+    if quota >= cached.shape[1] + n or cached.shape[1] == 0:
+        return max(0, min(n, quota))
+    both = np.concatenate([np.broadcast_to(cached, (b, cached.shape[1])), fresh], axis=1)
+    order = np.argsort(-both, axis=1, kind="stable")[:, :quota]
+    return int((order >= cached.shape[1]).sum(axis=1).max(initial=0))
+
+
+class ReuseSelector(TokenSelector):
+    """The pausing policy on a frame that recomputes only some patches.
+
+    At each pausing point the recomputed patches are ranked against the entropies that the reused patches still
+    active there had at the same point in their last computation: the budget's count is for the whole frame, so a
+    recomputed patch pauses where it would have in a frame computed in full. A threshold applies as always. Unlike
+    the per-frame policy, no recomputed patch needs to go on: `select` then gives an empty selection [B, 0] and the
+    remaining stages are skipped.
+    """
+
+    def __init__(self, base: Pauser, cached: Sequence[np.ndarray]):
+        self.base, self.cached = base, list(cached)  # cached[k]: [B, m_k] entropies at point k of the reused patches
+        self.cost, self.budget, self.threshold = base.cost, base.budget, base.threshold
+
+    @property
+    def needs_entropy(self) -> bool:
+        return self.base.needs_entropy
+
+    def count(self, point: int, entropy: np.ndarray) -> int:
+        n = int(np.shape(entropy)[-1])
+        keep = n
+        if self.base.plan.pauses:
+            keep = fresh_in_top(entropy, self.cached[point], self.base.plan.counts[point + 1])
+        if self.threshold is not None:
+            keep = min(keep, threshold_count(entropy, self.threshold, minimum=0))
+        return keep
+
+    def select(self, point: int, entropy: np.ndarray) -> np.ndarray | None:
+        keep = self.count(point, entropy)
+        if keep >= np.shape(entropy)[-1]:
+            return None
+        if keep <= 0:
+            return np.zeros((np.shape(entropy)[0], 0), np.int64)
+        return super().select(point, entropy)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which kind of frame: drift control
+# ---------------------------------------------------------------------------------------------
+class FrameKind(Enum):
+    REUSE = "reuse"  # the changed patches run; the rest keep what they computed
+    REFRESH = "refresh"  # every patch runs through the reuse graphs: the cache starts afresh
+    FULL = "full"  # the plain per-frame graphs, no cache (a moving camera, a scene cut)
+
+
+CALM_FRAMES = 2  # frames in a row that changed little before a stream without a cache starts one
+
+
+@dataclass
+class ReuseSchedule:
+    """Decides each frame's kind for one stream (drift control), from how much of it changed.
+
+    - no valid cache (a new stream, or after the camera moved): the plain per-frame graphs, until CALM_FRAMES frames
+      in a row changed by at most half the scene-cut fraction since the frame before; then a refresh fills the cache.
+      So a moving camera never pays for refreshes, and reuse waits until the camera is still;
+    - more than `scene_cut` of the patches changed since they were computed: the plain graphs, and the cache is
+      dropped (a moving camera turns reuse off by itself: it is never slower than per-frame processing);
+    - every `refresh_every` frames, or once the patches recomputed since the last refresh cover `accumulated` of
+      the frame: a refresh;
+    - otherwise: reuse.
+    """
+
+    options: ReuseOptions
+    valid: bool = False  # the cache holds a complete frame
+    since_refresh: int = 0  # frames since the last refresh
+    calm: int = 0  # frames in a row that changed little, while there is no cache
+    covered: np.ndarray | None = field(default=None, repr=False)  # patches recomputed since the last refresh
+
+    def next(self, changed_fraction: float | None) -> FrameKind:
+        """The kind of the next frame. `changed_fraction`: of the patches, against the cache when it is valid, else
+        against the previous frame (None for a stream's first frame)."""
+        o = self.options
+        if not self.valid:
+            still = changed_fraction is not None and changed_fraction <= o.scene_cut / 2
+            self.calm = self.calm + 1 if still else 0
+            return FrameKind.REFRESH if self.calm >= CALM_FRAMES else FrameKind.FULL
+        assert changed_fraction is not None
+        if changed_fraction > o.scene_cut:
+            return FrameKind.FULL
+        if self.since_refresh + 1 >= o.refresh_every:
+            return FrameKind.REFRESH
+        if self.covered is not None and self.covered.mean() > o.accumulated:
+            return FrameKind.REFRESH
+        return FrameKind.REUSE
+
+    def done(self, kind: FrameKind, recomputed: np.ndarray | None = None) -> None:
+        """Record the frame that ran: `recomputed` [N] bool, the patches a reuse frame ran."""
+        if kind is FrameKind.FULL:
+            self.valid, self.covered = False, None
+        elif kind is FrameKind.REFRESH:
+            self.valid, self.since_refresh, self.covered, self.calm = True, 0, None, 0
+        else:
+            self.since_refresh += 1
+            if recomputed is not None:
+                self.covered = recomputed.copy() if self.covered is None else self.covered | recomputed

@@ -1,0 +1,242 @@
+"""Temporal reuse in the runtime: each stream's state, and the tiler that runs a frame with it. numpy only.
+
+Per stream (a camera, a video: any hashable id) the state keeps what the last frames computed for every patch:
+its row of the token buffer and its keys and values at every block (where the backend keeps them), the stage it
+reached and its entropies at the pausing points, and the signature of its input when it was computed. A frame
+runs the pipeline's one template:
+
+1. prepare (caller's thread): the frame resized as always, and its patch signatures;
+2. infer (under the pipeline's lock): the stream's schedule (`paumer_edge.core.temporal`) picks the frame's kind
+   from how much changed. Reuse: the changed patches run through the reuse graphs, attending to the cached keys
+   and values of the others, and pause by the budget as in a full frame; an unchanged patch costs nothing, and a
+   frame where nothing changed runs no graph at all. Refresh: every patch, the cache starts afresh. Full: the
+   plain per-frame graphs while the camera moves;
+3. finish (caller's thread): labels back to the frame, and the map of the patches that were reused.
+
+States are kept for the `max_streams` most recently used streams (the oldest is dropped and starts again with a
+refresh); they are only touched under the pipeline's lock, and the store's own lock guards its table.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from paumer_edge.core.contract import ModelInfo
+from paumer_edge.core.names import REUSE_INPUTS
+from paumer_edge.core.pausing import Pauser, TokenSelector
+from paumer_edge.core.temporal import (
+    FrameKind,
+    ReuseOptions,
+    ReuseSchedule,
+    ReuseSelector,
+    change,
+    dilate,
+    patch_signature,
+)
+
+from .preprocess import Placement
+from .staged import ReuseInput, ReuseOutput, StagedRunner, StageStats
+from .tiling import Tiled, WholeFrame
+
+DEFAULT_STREAM: Hashable = 0
+
+
+@dataclass
+class StreamState:
+    """What one stream's frames have computed, per patch; `valid` (in the schedule) once a refresh filled it."""
+
+    schedule: ReuseSchedule
+    previous: np.ndarray | None = None  # the last frame's signatures [N, D]: the change while there is no cache
+    reference: np.ndarray | None = None  # each patch's signature when it was last computed
+    tokens: Any = None  # [1, L, C] the token buffer after the last frame (a backend handle)
+    caches: dict[str, Any] = field(default_factory=dict)  # `keys<b>` / `values<b>` -> [1, heads, L, head_dim]
+    stage: np.ndarray | None = None  # [N] uint8: the last stage each patch ran in
+    entropy: np.ndarray | None = None  # [S-1, N] float32: its entropy at each pausing point (NaN: not reached)
+    labels: np.ndarray | None = None  # [1, H, W] the last frame's labels at the model's input size
+    scores: np.ndarray | None = None
+
+    def drop(self) -> None:
+        """Forget the cache (the camera moved): its memory goes, the last signatures stay."""
+        self.tokens, self.caches, self.labels, self.scores = None, {}, None, None
+
+
+class StreamStore:
+    """The states of the most recently used streams, by stream id; the least recently used beyond `max_streams`
+    is dropped (it starts again with a refresh). Thread-safe."""
+
+    def __init__(self, options: ReuseOptions, max_streams: int = 16):
+        if max_streams < 1:
+            raise ValueError("max_streams must be at least 1")
+        self.options, self.max_streams = options, max_streams
+        self._states: OrderedDict[Hashable, StreamState] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, stream: Hashable) -> StreamState:
+        with self._lock:
+            state = self._states.pop(stream, None) or StreamState(ReuseSchedule(self.options))
+            self._states[stream] = state
+            while len(self._states) > self.max_streams:
+                self._states.popitem(last=False)
+            return state
+
+    def reset(self, stream: Hashable | None = None) -> None:
+        """Forget one stream (the next frame starts it afresh), or every stream."""
+        with self._lock:
+            if stream is None:
+                self._states.clear()
+            else:
+                self._states.pop(stream, None)
+
+    @property
+    def streams(self) -> list[Hashable]:
+        with self._lock:
+            return list(self._states)
+
+
+@dataclass
+class TemporalInput:
+    image: np.ndarray  # [3, H, W] normalised
+    placement: Placement
+    signature: np.ndarray  # [N, D] per-patch signature (`patch_signature`)
+    stream: Hashable
+
+
+@dataclass
+class TemporalOutput:
+    labels: np.ndarray  # [1, H, W]
+    scores: np.ndarray | None
+    stage_map: np.ndarray | None  # [1, rows, cols]
+    reused: np.ndarray | None  # [rows, cols] bool: patches kept from earlier frames (reuse frames only)
+    stats: StageStats
+
+
+class TemporalFrames:
+    """A whole frame (as `WholeFrame`), reusing what the stream's earlier frames computed for unchanged patches."""
+
+    def __init__(self, base: WholeFrame, info: ModelInfo, options: ReuseOptions, max_streams: int = 16):
+        self.base, self.info, self.options = base, info, options
+        self.streams = StreamStore(options, max_streams)
+        zeros = np.zeros((1, *info.cache_shape), np.float32)
+        zeros.flags.writeable = False
+        self._zero_cache = zeros  # the caches a stream's first refresh starts from (every row is written)
+        self._zero_tokens = np.zeros((1, info.tokens, info.embed_dim), np.float32)
+        self._zero_tokens.flags.writeable = False
+        self._all = np.arange(info.num_patches, dtype=np.int64)[None]
+        self._nothing = np.zeros((1, info.num_patches), bool)
+        self._nothing.flags.writeable = False
+
+    # ---- the tiler's three steps -----------------------------------------------------------------
+    def prepare(self, frame: np.ndarray, info: ModelInfo, stream: Hashable = DEFAULT_STREAM) -> TemporalInput:
+        image, placement = self.base.prepare(frame, info)
+        return TemporalInput(image, placement, patch_signature(image, info.patch_size, info.std), stream)
+
+    def infer(self, runner: StagedRunner, prepared: TemporalInput, selector: TokenSelector,
+              stage_map: bool) -> TemporalOutput:
+        if not isinstance(selector, Pauser):
+            raise TypeError("temporal reuse runs the pipeline's budget / threshold policy (a Pauser)")
+        state = self.streams.get(prepared.stream)
+        changed = self._changed(state, prepared.signature)
+        kind = state.schedule.next(None if changed is None else float(changed.mean()))
+        state.previous = prepared.signature
+        if kind is FrameKind.FULL:
+            out = runner.forward(prepared.image[None], selector, stage_map=stage_map)
+            state.drop()
+            state.schedule.done(kind)
+            out.stats.frame_kind = kind.value
+            return TemporalOutput(out.labels, out.scores, out.stage_map, None, out.stats)
+        if kind is FrameKind.REFRESH:
+            return self._refresh(runner, prepared, selector, state, stage_map)
+        assert changed is not None  # a stream's first frame runs in full
+        return self._reuse(runner, prepared, selector, state, changed, stage_map)
+
+    def finish(self, prepared: TemporalInput, inferred: TemporalOutput) -> Tiled:
+        tiled = self.base.finish((prepared.image, prepared.placement), inferred)
+        tiled.reused = inferred.reused
+        return tiled
+
+    # ---- the kinds of frame ----------------------------------------------------------------------
+    def _changed(self, state: StreamState, signature: np.ndarray) -> np.ndarray | None:
+        """[N] bool: the patches that changed since they were computed (since the previous frame without a cache);
+        None for a stream's first frame."""
+        against = state.reference if state.schedule.valid else state.previous
+        if against is None:
+            return None
+        threshold: float | np.ndarray = self.options.threshold
+        if state.schedule.valid and self.options.uncertain and state.entropy is not None and state.stage is not None:
+            points = np.minimum(state.stage, len(state.entropy) - 1).astype(np.int64)
+            unsure = np.nan_to_num(state.entropy[points, np.arange(len(points))], nan=0.0)
+            threshold = threshold * (1.0 - self.options.uncertain * unsure)
+        return dilate(change(signature, against) > threshold, self.info.grid, self.options.halo)
+
+    def _refresh(self, runner: StagedRunner, prepared: TemporalInput, selector: Pauser, state: StreamState,
+                 stage_map: bool) -> TemporalOutput:
+        """Every patch through the reuse graphs with the per-frame policy: the stream's cache starts afresh."""
+        caches = {name: state.caches.get(name, self._zero_cache) for name in self._cache_names(runner)}
+        run = runner.forward_reuse(prepared.image[None], selector, ReuseInput(
+            self._zero_tokens, self._all, caches, lambda k, active: self._nothing))
+        n, points = self.info.num_patches, self.info.num_stages - 1
+        state.stage = np.zeros(n, np.uint8)
+        state.entropy = np.full((points, n), np.nan, np.float32)
+        state.reference = prepared.signature.copy()  # updated in place by later frames
+        self._keep(state, run)
+        state.schedule.done(FrameKind.REFRESH)
+        return self._output(run, state, FrameKind.REFRESH, None, [0] * self.info.num_stages, stage_map)
+
+    def _reuse(self, runner: StagedRunner, prepared: TemporalInput, selector: Pauser, state: StreamState,
+               changed: np.ndarray, stage_map: bool) -> TemporalOutput:
+        """The changed patches run; the others keep their rows, keys and values, stage and entropies."""
+        assert state.stage is not None and state.entropy is not None and state.reference is not None
+        kept = ~changed
+        reached = [kept & (state.stage >= k) for k in range(self.info.num_stages)]  # reused rows at each stage
+        reused = [int(r.sum()) for r in reached]
+        idx = np.flatnonzero(changed)
+        if idx.size == 0:  # nothing changed: the last frame's labels stand, no graph runs
+            stats = StageStats(budget=selector.budget, threshold=selector.threshold, stage_ms=[0.0] * len(reused),
+                               counts=[0] * len(reused), cost_fraction=0.0, reused=reused,
+                               frame_kind=FrameKind.REUSE.value)
+            state.schedule.done(FrameKind.REUSE, changed)
+            assert state.labels is not None
+            smap = state.stage.reshape(1, *self.info.grid) if stage_map else None
+            return TemporalOutput(state.labels, state.scores, smap, kept.reshape(self.info.grid), stats)
+        cached = [state.entropy[k][reached[k]][None] for k in range(self.info.num_stages - 1)]
+        contexts = [r[None] for r in reached] if self.options.context == "cached" else None
+
+        def context(k: int, active: np.ndarray) -> np.ndarray:
+            return self._nothing if contexts is None else contexts[k]
+
+        run = runner.forward_reuse(prepared.image[None], ReuseSelector(selector, cached),
+                                   ReuseInput(state.tokens, idx[None].astype(np.int64), state.caches, context))
+        state.stage[idx] = 0
+        state.entropy[:, idx] = np.nan
+        state.reference[idx] = prepared.signature[idx]
+        self._keep(state, run)
+        state.schedule.done(FrameKind.REUSE, changed)
+        return self._output(run, state, FrameKind.REUSE, kept.reshape(self.info.grid), reused, stage_map)
+
+    # ---- state bookkeeping -----------------------------------------------------------------------
+    def _cache_names(self, runner: StagedRunner) -> list[str]:
+        return [t.name for name in self.info.reuse_stage_names for t in runner.bundle.graphs[name].inputs
+                if t.name not in REUSE_INPUTS]
+
+    def _keep(self, state: StreamState, run: ReuseOutput) -> None:
+        """What the run computed becomes the stream's state: buffer, caches, stages and entropies reached."""
+        assert state.stage is not None and state.entropy is not None
+        state.tokens, state.caches = run.tokens, run.caches
+        for k, (active, entropy) in enumerate(zip(run.actives, run.entropies)):
+            state.stage[active[0]] = k
+            if entropy is not None:
+                state.entropy[k, active[0]] = entropy[0]
+        state.labels, state.scores = run.out.labels, run.out.scores
+
+    def _output(self, run: ReuseOutput, state: StreamState, kind: FrameKind, reused_map: np.ndarray | None,
+                reused: list[int], stage_map: bool) -> TemporalOutput:
+        stats = run.out.stats
+        stats.reused, stats.frame_kind = reused, kind.value
+        smap = state.stage.reshape(1, *self.info.grid) if stage_map and state.stage is not None else None
+        return TemporalOutput(run.out.labels, run.out.scores, smap, reused_map, stats)

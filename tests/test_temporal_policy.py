@@ -1,0 +1,106 @@
+"""The rules of temporal reuse (paumer_edge.core.temporal): change detection, pausing on a reuse frame, the schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from paumer_edge.core.cost import CostModel
+from paumer_edge.core.errors import PolicyError
+from paumer_edge.core.pausing import Pauser, PausingPolicy
+from paumer_edge.core.temporal import (
+    ReuseOptions,
+    ReuseSchedule,
+    ReuseSelector,
+    change,
+    dilate,
+    fresh_in_top,
+    patch_signature,
+)
+
+COST = CostModel(embed_dim=32, mlp_ratio=4.0, num_patches=32, extra_tokens=1, stage_blocks=(1, 1, 1, 1),
+                 num_classes=10, patch_size=8)
+
+
+def test_signature_is_quarter_means_in_intensity_units() -> None:
+    std = (0.5, 0.25, 0.5)
+    img = np.zeros((3, 16, 24), np.float32)  # a 2x3 grid of 8-pixel patches
+    img[1, 0:4, 8:12] = 2.0  # the top-left quarter of patch 1, green channel, +2 normalised = +0.5 intensity
+    sig = patch_signature(img, 8, std)
+    assert sig.shape == (6, 12) and sig.dtype == np.float32
+    assert np.flatnonzero(sig.any(axis=1)).tolist() == [1]
+    assert sig[1].tolist() == [0, 0, 0, 0, 0.5, 0, 0, 0, 0, 0, 0, 0]  # channel-major: R quarters, G quarters, B
+    noisy = img + np.random.default_rng(0).normal(0, 0.02, img.shape).astype(np.float32)
+    assert change(patch_signature(noisy, 8, std), sig).max() < 0.02  # means average sensor noise away
+    assert patch_signature(np.zeros((3, 14, 21), np.float32), 7, std).shape == (6, 3)  # odd patch: whole-patch means
+
+
+def test_dilate_grows_the_mask_on_the_grid() -> None:
+    mask = np.zeros(20, bool)
+    mask[7] = True  # row 1, col 2 of a 4x5 grid
+    grown = dilate(mask, (4, 5), 1).reshape(4, 5)
+    assert np.flatnonzero(grown).tolist() == [1, 2, 3, 6, 7, 8, 11, 12, 13]
+    assert dilate(mask, (4, 5), 0) is mask and dilate(mask, (4, 5), 3).all()
+
+
+def test_fresh_patches_rank_against_the_cached_ones() -> None:
+    cached = np.array([[0.9, 0.8, 0.1, 0.05]], np.float32)
+    fresh = np.array([[0.85, 0.2, 0.01]], np.float32)
+    assert fresh_in_top(fresh, cached, 3) == 1  # top 3 of both: 0.9, 0.85 (fresh), 0.8
+    assert fresh_in_top(fresh, cached, 5) == 2 and fresh_in_top(fresh, cached, 1) == 0
+    assert fresh_in_top(fresh, cached, 7) == 3 and fresh_in_top(fresh, cached, 0) == 0
+    assert fresh_in_top(fresh, np.zeros((1, 0), np.float32), 2) == 2  # nothing cached: the quota applies to them
+    assert fresh_in_top(np.array([[np.nan, 0.0]]), cached, 1) == 1  # NaN never pauses
+
+
+def test_reuse_selector_keeps_the_whole_frames_budget_and_may_keep_none() -> None:
+    base = Pauser(COST, PausingPolicy(0.5))
+    plan = base.plan
+    cached = [np.linspace(1, 0, plan.counts[k] - 2, dtype=np.float32)[None] for k in range(3)]
+    sel = ReuseSelector(base, cached)
+    assert sel.needs_entropy and sel.budget == 0.5
+    assert sel.count(0, np.array([[2.0, 2.0]], np.float32)) == 2  # more uncertain than anything cached: both go on
+    chosen = sel.select(1, np.array([[-1.0, -1.0]], np.float32))  # less than everything: none go on
+    assert chosen is not None and chosen.shape == (1, 0)
+    assert sel.select(0, np.array([[2.0, -1.0, 2.0]], np.float32)).tolist() == [[0, 2]]
+    strict = ReuseSelector(Pauser(COST, PausingPolicy(1.0, threshold=0.5)), [np.zeros((1, 0))] * 3)
+    assert strict.select(0, np.array([[0.1, 0.2]], np.float32)).shape == (1, 0)  # the threshold may keep none too
+    assert ReuseSelector(Pauser(COST, PausingPolicy(1.0)), cached).select(0, np.zeros((1, 3))) is None
+
+
+def test_schedule_reuses_refreshes_and_turns_itself_off() -> None:
+    s = ReuseSchedule(ReuseOptions(refresh_every=4, scene_cut=0.3, accumulated=0.6))
+
+    def frames(*fractions: float | None, recomputed: np.ndarray | None = None) -> list[str]:
+        kinds = []
+        for f in fractions:
+            kinds.append(s.next(f))
+            s.done(kinds[-1], np.zeros(10, bool) if recomputed is None else recomputed)
+        return [k.value for k in kinds]
+
+    # a new stream runs in full until two frames in a row changed by at most half the cut: then a refresh
+    assert frames(None, 0.1, 0.2, 0.1, 0.15) == ["full", "full", "full", "full", "refresh"]
+    assert frames(*[0.1] * 8) == ["reuse"] * 3 + ["refresh"] + ["reuse"] * 3 + ["refresh"]
+    assert frames(0.4) == ["full"] and not s.valid  # most patches changed: the camera moves, the cache goes
+    assert frames(0.2, 0.1, 0.1) == ["full", "full", "refresh"]  # still again: hysteresis, then afresh
+    covered = np.zeros(10, bool)
+    for i in range(2):
+        covered[3 * i : 3 * i + 4] = True  # different patches change: 4, then 7 of 10 recomputed since the refresh
+        assert frames(0.1, recomputed=covered.copy()) == ["reuse"]
+    assert frames(0.0) == ["refresh"]  # the accumulated change is past 0.6
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"threshold": -0.1}, "change threshold -0.1 is out of range"),
+    ({"threshold": "x"}, "change threshold 'x' is not a number"),
+    ({"refresh_every": 0}, "refresh interval 0 is out of range: give a whole number of frames >= 1"),
+    ({"refresh_every": 2.5}, "refresh interval 2.5 is not a whole number"),
+    ({"scene_cut": 1.5}, "scene-cut fraction 1.5 is out of range"),
+    ({"accumulated": float("nan")}, "accumulated-change fraction nan is out of range"),
+    ({"context": "all"}, "attention context 'all' is not one of cached, changed"),
+    ({"refresh_every": True}, "refresh interval True is not a whole number"),
+    ({"halo": -1}, "halo -1 is out of range: give a whole number of patches from 0 to 8"),
+])
+def test_bad_options_say_what_is_wrong(kwargs: dict, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        ReuseOptions(**kwargs)
