@@ -22,9 +22,10 @@ it: `budget 0.5 ran at 1.87x<!-- = {results[name=budget 0.5].speedup_paired} -->
 not a measurement (a target, a setting, a limit) says so: `target < 2%<!-- given: a target -->`.
 
 EXPR is arithmetic (+ - * /, min, max, median, mean, [a, b]) over `{key.path}` values of the source JSON. A key path
-is dotted keys with `[3]` (an index), `[*]` (every element), `[field=value]` (the one element whose field prints
-as value) or `[?field=value]` (every such element). A figure matches when its value, rounded as printed, is the
-JSON's: 65.86 matches 0.658574 * 100; a list (512/330/212/137) or range (80-129%) matches element by element.
+is dotted keys (a key that holds dots itself, `kept_0.5`, is found as one) with `[3]` (an index), `[*]` (every
+element), `[field=value]` (the one element whose field prints as value) or `[?field=value]` (every such element).
+A figure matches when its value, rounded as printed, is the JSON's: 65.86 matches 0.658574 * 100; a list
+(512/330/212/137) or range (80-129%) matches element by element.
 Every source JSON must carry its provenance (`paumer_edge.core.provenance`).
 """
 
@@ -110,16 +111,27 @@ def resolve(data: Any, path: str) -> Any:
     """The value at a key path (see the module docstring); `[*]` maps the rest of the path over a list."""
     parts = [p for p in SEGMENT.findall(path) if p != ("", "")]
     value = data
-    for i, (key, brackets) in enumerate(parts):
+    i = 0
+    while i < len(parts):
+        key, brackets = parts[i]
         if key:
-            if not isinstance(value, dict) or key not in value:
+            if not isinstance(value, dict):
                 raise FigureError(f"'{path}': no key '{key}'")
+            if key not in value:  # a key that holds dots itself ("kept_0.5"): the shortest run of segments that is one
+                j = i
+                while key not in value and j + 1 < len(parts) and not parts[j][1]:
+                    j += 1
+                    key += "." + parts[j][0]
+                if key not in value:
+                    raise FigureError(f"'{path}': no key '{parts[i][0]}'")
+                i, brackets = j, parts[j][1]
             value = value[key]
         for selector in re.findall(r"\[([^\]]*)\]", brackets):
             value = _select(value, selector.strip(), path)
             if selector.strip() == "*" or selector.strip().startswith("?"):
                 rest = ".".join(k + b for k, b in parts[i + 1:])
                 return [resolve(v, rest) if rest else v for v in value]
+        i += 1
     return value
 
 

@@ -110,5 +110,9 @@ def test_key_paths_and_expressions() -> None:
     assert evaluate("[min({servers[*].ms}), max({servers[*].ms})]", data).tolist() == [1.0, 3.0]
     assert evaluate("100 * ({servers[1].ms} - median({servers[*].ms}))", data).tolist() == [100.0]
     assert evaluate("{q}", data).tolist() == [1.05, 1.25]
+    dotted = {"results": [{"kept_0.5": 0.9, "per_0.25": {"stage1": 0.8}}], "a": {"b": 1.0}, "a.b": 2.0}
+    assert evaluate("{results[0].kept_0.5}", dotted).tolist() == [0.9]  # a key that holds a dot
+    assert evaluate("{results[*].per_0.25.stage1}", dotted).tolist() == [0.8]
+    assert evaluate("{a.b}", dotted).tolist() == [1.0]  # the plain nested key first
     assert matches("65.86", 0.658574 * 100) and not matches("65.86", 0.65844 * 100)
     assert matches("1,000", 1000.4) and matches("2", 2.4) and not matches("2", 2.6)
