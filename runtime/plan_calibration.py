@@ -51,8 +51,9 @@ def candidate_settings(bundle: Bundle, grid: Sequence[float] = PAUSING_GRID, bac
     grid = sorted({check_budget(b) for b in grid} | {1.0}, reverse=True)
     settings, keys, device = [], [], ""
     for name in plan_sets(bundle):
-        pipe = Pipeline(bundle.variant(name), backend=backend, threads=threads, shared_threads=True, cost="macs",
-                        plans=False)
+        # per-session threads: this runs inside `export`, and ONNX Runtime's shared pool, once on, is the
+        # whole process's (later sessions and INT8 quantization in that process would be refused)
+        pipe = Pipeline(bundle.variant(name), backend=backend, threads=threads, cost="macs", plans=False)
         device = device or f"{pipe.backend.describe()} on {machine()}"
         for p in grid:
             settings.append(_setting(pipe, name, p))

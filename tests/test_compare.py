@@ -52,7 +52,7 @@ def test_compare_measures_every_method_of_a_bundle(tiny_peers: Path, tmp_path: P
     assert report["results"][-1]["plans"]  # the joint knob says which plans ran
     assert len(report["verdicts"]) == 6 and report["pareto_front"]
     prov = report["provenance"]
-    assert prov["commit"] and "load_average" in prov and "compare" in prov["command"]
+    assert prov["git"]["commit"] and prov["load_average_start"] and "compare" in prov["command"]
     assert (tmp_path / "c.png").stat().st_size > 10_000
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith(f"compared {len(methods)} settings on 3 frames") and f"JSON {out}" in last

@@ -189,7 +189,11 @@ def test_engines_that_do_not_fit_are_refused_with_the_rebuild_command(engines: P
     bundle = load_bundle(engines)
     with pytest.raises(UserError, match=message):
         open_backend("trt", bundle, precision=precision).open(bundle, "stage0")
-    assert open_backend("auto", bundle, precision=precision).name == "ort"  # auto falls back, saying which
+    if precision == "fp16":  # fp16 comes from TensorRT alone: without it auto says so, it does not fall back
+        with pytest.raises(UserError, match="fp16 runs on TensorRT"):
+            open_backend("auto", bundle, precision=precision)
+    else:
+        assert open_backend("auto", bundle, precision=precision).name == "ort"  # auto falls back, saying which
 
 
 @pytest.mark.parametrize("damage", ["missing", "changed", "unreadable"])
@@ -254,7 +258,11 @@ def test_auto_takes_native_engines_first_then_the_order_the_help_gives(engines: 
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: providers)
     bundle = load_bundle(engines)
     assert open_backend("auto", bundle).name == "trt"  # fitting engines for every graph: native TensorRT
-    assert open_backend("auto", bundle, precision="fp16").name == want  # none of that precision: the EPs, in order
+    if want == "ort-trt":  # no engines of that precision: the EPs in order, of those that give fp16
+        assert open_backend("auto", bundle, precision="fp16").name == want
+    else:
+        with pytest.raises(UserError, match="fp16 runs on TensorRT"):
+            open_backend("auto", bundle, precision="fp16")
     decoder_only_missing = dataclasses.replace(
         bundle, manifest=dataclasses.replace(bundle.manifest, engines=tuple(
             e for e in bundle.engines if e.graph != "decoder")))
