@@ -80,7 +80,7 @@ def test_bench_rows_from_scripted_timings() -> None:
     def pipe(frame: np.ndarray, budget: float) -> Any:
         clock.now += next(script_ms[budget]) / 1000
         stats = SimpleNamespace(stage_ms=[1.0, 2.0], decoder_ms=0.5, counts=[16, int(16 * budget)],
-                                cost_fraction=fractions[budget])
+                                cost_fraction=fractions[budget], plan="")
         return SimpleNamespace(stats=stats)
 
     def timed(ms: list[float]) -> Any:
@@ -110,6 +110,9 @@ def pipe_like(fn: Any, cost: CostModel) -> Any:
     class Pipe:
         def __call__(self, frame: np.ndarray, budget: float) -> Any:
             return fn(frame, budget)
+
+        def plan(self, budget: float) -> None:  # a bundle without plans
+            return None
 
     p = Pipe()
     p.cost = cost  # type: ignore[attr-defined]

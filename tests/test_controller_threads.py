@@ -62,7 +62,7 @@ class Plant:
     def __init__(self, clock: SimulatedTime):
         self.clock = clock
 
-    def prepare(self, frame: np.ndarray, info: Any) -> np.ndarray:
+    def prepare(self, frame: np.ndarray, info: Any, stream: Any = 0) -> np.ndarray:
         self.clock.spend(PRE_MS)
         time.sleep(0.001)
         return frame
@@ -75,7 +75,7 @@ class Plant:
     def finish(self, prepared: np.ndarray, inferred: float) -> SimpleNamespace:
         self.clock.spend(POST_MS)
         time.sleep(0.001)
-        return SimpleNamespace(labels=None, stats=None, placement=None, scores=None, stage_map=None)
+        return SimpleNamespace(labels=None, stats=None, placement=None, scores=None, stage_map=None, reused=None)
 
 
 def settled_budget(bundle: Path, threads: int, monkeypatch: pytest.MonkeyPatch, frames: int = 40) -> float:
