@@ -211,7 +211,7 @@ def seams() -> list[tuple[Any, str]]:
     import paumer_edge.weights as weights
 
     # verbs import their torch-side work when they run, so the seams are where it lives
-    return [(run, "bundle_for"), (bench, "bundle_for"), (synth, "street_scene"), (synth, "street_frames"),
+    return [(run, "bundle_for"), (bench, "bundle_for"), (synth, "street_scene"), (synth, "video_frames"),
             (exporter, "_graphs"), (checkpoint, "load_model"), (training, "train"), (weights, "import_weights"),
             (bundle, "load_bundle")]
 
