@@ -29,7 +29,9 @@ from paumer_edge.export.tensorrt_build import EngineOptions, build_engines, engi
 
 HERE = Path(__file__).parent
 GPU = GpuInfo(0, "NVIDIA Fake GPU", "8.7", 16.0)
-GRAPHS = ["stage0", "stage1", "stage2", "stage3", "decoder", "full"]
+GRAPHS = ["stage0", "stage1", "stage2", "stage3", "decoder",  # the committed bundle runs these (format 4)
+          "stage0_reuse", "stage1_reuse", "stage2_reuse", "stage3_reuse", "full"]
+N = len(GRAPHS)
 
 
 @pytest.fixture
@@ -55,19 +57,19 @@ def test_build_writes_one_keyed_engine_per_graph_into_the_manifest(bundle: Path,
     counts = [plan_budget(loaded.cost, b).counts[2] for b in (0.5, 0.25)]
     stage2 = fake_gpu.state.builds[2]["profiles"]  # what TensorRT was given: n from 1 to N, opt per budget
     assert [p["active"] for p in stage2] == [[[1, 1], [1, c], [8, 32]] for c in counts]
-    assert fake_gpu.state.network_flags == [0] * 6  # TensorRT 10: explicit batch is implied, weakly typed
+    assert fake_gpu.state.network_flags == [0] * N  # TensorRT 10: explicit batch is implied, weakly typed
     assert (bundle / "engines" / "ort-trt").is_dir()
 
 
 def test_builds_are_reused_by_key_and_replaced_per_slot(bundle: Path, fake_gpu: Any) -> None:
     first = build_engines(bundle, EngineOptions(precision="fp32", budgets=(0.5,)), progress=False)
-    assert len(fake_gpu.state.builds) == 6 and fake_gpu.state.timing_caches_in[0] == b""
+    assert len(fake_gpu.state.builds) == N and fake_gpu.state.timing_caches_in[0] == b""
     again = build_engines(bundle, EngineOptions(precision="fp32", budgets=(0.5,)), progress=False)
-    assert [e.key for e in again] == [e.key for e in first] and len(fake_gpu.state.builds) == 6  # nothing rebuilt
+    assert [e.key for e in again] == [e.key for e in first] and len(fake_gpu.state.builds) == N  # nothing rebuilt
     half = build_engines(bundle, EngineOptions(precision="fp16", budgets=(0.5,)), progress=False)
-    assert json.loads(fake_gpu.state.timing_caches_in[-1]) == list(range(1, 12))  # the cache grew build by build
-    assert all(b["flags"] == 1 << int(fake_gpu.trt.BuilderFlag.FP16) for b in fake_gpu.state.builds[6:])
-    assert len(load_bundle(bundle).engines) == 12  # fp32 and fp16 side by side
+    assert json.loads(fake_gpu.state.timing_caches_in[-1]) == list(range(1, 2 * N))  # the cache grew build by build
+    assert all(b["flags"] == 1 << int(fake_gpu.trt.BuilderFlag.FP16) for b in fake_gpu.state.builds[N:])
+    assert len(load_bundle(bundle).engines) == 2 * N  # fp32 and fp16 side by side
     other = build_engines(bundle, EngineOptions(precision="fp32", budgets=(0.25,)), progress=False)
     engines = load_bundle(bundle).engines
     assert {e.key for e in engines} == {e.key for e in half + other}  # the new fp32 engines replaced the old
@@ -84,14 +86,14 @@ def test_network_flags_and_precision_follow_the_tensorrt_version(bundle: Path, f
 
     monkeypatch.setattr(fake_gpu.trt, "__version__", version)
     entries = build_engines(bundle, EngineOptions(precision="fp16"), progress=False)
-    assert fake_gpu.state.network_flags == [flags] * 6
+    assert fake_gpu.state.network_flags == [flags] * N
     strongly_typed = version.startswith("11")
     assert all(e.strongly_typed == strongly_typed and e.tensorrt == version for e in entries)
     fp16_weights = [any(t.data_type == onnx.TensorProto.FLOAT16 for t in onnx.load_from_string(m).graph.initializer)
                     for m in fake_gpu.state.parsed]
     builder_fp16 = [bool(b["flags"] & 1) for b in fake_gpu.state.builds]
     # TensorRT 11 takes precision from the graph (an fp16 copy), older ones from the builder flag
-    assert fp16_weights == [strongly_typed] * 6 and builder_fp16 == [not strongly_typed] * 6
+    assert fp16_weights == [strongly_typed] * N and builder_fp16 == [not strongly_typed] * N
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])
@@ -152,7 +154,7 @@ def test_the_build_verb_and_auto_backend_end_to_end(bundle: Path, fake_gpu: Any,
     from paumer_edge.runtime import Pipeline
 
     assert main(["build", str(bundle), "--fp16", "--engine-budgets", "0.5", "--quiet"]) == 0
-    assert "built 6 fp16 TensorRT engines" in capsys.readouterr().out
+    assert f"built {N} fp16 TensorRT engines" in capsys.readouterr().out
     pipe = Pipeline(bundle, cost="macs")  # auto: the engines fit this (fake) GPU and TensorRT
     cpu = Pipeline(bundle, backend="ort", cost="macs")
     assert pipe.backend.name == "trt"
