@@ -10,17 +10,27 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def to_half(values: np.ndarray) -> np.ndarray:
+    """fp32 constants as fp16, finite values beyond fp16's range clipped to its largest (as onnxconverter-common
+    does): a mask constant such as float32's lowest must stay a very large finite number, not become -inf * 0 = NaN."""
+    finite = np.isfinite(values)
+    clipped = np.where(finite, np.clip(values, -FP16_MAX, FP16_MAX), values)
+    return clipped.astype(np.float16)
+
 
 def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = gs.import_onnx(model)
     for t in graph.tensors().values():
         if isinstance(t, gs.Constant) and t.values.dtype == np.float32:
-            t.values = t.values.astype(np.float16)
+            t.values = to_half(t.values)
     for node in graph.nodes:
         for key in ("value",):  # Constant nodes carrying float tensors
             v = node.attrs.get(key)
             if isinstance(v, gs.Constant) and v.values.dtype == np.float32:
-                v.values = v.values.astype(np.float16)
+                v.values = to_half(v.values)
         if node.op == "Cast" and node.attrs.get("to") == onnx.TensorProto.FLOAT:
             node.attrs["to"] = onnx.TensorProto.FLOAT16
     for i, inp in enumerate(list(graph.inputs)):

@@ -259,6 +259,19 @@ def test_fp16_graphs_for_strongly_typed_tensorrt(tiny_bundle: Path) -> None:
     np.testing.assert_allclose(a[0], b[0], atol=2e-2)
 
 
+def test_fp16_copy_clips_out_of_range_constants_instead_of_making_inf() -> None:
+    from onnx import helper
+
+    lowest = np.array([np.finfo(np.float32).min, 1e6, -3.0, -np.inf], dtype=np.float32)  # a mask fill, a big scale
+    node = helper.make_node("Add", ["x", "c"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])],
+                              [onnx.numpy_helper.from_array(lowest, "c")])
+    half = convert_to_fp16(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    c = onnx.numpy_helper.to_array(next(i for i in half.graph.initializer if i.name == "c"))
+    assert c.dtype == np.float16 and c.tolist() == [-65504.0, 65504.0, -3.0, -np.inf]  # a true -inf stays
+
+
 def test_engine_profiles_follow_the_budget_plan(tiny_bundle: Path) -> None:
     bundle = load_bundle(tiny_bundle)
     bundle = dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, batch=BatchRange(1, 2, 8)))
