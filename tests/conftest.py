@@ -22,6 +22,20 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def graph_memo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each distinct ONNX graph goes through the (slow) dynamo exporter once per test session, in this process and
+    in the CLI processes the tests start (tests/graph_memo.py says why that is safe)."""
+    import graph_memo as memo
+
+    path = tmp_path_factory.mktemp("graph-memo")
+    os.environ[memo.ENV] = str(path)
+    site = str(Path(__file__).parent / "memo_site")
+    os.environ["PYTHONPATH"] = os.pathsep.join([site, *filter(None, [os.environ.get("PYTHONPATH")])])
+    memo.install(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, private_cache: Path) -> dict:
     """Train the `tiny` preset for 40 steps; returns the run folder and the summary."""
