@@ -175,12 +175,12 @@ def test_export_that_fails_verification_exits_1_and_writes_nothing(tiny_ckpt: Pa
 
 
 def test_export_at_another_image_size(tiny_ckpt: Path, tmp_path: Path) -> None:
-    out = export_bundle(load_model(tiny_ckpt), tmp_path / "b", ExportOptions(image_size=(48, 80), reuse=False),
+    out = export_bundle(load_model(tiny_ckpt), tmp_path / "b", ExportOptions(image_size=(16, 32), reuse=False),
                         progress=False)
     bundle = load_bundle(out)
     assert not bundle.manifest.has_reuse and "stage0_reuse" not in bundle.graphs
-    assert bundle.model.input_size == (48, 80) and bundle.model.grid == (6, 10)
-    assert bundle.cost.num_patches == 60
+    assert bundle.model.input_size == (16, 32) and bundle.model.grid == (2, 4)
+    assert bundle.cost.num_patches == 8
     assert verify_bundle(bundle, load_model(tiny_ckpt), frames=2, budgets=(1.0, 0.5)).ok
 
 
@@ -195,7 +195,7 @@ def test_failed_export_keeps_the_previous_bundle_and_leaves_nothing(tiny_bundle:
             raise KeyboardInterrupt  # the user hits Ctrl-C half-way
 
     with pytest.raises(KeyboardInterrupt):
-        export_bundle(load_model(tiny_ckpt), target, ExportOptions(image_size=(48, 80)), progress=False,
+        export_bundle(load_model(tiny_ckpt), target, ExportOptions(image_size=(16, 32)), progress=False,
                       after_graph=explode)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.paumer"]
