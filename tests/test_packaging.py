@@ -37,20 +37,31 @@ import paumer_edge.core, paumer_edge.runtime
 names = []
 for pkg in (paumer_edge.core, paumer_edge.runtime):
     names += [pkg.__name__] + [m.name for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
+optional = {}
 for name in names:
-    importlib.import_module(name)
+    try:
+        importlib.import_module(name)
+    except Exception as e:  # a module of an extra that is not installed must say which, in one line
+        optional[name] = f"{type(e).__name__}: {e}"
 ours = sorted(m for m in sys.modules if m.startswith("paumer_edge.")
               and not m.startswith(("paumer_edge.core", "paumer_edge.runtime")))
-print(json.dumps({"modules": len(names), "ours": ours, "torch": sys.modules.get("torch") is not None}))
+print(json.dumps({"modules": len(names), "ours": ours, "torch": sys.modules.get("torch") is not None,
+                  "optional": optional}))
 """
 
 
 @pytest.mark.torchfree
 def test_core_and_runtime_import_nothing_torch_side(without_torch: Callable[[str], str]) -> None:
     """Every module of the torch-free core and of the runtime imports with torch blocked, and pulls in no
-    module of ours outside those two (the model, data, training, export and CLI are torch-side)."""
+    module of ours outside those two (the model, data, training, export and CLI are torch-side). A module of an
+    extra this install lacks (the live view's server without aiohttp) refuses with one line naming the extra."""
+    import importlib.util
+
     found = json.loads(without_torch(CORE_AND_RUNTIME))
     assert found["modules"] >= 20
+    expected = {} if importlib.util.find_spec("aiohttp") else {
+        "paumer_edge.runtime.view.server": "ViewError: the live view needs aiohttp: pip install 'paumer-edge[view]'"}
+    assert found["optional"] == expected
     assert found["ours"] == [], f"core/runtime import torch-side modules of ours: {found['ours']}"
     assert not found["torch"]
 
