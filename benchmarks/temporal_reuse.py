@@ -46,6 +46,7 @@ class Setting:
     with_full: list[float] = field(default_factory=list)  # with per-frame processing at budget 1 (the full network)
     kinds: list[str] = field(default_factory=list)
     recomputed: list[float] = field(default_factory=list)  # fraction of the patches recomputed from stage 0
+    parts: list[list[float]] = field(default_factory=list)  # per frame: each stage's ms, the decoder's, the policy's
     confusion: np.ndarray | None = None
 
 
@@ -113,6 +114,7 @@ def run_video(video: Path, rows: list[Setting], bundle: Path, frames: int | None
             st = result.stats
             r.kinds.append(st.frame_kind)
             r.recomputed.append(st.counts[0] / first.info.num_patches if st.frame_kind else 1.0)
+            r.parts.append([*st.stage_ms, st.decoder_ms, st.policy_ms])
         for r in rows:
             assert r.confusion is not None
             r.confusion += np.bincount(target + out[r.name][valid], minlength=k * k).reshape(k, k)
@@ -133,6 +135,21 @@ def speed(setting: Setting, baseline: Setting) -> dict[str, float | None]:
             "window_min": round(float(np.min(windows)), 3) if windows else None}
 
 
+def breakdown(setting: Setting) -> dict[str, Any]:
+    """Where a frame's time goes (mean ms): each stage's graph, the decoder, the pausing policy, and the rest
+    (pre-processing, change signatures, labels back to the frame); over reuse frames for a reuse setting."""
+    keep = [i for i, k in enumerate(setting.kinds) if k == "reuse"] if setting.reuse is not None else \
+        list(range(len(setting.ms)))
+    if not keep:
+        return {}
+    parts = np.asarray([setting.parts[i] for i in keep])
+    wall = float(np.mean([setting.ms[i] for i in keep]))
+    means = parts.mean(axis=0)
+    return {"frames": len(keep), "wall": round(wall, 2), "stages": [round(float(x), 2) for x in means[:-2]],
+            "decoder": round(float(means[-2]), 2), "policy": round(float(means[-1]), 2),
+            "rest": round(wall - float(means.sum()), 2)}
+
+
 def summarise(rows: list[Setting]) -> dict[str, Any]:
     by = {r.name: r for r in rows}
     out = {}
@@ -142,7 +159,7 @@ def summarise(rows: list[Setting]) -> dict[str, Any]:
                              "ms_mean": round(float(np.mean(r.ms)), 2), "ms_p50": round(float(np.median(r.ms)), 2),
                              "fps": round(1000 / float(np.mean(r.ms)), 2), "miou": round(100 * miou(r.confusion), 2),
                              "agreement_with_full_mean": round(float(np.mean(r.with_full)), 5),
-                             "speedup_over_full": speed(r, rows[0])}
+                             "speedup_over_full": speed(r, rows[0]), "breakdown_ms": breakdown(r)}
         if r.baseline:
             base = by[r.baseline]
             assert base.confusion is not None
