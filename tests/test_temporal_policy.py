@@ -67,6 +67,16 @@ def test_reuse_selector_keeps_the_whole_frames_budget_and_may_keep_none() -> Non
     assert strict.select(0, np.array([[0.1, 0.2]], np.float32)).shape == (1, 0)  # the threshold may keep none too
     assert ReuseSelector(Pauser(COST, PausingPolicy(1.0)), cached).select(0, np.zeros((1, 3))) is None
 
+    ranked: list[int] = []  # the ranking against the cache is the policy's cost on a reuse frame: once per point
+
+    class Counting(ReuseSelector):
+        def count(self, point: int, entropy: np.ndarray) -> int:
+            ranked.append(point)
+            return super().count(point, entropy)
+
+    assert Counting(base, cached).select(0, np.array([[2.0, -1.0, 2.0]], np.float32)).tolist() == [[0, 2]]
+    assert ranked == [0]
+
 
 def test_schedule_reuses_refreshes_and_turns_itself_off() -> None:
     s = ReuseSchedule(ReuseOptions(refresh_every=4, scene_cut=0.3, accumulated=0.6))

@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import PolicyError
 from .knobs import check_change_threshold, check_count, check_fraction, check_refresh_every
-from .pausing import Pauser, TokenSelector, threshold_count
+from .pausing import Pauser, TokenSelector, select_tokens, threshold_count
 
 CONTEXTS = ("cached", "changed")
 
@@ -158,7 +158,7 @@ class ReuseSelector(TokenSelector):
             return None
         if keep <= 0:
             return np.zeros((np.shape(entropy)[0], 0), np.int64)
-        return super().select(point, entropy)
+        return select_tokens(entropy, keep)  # the count once: ranking against the cache is this policy's cost
 
 
 # ---------------------------------------------------------------------------------------------
