@@ -37,7 +37,7 @@ from .planning import PLAN_IMAGES, PlanMeasurement, default_plan_sizes, labelled
 from .runtime.bench import full_graph_reference
 from .runtime.bundle import Bundle, BundleError, load_bundle
 from .runtime.pipeline import Pipeline
-from .runtime.plan_calibration import PAUSING_GRID
+from .runtime.plan_calibration import PAUSING_GRID, candidates_label
 from .runtime.sweep import Setting, SettingResult, sweep
 
 
@@ -105,7 +105,8 @@ def comparison_bundle(model: str | None, opts: CompareOptions) -> tuple[Path, fl
     measure = PlanMeasurement(opts.data, opts.plan_images, frame_size, opts.plan_grid, opts.backend, opts.threads,
                               opts.progress)
     plans = found.manifest.plans
-    if plans is None or plans.images != opts.plan_images or plans.data != measure.describe(found.model.input_size):
+    if plans is None or plans.images != opts.plan_images or plans.data != measure.describe(found.model.input_size) \
+            or plans.candidates != candidates_label(found, opts.plan_grid):
         measure(out)  # a manifest rewrite (atomic): the graphs stay
     return out, time.perf_counter() - t0
 

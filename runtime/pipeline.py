@@ -44,6 +44,7 @@ import numpy as np
 from paumer_edge import UserError
 from paumer_edge.core.contract import PlanPoint
 from paumer_edge.core.errors import BundleError
+from paumer_edge.core.exits import EarlyExit
 from paumer_edge.core.knobs import check_target_ms, check_threads
 from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, TokenSelector, check_budget, check_threshold
 from paumer_edge.core.plans import choose, plan_label
@@ -229,7 +230,7 @@ class Pipeline:
         if self.plans is not None:
             return (f"{self.info.name} ({self.info.input_size[0]}x{self.info.input_size[1]}) on "
                     f"{self.backend.describe()}; budgets pick one of {len(self.plans.points)} plans over "
-                    f"{len(self._runners)} input sizes (measured on {self.plans.images} images)")
+                    f"{len(self._runners)} graph sets (measured on {self.plans.images} images)")
         unit = "device latency" if self.cost.measured else "MACs"
         return (f"{self.info.name} ({self.info.input_size[0]}x{self.info.input_size[1]}) on {self.backend.describe()}; "
                 f"budgets are fractions of {unit}")
@@ -246,7 +247,7 @@ class Pipeline:
         prepared = self.tiler.prepare(frame, runner.bundle.model, stream)
         t1 = time.perf_counter()
         with self._lock:
-            selector = self._select(runner, knob if plan is None else plan.pausing, threshold, plan is not None)
+            selector = self._select(runner, knob, threshold, plan)
             t2 = time.perf_counter()
             inferred = self.tiler.infer(runner, prepared, selector, self.stage_map)
             t3 = time.perf_counter()
@@ -266,13 +267,18 @@ class Pipeline:
             with self._lock:
                 self.tiler.streams.reset(stream)
 
-    def _select(self, runner: StagedRunner, pausing: float, threshold: float | None, planned: bool) -> TokenSelector:
-        """The frame's token selector (call with the lock held): a plan's pausing budget is a fraction of its
-        graphs' MACs (as measured), otherwise of this pipeline's cost model."""
+    def _select(self, runner: StagedRunner, budget: float, threshold: float | None,
+                plan: PlanPoint | None) -> TokenSelector:
+        """The frame's token selector (call with the lock held): a plan's own policy (its pausing budget, a fraction
+        of its graphs' MACs as measured, or its early exit), otherwise the budget as a fraction of this pipeline's
+        cost model."""
         if self._selector is not None:
             return self._selector(self._resolve_cost())
+        if plan is not None and plan.exit:
+            return EarlyExit(runner.bundle.cost, plan.exit)
+        pausing = budget if plan is None else plan.pausing
         policy = PausingPolicy(pausing, self._threshold if threshold is None else threshold)
-        return Pauser(runner.bundle.cost if planned else self._resolve_cost(), policy)
+        return Pauser(runner.bundle.cost if plan is not None else self._resolve_cost(), policy)
 
     def serve_view(self, port: int = 8080, host: str = "127.0.0.1", token: str | None = None,
                    config: ViewConfig | None = None) -> ViewServer:

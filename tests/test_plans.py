@@ -58,9 +58,13 @@ def test_measured_plans_are_a_front_over_the_staged_sets(tiny_peers: Path) -> No
     assert raw["format_version"] == 4 and m.to_dict() == raw and m.plans is not None
     assert m.plans.images == 4 and m.plans.data == "synthetic val, 64x128 frames" and "ONNX Runtime" in m.plans.device
     pts = m.plans.points
-    assert all(p.variant in ("", "16x32") for p in pts)  # never the early-exit graphs
+    assert all(p.variant in ("", "16x32", "dtop") for p in pts)
+    assert all(bool(p.exit) == (p.variant == "dtop") and (p.pausing == 1.0 or not p.exit) for p in pts)
     assert all(a.cost < b.cost and a.miou < b.miou for a, b in zip(pts, pts[1:]))
     assert [v.kind for v in m.variants] == ["staged", "early-exit"]
+    # every candidate measured is on record: pausing on both sizes, DToP's exit on its graphs
+    assert m.plans.candidates == ("pausing 1,0.85,0.7,0.6,0.5,0.46,0.42,0.38,0.35,0.32,0.3,0.27,0.25,0.22,0.2 on "
+                                  "main,16x32; exit 0.99,0.97,0.95,0.92,0.9,0.85,0.8 on dtop")
 
 
 def test_a_budget_runs_the_plan_that_fits_it(planned: Path) -> None:
@@ -75,7 +79,30 @@ def test_a_budget_runs_the_plan_that_fits_it(planned: Path) -> None:
     assert np.array_equal(pipe(frame, budget=0.35).labels, small(frame).labels)  # a plan is its graphs at its budget
     ignored = Pipeline(planned, plans=False, cost="macs")(frame, budget=0.35)
     assert ignored.stats.plan == "" and ignored.stats.counts[0] == 32
-    assert "budgets pick one of 4 plans over 2 input sizes" in pipe.describe()
+    assert "budgets pick one of 4 plans over 2 graph sets" in pipe.describe()
+
+
+def test_an_early_exit_plan_runs_dtop_on_its_graphs(tiny_peers: Path, tmp_path: Path) -> None:
+    """A plan may be DToP's early exit (where it measured better): the budget that buys it runs the early-exit
+    graphs with that confidence, exactly as the peer runs alone, and says so."""
+    from paumer_edge.core.exits import EarlyExit
+
+    out = tmp_path / "b.paumer"
+    shutil.copytree(tiny_peers, out)
+    plans = Plans((point("16x32", 0.5, 0.30, 0.3), PlanPoint("dtop", 1.0, 0.45, 6.0, 0.6, exit=0.11),
+                   point("", 1.0, 0.55, 1.0)), images=4, data="test frames", device="here", measured="today")
+    write_plans(out, plans)
+    raw = json.loads((out / "manifest.json").read_text())["plans"]["points"]
+    assert raw[1] == {"variant": "dtop", "pausing": 1.0, "miou": 0.45, "ms": 6.0, "cost": 0.6, "exit": 0.11}
+    assert "exit" not in raw[0]  # pausing plans read as before
+    pipe = Pipeline(out)
+    alone = Pipeline(load_bundle(out).variant("dtop"), cost="macs", selector=lambda cost: EarlyExit(cost, 0.11))
+    for frame in frames(3):
+        result = pipe(frame, budget=0.7)
+        assert result.stats.plan == "32x64 exit@0.11" and result.stats.budget == 0.7
+        assert result.stats.counts[-1] < result.stats.counts[0]  # tokens exited (no pausing budget: 1.0)
+        assert np.array_equal(result.labels, alone(frame).labels)
+    assert pipe(frames(1)[0], budget=1.0).stats.plan == "32x64 @1"
 
 
 def test_the_latency_controller_moves_across_plans(planned: Path) -> None:
@@ -88,7 +115,14 @@ def test_plans_are_checked_on_load(planned: Path) -> None:
     raw = json.loads((planned / "manifest.json").read_text())
     for change, message in [
         (lambda p: p["points"].reverse(), r"'plans.points\[1\]' must cost more and score higher"),
-        (lambda p: p["points"][0].update(variant="dtop"), "names 'dtop', which is not a staged graph set"),
+        (lambda p: p["points"][0].update(variant="tome_r2"), "names 'tome_r2', which is not a staged graph set"),
+        (lambda p: p["points"][0].update(variant="dtop"), r"'plans.points\[0\].exit' an early-exit confidence goes "
+                                                          r"with an early-exit graph set and only there \('dtop' is "
+                                                          r"early-exit\)"),
+        (lambda p: p["points"][0].update(exit=0.9), r"'plans.points\[0\].exit' an early-exit confidence goes with an "
+                                                   r"early-exit graph set and only there \('16x32' is staged\)"),
+        (lambda p: p["points"][0].update(variant="dtop", exit=1.5), r"'plans.points\[0\].exit' is 1.5, not a frac"),
+        (lambda p: p["points"][0].update(variant="dtop", exit="high"), r"'plans.points\[0\].exit' must be a finite"),
         (lambda p: p["points"][0].update(pausing=1.5), r"'plans.points\[0\].pausing' is 1.5, not a fraction"),
         (lambda p: p.update(points=[]), "'plans.points' must not be empty"),
     ]:

@@ -216,16 +216,19 @@ class Variant:
 
 @dataclass(frozen=True)
 class PlanPoint:
-    """One setting a budget can buy, as measured on the calibration images: a graph set at a pausing budget."""
+    """One setting a budget can buy, as measured on the calibration images: a graph set at a pausing budget, or
+    (on an early-exit graph set) DToP's early exit at a confidence."""
 
     variant: str  # the graph set ("" = the main graphs)
     pausing: float  # the pausing budget within it (a fraction of its encoder's MACs, so the tokens kept are fixed)
     miou: float  # mean IoU on the calibration images, in [0, 1]
     ms: float  # median time per frame through the runtime (pre-processing to labels) on the calibration device
     cost: float  # paired time ratio against the main graphs at budget 1 on the same frames (0.25: 4x as fast)
+    exit: float = 0.0  # > 0: early exit at this confidence instead of pausing (an "early-exit" graph set)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"variant": self.variant, "pausing": self.pausing, "miou": self.miou, "ms": self.ms, "cost": self.cost}
+        return {"variant": self.variant, "pausing": self.pausing, "miou": self.miou, "ms": self.ms, "cost": self.cost,
+                **({"exit": self.exit} if self.exit else {})}
 
 
 @dataclass(frozen=True)
@@ -239,10 +242,12 @@ class Plans:
     data: str  # which images (e.g. "synthetic val, 256x512 frames")
     device: str  # where the times were measured
     measured: str  # ISO date of the calibration
+    candidates: str = ""  # the settings measured, e.g. "pausing 1,0.85,...; exit 0.99,..." ("": not recorded)
 
     def to_dict(self) -> dict[str, Any]:
         return {"points": [p.to_dict() for p in self.points], "images": self.images, "data": self.data,
-                "device": self.device, "measured": self.measured}
+                "device": self.device, "measured": self.measured,
+                **({"candidates": self.candidates} if self.candidates else {})}
 
 
 @dataclass(frozen=True)
