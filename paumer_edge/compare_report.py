@@ -53,6 +53,27 @@ def verdicts(results: list[SettingResult], tolerance: float = SPEED_TOLERANCE) -
     return out
 
 
+OWN = "pausing"  # pausing alone (budgets of device time): the knob's own method, judged too but not a peer
+
+
+def dominance(found: list[Verdict]) -> dict[str, list[int]]:
+    """[dominated, judged] for the peers' points (every method but pausing and the joint knob) and for pausing
+    alone's, which the issue's target keeps apart: the knob must beat what a user would do instead."""
+    peers = [v for v in found if v.method != OWN]
+    own = [v for v in found if v.method == OWN]
+    return {"peers": [sum(bool(v.dominated_by) for v in peers), len(peers)],
+            "pausing_alone": [sum(bool(v.dominated_by) for v in own), len(own)]}
+
+
+def dominance_line(found: list[Verdict]) -> str:
+    """The verdict in a clause, e.g. "the joint knob dominates all 10 peer points (and 2 of 5 of pausing alone's)"."""
+    d = dominance(found)
+    (won, peers), (own_won, own) = d["peers"], d["pausing_alone"]
+    head = f"all {peers}" if won == peers else f"{won} of {peers}"
+    tail = f" (and {own_won} of {own} of pausing alone's)" if own else ""
+    return f"the joint knob dominates {head} peer points{tail}"
+
+
 def table(results: list[SettingResult]) -> str:
     front = {id(r) for r in pareto(results)}
     lines = [f"{'method':<12}{'setting':<24}{'mIoU':>7}{'speed-up':>10}{'ms p50':>8}  front  tokens / plans"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from paumer_edge.compare_report import pareto, verdict_lines, verdicts
+from paumer_edge.compare_report import Verdict, dominance, dominance_line, pareto, verdict_lines, verdicts
 from paumer_edge.runtime.sweep import SettingResult
 
 
@@ -34,6 +34,12 @@ def test_the_joint_knob_is_judged_against_every_peer_point() -> None:
     assert verdict_lines(list(found.values())) == [
         "64x128 (resolution): 50.00 mIoU at 4.00x, faster than any budget of the joint knob"]
     assert [r.name for r in pareto(results)] == ["64x128", "budget 0.3", "ToMe r=8", "budget 0.8", "pausing 1"]
+    # pausing alone is the knob's own method: counted apart from the peers
+    assert dominance(list(found.values())) == {"peers": [1, 2], "pausing_alone": [1, 1]}
+    assert dominance_line(list(found.values())) == \
+        "the joint knob dominates 1 of 2 peer points (and 1 of 1 of pausing alone's)"
+    found["64x128"] = Verdict("64x128", "resolution", 0.5, 4.0, "budget 0.2", 0.51)
+    assert dominance_line(list(found.values())).startswith("the joint knob dominates all 2 peer points")
 
 
 def test_compare_measures_every_method_of_a_bundle(tiny_peers: Path, tmp_path: Path) -> None:
@@ -51,11 +57,13 @@ def test_compare_measures_every_method_of_a_bundle(tiny_peers: Path, tmp_path: P
     assert all(0 <= r["miou"] <= 1 and r["ms_p50"] > 0 for r in report["results"])
     assert report["results"][-1]["plans"]  # the joint knob says which plans ran
     assert len(report["verdicts"]) == 6 and report["pareto_front"]
+    assert report["dominance"]["peers"][1] == 4 and report["dominance"]["pausing_alone"][1] == 2
     prov = report["provenance"]
     assert prov["git"]["commit"] and prov["load_average_start"] and "compare" in prov["command"]
     assert (tmp_path / "c.png").stat().st_size > 10_000
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith(f"compared {len(methods)} settings on 3 frames") and f"JSON {out}" in last
+    assert "peer points (and " in last
 
 
 @pytest.mark.parametrize("args, message", [

@@ -76,7 +76,7 @@ def options_from(a: SimpleNamespace) -> Any:
 
 def run(a: SimpleNamespace, opts: Any) -> int:
     from ..compare import compare
-    from ..compare_report import JOINT, pareto, plot, table, verdict_lines, verdicts
+    from ..compare_report import dominance, dominance_line, pareto, plot, table, verdict_lines, verdicts
     from ..core.atomic import write_json_atomic
     from ..core.provenance import Provenance
 
@@ -94,15 +94,13 @@ def run(a: SimpleNamespace, opts: Any) -> int:
                "backend": found.backend, "options": found.options,
                "seconds": {**found.seconds, "total": round(seconds, 1)},
                "plans": found.plans, "results": [r.to_dict() for r in found.results],
-               "pareto_front": [r.name for r in pareto(found.results)], "verdicts": [v.to_dict() for v in judged]}
+               "pareto_front": [r.name for r in pareto(found.results)], "verdicts": [v.to_dict() for v in judged],
+               "dominance": dominance(judged)}
     json_path, plot_path = Path(a.json_path), Path(a.plot)
     write_json_atomic(json_path, payload)
     n = found.results[0].frames
     plot(found.results, plot_path, f"{Path(found.bundle).name.split('-')[0]}: {n} held-out frames, "
          f"{found.backend}")
-    peers = sum(1 for r in found.results if r.method != JOINT)
-    verdict = (f"the joint knob dominates all {peers} peer points" if not misses else
-               f"the joint knob dominates {peers - len(misses)} of {peers} peer points")
     print(f"compared {len(found.results)} settings on {n} frames in {seconds:.0f} s "
-          f"(export {found.seconds['export']:.0f} s); {verdict}; JSON {json_path}; chart {plot_path}")
+          f"(export {found.seconds['export']:.0f} s); {dominance_line(judged)}; JSON {json_path}; chart {plot_path}")
     return 0
