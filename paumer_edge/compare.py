@@ -104,11 +104,17 @@ def comparison_bundle(model: str | None, opts: CompareOptions) -> tuple[Path, fl
     frame_size = opts.frame_size if parse_data_spec(opts.data).synthetic else None
     measure = PlanMeasurement(opts.data, opts.plan_images, frame_size, opts.plan_grid, opts.backend, opts.threads,
                               opts.progress)
-    plans = found.manifest.plans
-    if plans is None or plans.images != opts.plan_images or plans.data != measure.describe(found.model.input_size) \
-            or plans.candidates != candidates_label(found, opts.plan_grid):
+    if plans_outdated(found, opts.plan_images, measure.describe(found.model.input_size), opts.plan_grid):
         measure(out)  # a manifest rewrite (atomic): the graphs stay
     return out, time.perf_counter() - t0
+
+
+def plans_outdated(bundle: Bundle, images: int, data: str, grid: Sequence[float]) -> bool:
+    """Whether a cached comparison bundle's plans must be measured (again): none yet, or measured on other images,
+    or over other candidates (another pausing grid, or from before early exit became a plan kind)."""
+    plans = bundle.manifest.plans
+    return plans is None or plans.images != images or plans.data != data \
+        or plans.candidates != candidates_label(bundle, grid)
 
 
 def _pipe_setting(pipe: Pipeline, name: str, method: str, knob: float, budget: float | None = None) -> Setting:

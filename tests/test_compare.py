@@ -3,14 +3,19 @@ against each peer point, as a table, JSON and chart; user mistakes are one line.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from paumer_edge.compare import plans_outdated
 from paumer_edge.compare_report import Verdict, dominance, dominance_line, pareto, verdict_lines, verdicts
+from paumer_edge.runtime.bundle import load_bundle
+from paumer_edge.runtime.plan_calibration import PAUSING_GRID, write_plans
 from paumer_edge.runtime.sweep import SettingResult
 
 
@@ -40,6 +45,22 @@ def test_the_joint_knob_is_judged_against_every_peer_point() -> None:
         "the joint knob dominates 1 of 2 peer points (and 1 of 1 of pausing alone's)"
     found["64x128"] = Verdict("64x128", "resolution", 0.5, 4.0, "budget 0.2", 0.51)
     assert dominance_line(list(found.values())).startswith("the joint knob dominates all 2 peer points")
+
+
+def test_cached_plans_are_measured_again_when_their_candidates_change(tiny_peers: Path, tmp_path: Path) -> None:
+    """`compare` keeps its exported bundle; its plans are re-measured when they were measured on other images or
+    over other candidates (e.g. a bundle from before early exit became a plan kind records none)."""
+    bundle = load_bundle(tiny_peers)
+    plans = bundle.manifest.plans
+    assert plans is not None
+    assert not plans_outdated(bundle, plans.images, plans.data, PAUSING_GRID)
+    assert plans_outdated(bundle, plans.images + 1, plans.data, PAUSING_GRID)
+    assert plans_outdated(bundle, plans.images, "synthetic val, 32x64 frames", PAUSING_GRID)
+    assert plans_outdated(bundle, plans.images, plans.data, (1.0, 0.5))  # another pausing grid
+    old = tmp_path / "old.paumer"
+    shutil.copytree(tiny_peers, old)
+    write_plans(old, dataclasses.replace(plans, candidates=""))  # as written before candidates were recorded
+    assert plans_outdated(load_bundle(old), plans.images, plans.data, PAUSING_GRID)
 
 
 def test_compare_measures_every_method_of_a_bundle(tiny_peers: Path, tmp_path: Path) -> None:
