@@ -74,9 +74,10 @@ def measure(bundle: Path, rounds: int, threads: int) -> dict[str, Any]:
             sessions[c].run(inputs[c])
             if r >= 3:  # three rounds of warm-up
                 times[c].append((time.perf_counter() - t0) * 1000)
-    rows = [{"graph": kind, "stage": k, "n": n, "ms_p50": round(float(np.median(times[(kind, k, n)])), 4)}
-            for kind, k, n in cells]
-    fits = []
+    rows: list[dict[str, Any]] = [
+        {"graph": kind, "stage": k, "n": n, "ms_p50": round(float(np.median(times[(kind, k, n)])), 4)}
+        for kind, k, n in cells]
+    fits: list[dict[str, Any]] = []
     for kind in ("plain", "reuse"):
         for k in range(stages):
             pts = [(r["n"], r["ms_p50"]) for r in rows if r["graph"] == kind and r["stage"] == k and r["n"] <= FIT_MAX]
