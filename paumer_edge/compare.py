@@ -27,9 +27,8 @@ from . import UserError
 from .checkpoint import SAMPLE_CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from .core.cache import cache_root
 from .core.contract import PlanPoint
-from .core.exits import EarlyExit
+from .core.exits import early_exit
 from .core.names import COARSE_PREFIX, MERGE_PREFIX
-from .core.pausing import CostModel
 from .core.plans import choose
 from .data.registry import parse_data_spec
 from .export import GRAPHS_REVISION
@@ -147,10 +146,7 @@ def settings(bundle: Bundle, opts: CompareOptions) -> tuple[list[Setting], str]:
             out.append(_pipe_setting(pipe, v.name, "resolution", v.input_size[0], 1.0))
         elif v.kind == "early-exit":
             for p in opts.exits:
-                def exits(cost: CostModel, p: float = p) -> EarlyExit:
-                    return EarlyExit(cost, p)
-
-                pipe = Pipeline(bundle.variant(v.name), plans=False, cost="macs", selector=exits, **common)
+                pipe = Pipeline(bundle.variant(v.name), plans=False, cost="macs", selector=early_exit(p), **common)
                 out.append(_pipe_setting(pipe, f"DToP p0={p:g}", "DToP", p))
     for name in sorted(bundle.graphs, key=lambda n: (len(n), n)):
         if (r := _knob(name, MERGE_PREFIX)) is not None:

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from paumer_edge.core.atomic import write_json_atomic
 from paumer_edge.core.contract import MANIFEST, PlanPoint, Plans
-from paumer_edge.core.cost import CostModel
-from paumer_edge.core.exits import EarlyExit
+from paumer_edge.core.exits import early_exit
 from paumer_edge.core.pausing import check_budget
 from paumer_edge.core.plans import PLAN_KINDS, front
 from paumer_edge.core.provenance import machine
@@ -48,10 +47,6 @@ def _setting(pipe: Pipeline, pausing: float, exit: float = 0.0) -> Setting:
     return Setting(f"{size[0]}x{size[1]} {knob}", "plans-candidate", exit or pausing, run)  # type: ignore[arg-type]
 
 
-def _early_exit(confidence: float) -> Callable[[CostModel], EarlyExit]:
-    return lambda cost: EarlyExit(cost, confidence)
-
-
 def candidate_settings(bundle: Bundle, grid: Sequence[float] = PAUSING_GRID, backend: str = "auto", threads: int = 0,
                        exits: Sequence[float] = EXIT_GRID) -> tuple[list[Setting], list[tuple[str, float, float]], str]:
     """Every pausing graph set at every pausing budget of `grid` (MACs), and every early-exit graph set at every
@@ -66,7 +61,7 @@ def candidate_settings(bundle: Bundle, grid: Sequence[float] = PAUSING_GRID, bac
         if kinds[name] == "early-exit":
             for p in exits:
                 pipe = Pipeline(bundle.variant(name), backend=backend, threads=threads, cost="macs", plans=False,
-                                selector=_early_exit(p))
+                                selector=early_exit(p))
                 settings.append(_setting(pipe, 1.0, p))
                 keys.append((name, 1.0, p))
             continue

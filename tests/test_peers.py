@@ -13,7 +13,7 @@ import torch
 from paumer_edge import UserError
 from paumer_edge.checkpoint import load_model
 from paumer_edge.core.errors import PolicyError
-from paumer_edge.core.exits import EarlyExit, exit_mask
+from paumer_edge.core.exits import EarlyExit, early_exit, exit_mask
 from paumer_edge.data.streets import derive_seed, street_scene
 from paumer_edge.export.peer_graphs import PeerOptions, parse_peers
 from paumer_edge.model.merging import max_merge, merge, merged_counts, merged_forward
@@ -50,6 +50,10 @@ def test_early_exit_selects_the_rest_and_remembers_what_exited() -> None:
     assert np.allclose(np.exp(canvas[0, 20]), [0.04, 0.96])
     with pytest.raises(PolicyError, match="exit confidence 0 is out of range"):
         EarlyExit(cost, 0)
+    with pytest.raises(PolicyError, match="exit confidence 1.5 is out of range"):
+        early_exit(1.5)  # the selector factory plans and compare use refuses at once, not at the first frame
+    made = early_exit(0.9)(cost)
+    assert isinstance(made, EarlyExit) and made.confidence == 0.9 and made.keep_per_class == 5
     with pytest.raises(PolicyError, match="needs the heads' class predictions"):
         EarlyExit(cost, 0.5).select(0, np.zeros((1, 6), np.float32))
 

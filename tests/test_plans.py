@@ -85,7 +85,7 @@ def test_a_budget_runs_the_plan_that_fits_it(planned: Path) -> None:
 def test_an_early_exit_plan_runs_dtop_on_its_graphs(tiny_peers: Path, tmp_path: Path) -> None:
     """A plan may be DToP's early exit (where it measured better): the budget that buys it runs the early-exit
     graphs with that confidence, exactly as the peer runs alone, and says so."""
-    from paumer_edge.core.exits import EarlyExit
+    from paumer_edge.core.exits import early_exit
 
     out = tmp_path / "b.paumer"
     shutil.copytree(tiny_peers, out)
@@ -96,7 +96,7 @@ def test_an_early_exit_plan_runs_dtop_on_its_graphs(tiny_peers: Path, tmp_path: 
     assert raw[1] == {"variant": "dtop", "pausing": 1.0, "miou": 0.45, "ms": 6.0, "cost": 0.6, "exit": 0.11}
     assert "exit" not in raw[0]  # pausing plans read as before
     pipe = Pipeline(out)
-    alone = Pipeline(load_bundle(out).variant("dtop"), cost="macs", selector=lambda cost: EarlyExit(cost, 0.11))
+    alone = Pipeline(load_bundle(out).variant("dtop"), cost="macs", selector=early_exit(0.11))
     for frame in frames(3):
         result = pipe(frame, budget=0.7)
         assert result.stats.plan == "32x64 exit@0.11" and result.stats.budget == 0.7

@@ -18,6 +18,8 @@ Plain numpy, no torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .cost import CostModel
@@ -25,7 +27,7 @@ from .errors import PolicyError
 from .knobs import check_confidence
 from .pausing import TokenSelector
 
-__all__ = ["DTOP_KEEP_PER_CLASS", "EarlyExit", "check_confidence", "exit_mask"]
+__all__ = ["DTOP_KEEP_PER_CLASS", "EarlyExit", "check_confidence", "early_exit", "exit_mask"]
 
 DTOP_KEEP_PER_CLASS = 5  # the official code keeps the 5 most confident exit candidates of each class
 
@@ -112,3 +114,9 @@ class EarlyExit(TokenSelector):
         if self._canvas is None or self._exited is None:
             return None
         return self._canvas, self._exited
+
+
+def early_exit(confidence: float) -> Callable[[CostModel], EarlyExit]:
+    """DToP at one exit confidence as a pipeline's selector factory (`Pipeline(..., selector=early_exit(0.95))`)."""
+    check_confidence(confidence)
+    return lambda cost: EarlyExit(cost, confidence)
