@@ -42,6 +42,23 @@ def street_frames(count: int, size: tuple[int, int]) -> list[np.ndarray]:
     return [street_scene(derive_seed(17, i), size)[0] for i in range(count)]
 
 
+TRITON_DURATIONS = ("request", "queue", "compute_input", "compute_infer", "compute_output")
+
+
+def triton_durations(metrics_url: str) -> dict[str, float]:
+    """Triton's cumulative per-model durations (microseconds, summed over models) and request count, from its
+    Prometheus endpoint: where a served request's time goes inside the server."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    out = {}
+    for key in (*(f"{d}_duration_us" for d in TRITON_DURATIONS), "request_success"):
+        found = re.findall(rf"^nv_inference_{key}{{[^}}]*}} (\S+)$", text, re.M)
+        out[key] = sum(float(v) for v in found)
+    return out
+
+
 def start_server(bundle: Path, a: argparse.Namespace, log: Path) -> tuple[subprocess.Popen, str]:
     from paumer_edge.runtime.serving import SegmentClient
     from paumer_edge.runtime.serving.tritonserver import free_port
@@ -52,6 +69,7 @@ def start_server(bundle: Path, a: argparse.Namespace, log: Path) -> tuple[subpro
            "--grpc-port", ports[1], "--metrics-port", ports[2], "--log-file", str(log), "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"grpc://127.0.0.1:{ports[1]}"
+    a.metrics_url = f"http://127.0.0.1:{ports[2]}/metrics"
     deadline = time.monotonic() + 180
     with SegmentClient(url) as client:
         while not client.ready():
@@ -72,12 +90,23 @@ def timed(fn: Any, n: int) -> float:
 
 def overhead(pipe: Any, client: Any, frames: list[np.ndarray], a: argparse.Namespace) -> dict[str, Any]:
     rows = []
+    spent = {k: 0.0 for k in triton_durations(a.metrics_url)}
     for _ in range(a.rounds):
         local = timed(lambda i: pipe(frames[i % len(frames)], budget=a.budget), a.round_frames)
+        before = triton_durations(a.metrics_url)
         served = timed(lambda i: client.segment(frames[i % len(frames)], camera_id="cam-0"), a.round_frames)
+        after = triton_durations(a.metrics_url)
+        spent = {k: spent[k] + after[k] - before[k] for k in spent}
         rows.append({"in_process_fps": round(local, 2), "served_fps": round(served, 2),
                      "ratio": round(served / local, 4)})
-    return {"rounds": rows, "in_process_fps": float(np.median([r["in_process_fps"] for r in rows])),
+    requests = max(spent.pop("request_success"), 1.0)
+    # per served request, ms: the client's round trip, then Triton's own account of it (request = queue +
+    # compute; compute_infer is PyTriton's hop to the serving process and the pipeline there)
+    where = {"client_round_trip": 1000 / float(np.median([r["served_fps"] for r in rows])),
+             **{d: spent[f"{d}_duration_us"] / requests / 1000 for d in TRITON_DURATIONS},
+             "in_process_frame": 1000 / float(np.median([r["in_process_fps"] for r in rows]))}
+    return {"rounds": rows, "served_ms": {k: round(v, 2) for k, v in where.items()},
+            "in_process_fps": float(np.median([r["in_process_fps"] for r in rows])),
             "served_fps": float(np.median([r["served_fps"] for r in rows])),
             "ratio_median": float(np.median([r["ratio"] for r in rows])),
             "ratio_quartiles": [float(q) for q in np.percentile([r["ratio"] for r in rows], [25, 75])], "target": 0.85}
