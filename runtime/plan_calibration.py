@@ -21,7 +21,7 @@ from paumer_edge.core.atomic import write_json_atomic
 from paumer_edge.core.contract import MANIFEST, PlanPoint, Plans
 from paumer_edge.core.exits import early_exit
 from paumer_edge.core.pausing import check_budget
-from paumer_edge.core.plans import PLAN_KINDS, front
+from paumer_edge.core.plans import front, plan_set_kinds
 from paumer_edge.core.provenance import machine
 
 from .bundle import Bundle, load_bundle
@@ -34,7 +34,12 @@ EXIT_GRID = (0.99, 0.97, 0.95, 0.92, 0.9, 0.85, 0.8)  # DToP's exit confidences 
 
 def plan_sets(bundle: Bundle) -> list[str]:
     """The graph sets plans choose among: the main graphs ("") and every variant a plan can run (`PLAN_KINDS`)."""
-    return [""] + [v.name for v in bundle.manifest.variants if v.kind in PLAN_KINDS]
+    return list(plan_set_kinds(bundle.manifest.variants))
+
+
+def _pausing_grid(grid: Sequence[float]) -> list[float]:
+    """The pausing budgets measured: the grid's, checked, and budget 1 (the reference), most expensive first."""
+    return sorted({check_budget(b) for b in grid} | {1.0}, reverse=True)
 
 
 def _setting(pipe: Pipeline, pausing: float, exit: float = 0.0) -> Setting:
@@ -52,13 +57,11 @@ def candidate_settings(bundle: Bundle, grid: Sequence[float] = PAUSING_GRID, bac
     """Every pausing graph set at every pausing budget of `grid` (MACs), and every early-exit graph set at every
     confidence of `exits`, the main graphs at budget 1 first (the reference); with the (graph set, pausing budget,
     exit confidence or 0) of each, and the backend they run on."""
-    grid = sorted({check_budget(b) for b in grid} | {1.0}, reverse=True)
     settings, keys, device = [], [], ""
-    kinds = {"": "staged", **{v.name: v.kind for v in bundle.manifest.variants}}
-    for name in plan_sets(bundle):
+    for name, kind in plan_set_kinds(bundle.manifest.variants).items():
         # per-session threads: this runs inside `export`, and ONNX Runtime's shared pool, once on, is the
         # whole process's (later sessions and INT8 quantization in that process would be refused)
-        if kinds[name] == "early-exit":
+        if kind == "early-exit":
             for p in exits:
                 pipe = Pipeline(bundle.variant(name), backend=backend, threads=threads, cost="macs", plans=False,
                                 selector=early_exit(p))
@@ -67,7 +70,7 @@ def candidate_settings(bundle: Bundle, grid: Sequence[float] = PAUSING_GRID, bac
             continue
         pipe = Pipeline(bundle.variant(name), backend=backend, threads=threads, cost="macs", plans=False)
         device = device or f"{pipe.backend.describe()} on {machine()}"
-        for b in grid:
+        for b in _pausing_grid(grid):
             settings.append(_setting(pipe, b))
             keys.append((name, b, 0.0))
     return settings, keys, device
@@ -76,11 +79,10 @@ def candidate_settings(bundle: Bundle, grid: Sequence[float] = PAUSING_GRID, bac
 def candidates_label(bundle: Bundle, grid: Sequence[float] = PAUSING_GRID, exits: Sequence[float] = EXIT_GRID) -> str:
     """The settings a calibration of this bundle measures, in a line (`Plans.candidates`): what a cached
     calibration is checked against before it is reused."""
-    sets = plan_sets(bundle)
-    kinds = {v.name: v.kind for v in bundle.manifest.variants}
-    sizes = [s or "main" for s in sets if kinds.get(s) != "early-exit"]
-    label = f"pausing {','.join(f'{b:g}' for b in sorted({*grid, 1.0}, reverse=True))} on {','.join(sizes)}"
-    early = [s for s in sets if kinds.get(s) == "early-exit"]
+    kinds = plan_set_kinds(bundle.manifest.variants)
+    sizes = [s or "main" for s, kind in kinds.items() if kind != "early-exit"]
+    label = f"pausing {','.join(f'{b:g}' for b in _pausing_grid(grid))} on {','.join(sizes)}"
+    early = [s for s, kind in kinds.items() if kind == "early-exit"]
     return label + (f"; exit {','.join(f'{p:g}' for p in exits)} on {','.join(early)}" if early else "")
 
 

@@ -21,10 +21,16 @@ from .contract import PlanPoint, Plans, Variant
 from .pausing import check_budget
 from .schema import _kind, _Reader
 
-__all__ = ["PLAN_KINDS", "choose", "describe_plans", "front", "parse_plans", "plan_label"]
+__all__ = ["PLAN_KINDS", "choose", "describe_plans", "front", "parse_plans", "plan_label", "plan_set_kinds"]
 
 # graph-set kinds a plan may run: pausing on the usual stages (or a coarse stage 0), or DToP's early exit
 PLAN_KINDS = ("staged", "coarse-stage0", "early-exit")
+
+
+def plan_set_kinds(variants: Sequence[Variant]) -> dict[str, str]:
+    """The graph sets a plan may run, in order, with their kinds: the main graphs ("", staged), then every variant
+    of a kind in PLAN_KINDS."""
+    return {"": "staged", **{v.name: v.kind for v in variants if v.kind in PLAN_KINDS}}
 
 
 def front(points: Iterable[PlanPoint]) -> list[PlanPoint]:
@@ -74,14 +80,14 @@ def parse_plans(r: _Reader, raw: Any, variants: tuple[Variant, ...]) -> Plans | 
         return None
     if not isinstance(raw, dict):
         raise r.fail("plans", f"must be an object, not {_kind(raw)}")
-    names = {"": "staged", **{v.name: v.kind for v in variants}}
+    names = plan_set_kinds(variants)
     points: list[PlanPoint] = []
     for i, d in enumerate(r.items(raw, "points", "plans.", nonempty=True)):
         p = f"plans.points[{i}]."
         if not isinstance(d, dict):
             raise r.fail(f"plans.points[{i}]", f"must be an object, not {_kind(d)}")
         variant = r.text(d, "variant", p)
-        if names.get(variant) not in PLAN_KINDS:
+        if variant not in names:
             raise r.fail(f"{p}variant", f"names '{variant}', which is not a staged graph set of this bundle")
         values = {key: r.number(r.get(d, key, p), f"{p}{key}", lo=0.0, positive=key != "miou")
                   for key in ("pausing", "miou", "ms", "cost")}
