@@ -5,10 +5,12 @@
 
 Each stage's two graphs (`stage<k>` and `stage<k>_reuse`) run on the same token buffer with n active patches, n
 from 1 to all, every (graph, n) once per round in a shuffled order (so the machine's drift hits all alike); the
-median per cell, and per graph a straight-line fit ms = fixed + per_token x n over the small n a reuse frame runs
-(n <= 128). The reuse graph's extra cost is the split between those two: a fixed part per call (cache outputs
-and their scatter, the context mask) and a per-token part (attention over every cached key, not only the active
-ones). What would make reuse frames cheaper follows from which dominates (README, temporal reuse).
+reuse graph's context is every other patch (budget 1 on a still camera: the widest context there is). The median
+per cell, and per graph a straight-line fit ms = fixed + per_token x n over the small n a reuse frame runs
+(n <= 128). The reuse graph's extra cost is the split between those two: a fixed part per call (gathering the
+context's cached keys and values, and attending to them) and a per-token part (each active token's attention over
+those cached keys, not only the active ones). What would make reuse frames cheaper follows from which dominates
+(README, temporal reuse).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ FIT_MAX = 128  # the fit covers the counts a reuse frame runs
 
 
 def feeds(runner: Any, k: int, n: int, reuse: bool) -> dict[str, Any]:
-    """Inputs of stage k (plain or reuse) with the first n patches active (stage 0 plain: the whole image)."""
-    from paumer_edge.core.names import ACTIVE, CONTEXT, IMAGE, REUSE_INPUTS, TOKENS
+    """Inputs of stage k (plain or reuse) with the first n patches active (stage 0 plain: the whole image); the reuse
+    graph's context is every other patch (budget 1 on a still camera: the widest context)."""
+    from paumer_edge.core.names import ACTIVE, CACHE, CONTEXT, IMAGE, TOKENS
 
     m = runner.bundle.model
     rng = np.random.default_rng(k * 1000 + n)
@@ -41,10 +44,8 @@ def feeds(runner: Any, k: int, n: int, reuse: bool) -> dict[str, Any]:
     active = np.arange(n, dtype=np.int64)[None]
     if not reuse:
         return {IMAGE: image} if k == 0 else {TOKENS: tokens, ACTIVE: active}
-    session = runner.reuse_stages[k]
-    out: dict[str, Any] = {TOKENS: tokens, ACTIVE: active, CONTEXT: np.ones((1, m.num_patches), bool)}
-    out.update({name: rng.standard_normal((1, *m.cache_shape), dtype=np.float32)
-                for name in session.input_names if name not in REUSE_INPUTS})
+    out: dict[str, Any] = {TOKENS: tokens, ACTIVE: active, CONTEXT: np.arange(n, m.num_patches, dtype=np.int64)[None],
+                           CACHE: rng.standard_normal((1, *runner.cache_shapes[k]), dtype=np.float32)}
     if k == 0:
         out[IMAGE] = image
     return out

@@ -2,4 +2,5 @@
 
 # Raised whenever the exported graphs change for the same checkpoint, so cached exports are remade.
 # Here (not in graphs.py) so the torch-free runtime can read it.
-GRAPHS_REVISION = 4  # 3: the temporal-reuse stage graphs; 4: their context mask without Where
+GRAPHS_REVISION = 5  # 3: the temporal-reuse stage graphs; 4: their context mask without Where; 5: their cache
+# one per stage and never copied, the context as patch positions (format 5)

@@ -25,9 +25,12 @@ from paumer_edge.core.contract import MANIFEST, BatchRange, ExporterInfo, GraphS
 from paumer_edge.core.knobs import check_size
 from paumer_edge.core.names import (
     ACTIVE,
+    CACHE,
+    CACHE_ROWS,
     CONTEXT,
     DECODER,
     DIM_BATCH,
+    DIM_CONTEXT,
     DIM_TOKENS,
     ENTROPY,
     EXIT_LOGP,
@@ -39,8 +42,6 @@ from paumer_edge.core.names import (
     SCORES,
     TOKENS,
     TOKENS_OUT,
-    cache_names,
-    cache_out_names,
     reuse_stage_name,
     stage_name,
 )
@@ -89,20 +90,22 @@ GraphItem = tuple[str, torch.nn.Module, tuple, list, list, dict]  # name, module
 
 def _reuse_graphs(model: PausingSegmenter, image: torch.Tensor, tokens: torch.Tensor,
                   active: torch.Tensor) -> list[GraphItem]:
-    """The temporal-reuse variant of every stage: the active rows attend to cached keys/values of the context."""
+    """The temporal-reuse variant of every stage: the active rows attend to cached keys/values of the context. Batch 1
+    (the state is per stream, one frame at a time): every shape but the token and context counts is static."""
     cfg = model.cfg
-    context = torch.rand(active.shape[0], cfg.num_patches, generator=torch.Generator().manual_seed(1)) < 0.5
+    gen = torch.Generator().manual_seed(1)
+    m = max(2, cfg.num_patches // 3)  # context patches: not the active count, so the exporter keeps both dynamic
+    context = torch.randperm(cfg.num_patches, generator=gen)[:m].sort().values[None]
+    image, tokens, active = image[:1], tokens[:1], active[:1]  # one stream's frame: batch 1, static shapes
     items: list[GraphItem] = []
-    for k, (start, end) in enumerate(cfg.stage_bounds):
-        caches = [torch.randn(*model.cache_shape(active.shape[0])) for _ in range(2 * (end - start))]
-        cache_in = [n for b in range(start, end) for n in cache_names(b)]
-        cache_out = [n for b in range(start, end) for n in cache_out_names(b)]
+    for k in range(cfg.num_stages):
+        cache = torch.randn(*model.cache_shape(k, 1), generator=gen)
         first = [IMAGE] if k == 0 else []
-        inputs = [*first, TOKENS, ACTIVE, CONTEXT, *cache_in]
-        outputs = [TOKENS_OUT, *([ENTROPY] if k < cfg.num_stages - 1 else []), *cache_out]
+        inputs = [*first, TOKENS, ACTIVE, CONTEXT, CACHE]
+        outputs = [TOKENS_OUT, *([ENTROPY] if k < cfg.num_stages - 1 else []), CACHE_ROWS]
         module = Stage0Reuse(model) if k == 0 else StageKReuse(model, k)
-        args = (*([image] if k == 0 else []), tokens, active, context, caches)
-        dynamic = {name: {0: DIM_BATCH} for name in inputs} | {ACTIVE: {0: DIM_BATCH, 1: DIM_TOKENS}}
+        args = (*([image] if k == 0 else []), tokens, active, context, cache)
+        dynamic: dict[str, dict[int, str]] = {ACTIVE: {1: DIM_TOKENS}, CONTEXT: {1: DIM_CONTEXT}}
         items.append((reuse_stage_name(k), module, args, inputs, outputs, dynamic))
     return items
 

@@ -45,41 +45,35 @@ class StageK(nn.Module):
 
 
 class Stage0Reuse(nn.Module):
-    """Stage 0 for temporal reuse: image, tokens [B,L,C], active [B,n], context [B,N] bool, then per block of the
-    stage its cached keys and values [B,heads,L,head_dim] -> tokens_out, entropy [B,n], the updated caches. The frame
-    is embedded; its active rows run from their fresh embedding, attending to the cached keys/values of the context,
-    and are written into the previous buffer `tokens`."""
+    """Stage 0 for temporal reuse: image, tokens [B,L,C], active [B,n], context [B,m] int64, cache [B,2xblocks,heads,
+    L,head_dim] -> tokens_out, entropy [B,n], cache_rows [B,2xblocks,heads,extra+n,head_dim]. Only the frame's active
+    patches are embedded; they run attending to the cached keys/values of the context and are written into the
+    previous buffer `tokens`; their fresh keys and values come out for the host to write into its cache."""
 
     def __init__(self, model: PausingSegmenter):
         super().__init__()
         self.model = model
 
     def forward(self, image: torch.Tensor, tokens: torch.Tensor, active: torch.Tensor, context: torch.Tensor,
-                caches: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        out = self.model.stage_context(0, tokens, active, context, _pairs(caches), fresh=self.model.embed(image))
-        return _reuse_outputs(out)
+                cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return _reuse_outputs(self.model.stage_context(0, tokens, active, context, cache, image=image))
 
 
 class StageKReuse(nn.Module):
-    """Stage k > 0 for temporal reuse: tokens, active [B,n], context [B,N] bool, caches -> tokens_out, (entropy,)
-    the updated caches."""
+    """Stage k > 0 for temporal reuse: tokens, active [B,n], context [B,m], cache -> tokens_out, (entropy,)
+    cache_rows (as stage 0, without the image)."""
 
     def __init__(self, model: PausingSegmenter, k: int):
         super().__init__()
         self.model, self.k = model, k
 
     def forward(self, tokens: torch.Tensor, active: torch.Tensor, context: torch.Tensor,
-                caches: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        return _reuse_outputs(self.model.stage_context(self.k, tokens, active, context, _pairs(caches)))
-
-
-def _pairs(flat: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """[keys, values, keys, values, ...] (one pair per block, as the graphs take them) -> per-block pairs."""
-    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+                cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return _reuse_outputs(self.model.stage_context(self.k, tokens, active, context, cache))
 
 
 def _reuse_outputs(out: ContextOutput) -> tuple[torch.Tensor, ...]:
-    return (*_stage_outputs(StageOutput(out.tokens, out.logits)), *(t for pair in out.caches for t in pair))
+    return (*_stage_outputs(StageOutput(out.tokens, out.logits)), out.cache_rows)
 
 
 def _stage_outputs(out: StageOutput, head_scores: bool = False) -> tuple[torch.Tensor, ...]:

@@ -14,16 +14,17 @@ import torch
 
 from paumer_edge import UserError
 from paumer_edge.core.contract import TensorSpec
-from paumer_edge.core.names import DIM_BATCH, DIM_TOKENS
+from paumer_edge.core.names import DIM_BATCH, DIM_CONTEXT, DIM_TOKENS
 
 
 def export_module(module: torch.nn.Module, args: tuple[torch.Tensor | list[torch.Tensor], ...], path: Path,
                   input_names: list[str], output_names: list[str], dynamic: dict[str, dict[int, str]], opset: int,
                   max_batch: int, max_tokens: int) -> None:
     """Export with the dynamo exporter; `dynamic` maps input name -> {axis: dim name}. An argument may be a list
-    of tensors (the reuse graphs' caches): each becomes one graph input, named in order by `input_names`."""
+    of tensors: each becomes one graph input, named in order by `input_names`."""
     dims = {DIM_BATCH: torch.export.Dim(DIM_BATCH, min=1, max=max(2, max_batch)),
-            DIM_TOKENS: torch.export.Dim(DIM_TOKENS, min=1, max=max_tokens)}
+            DIM_TOKENS: torch.export.Dim(DIM_TOKENS, min=1, max=max_tokens),
+            DIM_CONTEXT: torch.export.Dim(DIM_CONTEXT, min=0, max=max_tokens)}
     names = iter(input_names)
 
     def spec(name: str) -> dict[int, torch.export.Dim] | None:

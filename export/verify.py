@@ -20,7 +20,18 @@ import torch
 from torch import nn
 
 from paumer_edge import UserError
-from paumer_edge.core.names import ACTIVE, CONTEXT, DECODER, FULL, IMAGE, LABELS, TOKENS, reuse_stage_name, stage_name
+from paumer_edge.core.names import (
+    ACTIVE,
+    CACHE,
+    CONTEXT,
+    DECODER,
+    FULL,
+    IMAGE,
+    LABELS,
+    TOKENS,
+    reuse_stage_name,
+    stage_name,
+)
 from paumer_edge.core.pausing import FixedCounts, Pauser, PausingPolicy
 from paumer_edge.data.streets import derive_seed, street_scene
 from paumer_edge.evaluate import normalise
@@ -134,12 +145,8 @@ def graph_modules(model: PausingSegmenter, scores: bool, reuse: bool = False) ->
 
 
 def _run_module(module: nn.Module, spec_inputs: list[str], feeds: dict[str, Any]) -> Any:
-    """A graph's PyTorch module on the graph's feeds; the reuse graphs take their caches as one list."""
-    args = [torch.from_numpy(np.asarray(feeds[name])) for name in spec_inputs]
-    if isinstance(module, (Stage0Reuse, StageKReuse)):
-        fixed = 5 if isinstance(module, Stage0Reuse) else 4  # (image,) tokens, active, context, then the caches
-        return module(*args[: fixed - 1], args[fixed - 1 :])
-    return module(*args)
+    """A graph's PyTorch module on the graph's feeds."""
+    return module(*[torch.from_numpy(np.asarray(feeds[name])) for name in spec_inputs])
 
 
 class GraphChecker:
@@ -232,18 +239,22 @@ def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: 
 
 def check_reuse_graphs(bundle: Bundle, backend: OrtBackend, checker: GraphChecker, real: np.ndarray,
                        gen: torch.Generator) -> None:
-    """Each temporal-reuse graph against PyTorch on random tokens and caches (stage 0: the street frames), at n = 1,
-    a third, all, with random context patches. (That reuse of an unchanged frame gives the full computation's
-    labels is the runtime's test.)"""
+    """Each temporal-reuse graph against PyTorch on random tokens and caches (stage 0: a street frame, one per n), at
+    n = 1, a third, all, with random context patches (batch 1: the graphs run one stream's frame at a time). (That
+    reuse of an unchanged frame gives the full computation's labels is the runtime's test.)"""
     info = bundle.model
-    n_all, b = info.num_patches, real.shape[0]
+    n_all = info.num_patches
     for k, name in enumerate(info.reuse_stage_names):
         session = backend.open(bundle, name)
-        cache_inputs = [t for t in session.input_names if t not in (IMAGE, TOKENS, ACTIVE, CONTEXT)]
-        for n in sorted({1, max(1, n_all // 3), n_all}):
-            active = torch.stack([torch.randperm(n_all, generator=gen)[:n].sort().values for _ in range(b)]).numpy()
-            context = (torch.rand(b, n_all, generator=gen) < 0.5).numpy()
-            caches = {t: torch.randn(b, *info.cache_shape, generator=gen).numpy() for t in cache_inputs}
-            tokens = torch.randn(b, info.tokens, info.embed_dim, generator=gen).numpy()
-            feeds = {**({IMAGE: real} if k == 0 else {}), TOKENS: tokens, ACTIVE: active, CONTEXT: context, **caches}
-            checker.check(name, f"random tokens, n={n}", feeds, session.run(feeds))
+        shape = next(tuple(int(d) for d in t.shape[1:]) for t in bundle.graphs[name].inputs if t.name == CACHE)
+        for i, n in enumerate(sorted({1, max(1, n_all // 3), n_all})):
+            order = torch.randperm(n_all, generator=gen)[None]
+            active = order[:, :n].sort().values.numpy()
+            m = (n_all - n) // 2  # half the other patches in the context (none when all are active)
+            context = order[:, n : n + m].sort().values.numpy()
+            cache = torch.randn(1, *shape, generator=gen).numpy()
+            tokens = torch.randn(1, info.tokens, info.embed_dim, generator=gen).numpy()
+            image = real[i % real.shape[0]][None]
+            feeds = {**({IMAGE: image} if k == 0 else {}), TOKENS: tokens, ACTIVE: active, CONTEXT: context,
+                     CACHE: cache}
+            checker.check(name, f"random tokens, n={n}, context m={m}", feeds, session.run(feeds))

@@ -19,7 +19,7 @@ ignores them. Each result's stats name the plan that ran.
 
 Video: `Pipeline(bundle, reuse=True)` reuses, frame to frame, what the patches that did not change computed
 (`runtime.temporal`); give each camera its own `stream` id (`seg(frame, stream="cam1")`), and `reset(stream)`
-when a stream starts over. A bundle exported before format 4 cannot reuse.
+when a stream starts over. A bundle exported before format 5 cannot reuse.
 
 Thread safety: a Pipeline may be shared by several threads. Pre- and post-processing run in the
 caller's thread; the staged inference itself is serialised by a lock (the sessions share buffers).
@@ -69,8 +69,8 @@ def reuse_options(reuse: bool | ReuseOptions, bundle: Bundle) -> ReuseOptions | 
         return None
     if not bundle.manifest.has_reuse:
         raise BundleError(f"bundle '{bundle.path}' (format {bundle.manifest.format_version}) has no temporal-reuse "
-                          "graphs, so it cannot reuse unchanged patches: re-export it with `paumer-edge export` "
-                          "(format 4), or turn reuse off (--no-reuse)")
+                          "graphs this runtime runs, so it cannot reuse unchanged patches: re-export it with "
+                          "`paumer-edge export` (format 5), or turn reuse off (--no-reuse)")
     return reuse if isinstance(reuse, ReuseOptions) else ReuseOptions()
 
 if TYPE_CHECKING:

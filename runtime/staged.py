@@ -20,16 +20,17 @@ from paumer_edge.core.errors import PolicyError
 from paumer_edge.core.names import (
     ACTIVE,
     BUFFERS,
+    CACHE,
+    CACHE_ROWS,
     CONTEXT,
     DECODER,
     ENTROPY,
     EXIT_LOGP,
     EXITED,
     IMAGE,
-    REUSE_INPUTS,
     TOKENS,
     TOKENS_OUT,
-    cache_output,
+    reuse_stage_name,
 )
 from paumer_edge.core.pausing import TokenSelector
 
@@ -73,11 +74,12 @@ Observer = Callable[[str, dict[str, Any], list[Any]], None]  # graph name, its f
 @dataclass
 class ReuseInput:
     """What a temporal-reuse frame starts from (one image): the stream's token buffer and caches, the patches that
-    run from stage 0, and the context each stage's active patches attend to (`context(k, active)` -> [1, N] bool)."""
+    run from stage 0, and the context each stage's active patches attend to (`context(k, active)` -> [1, m] int64
+    patch positions, none of them active)."""
 
     tokens: Any  # [1, L, C] the buffer the last frame left (a backend handle)
     active: np.ndarray  # [1, n] int64 patches recomputed from stage 0, ascending
-    caches: dict[str, Any]  # cache input name (`keys<b>`, `values<b>`) -> [1, heads, L, head_dim]
+    caches: list[np.ndarray]  # per stage [1, 2 x blocks, heads, L, head_dim] float32 (`cache_shapes`): written in place
     context: Callable[[int, np.ndarray], np.ndarray]
 
 
@@ -85,7 +87,7 @@ class ReuseInput:
 class ReuseOutput:
     out: StagedOutput
     tokens: Any  # the buffer after the last stage
-    caches: dict[str, Any]  # by input name: what the next frame feeds back
+    caches: list[np.ndarray]  # the input's caches, the rows that ran written in: what the next frame feeds back
     actives: list[np.ndarray]  # per stage that ran: its active patches [1, n_k]
     entropies: list[np.ndarray | None]  # per stage that ran: the entropies of its active patches (None: last stage)
 
@@ -168,17 +170,29 @@ class StagedRunner:
             observe(DECODER, feeds, result)
         return result[0], result[1] if len(result) > 1 else None
 
+    @property
+    def cache_shapes(self) -> list[tuple[int, ...]]:
+        """Per stage, the shape of one image's temporal-reuse cache, [2 x blocks, heads, L, head_dim] (from the reuse
+        graphs)."""
+        return [tuple(int(d) for d in t.shape[1:]) for k in range(len(self.stages))
+                for t in self.bundle.graphs[reuse_stage_name(k)].inputs if t.name == CACHE]
+
     def forward_reuse(self, images: np.ndarray, selector: TokenSelector, start: ReuseInput,
                       observe: Observer | None = None) -> ReuseOutput:
         """One frame through the temporal-reuse graphs (`stage<k>_reuse`): only `start.active` runs from stage 0, the
         selector pauses among them between stages (an empty selection skips the remaining stages), the rest of the
-        buffer is kept. Returns the labels, the buffer and caches for the next frame, and what ran where."""
+        buffer is kept. Each stage's graph returns the fresh keys and values of the rows that ran, written here into
+        the caches (in place: a graph never copies a cache). Returns the labels, the buffer and caches for the next
+        frame, and what ran where."""
         check_model_input(images, self.bundle.model.input_size)
+        if images.shape[0] != 1:
+            raise PolicyError(f"temporal reuse runs one stream's frame at a time, not a batch of {images.shape[0]}")
         if self.reuse_stages is None:  # opened on first use: bundles and pipelines without reuse never pay for them
             self.reuse_stages = [checked(self.backend.open(self.bundle, n), self.bundle, n)
                                  for n in self.bundle.model.reuse_stage_names]
         stats = StageStats(budget=selector.budget, threshold=selector.threshold)
-        tokens, active, caches = start.tokens, start.active, dict(start.caches)
+        tokens, active, caches = start.tokens, start.active, start.caches
+        extra = np.arange(self.bundle.model.extra_tokens, dtype=np.int64)
         actives: list[np.ndarray] = []
         entropies: list[np.ndarray | None] = []
         entropy: np.ndarray | None = None
@@ -192,21 +206,23 @@ class StagedRunner:
                 stats.counts.append(0)
                 stats.stage_ms.append(0.0)
                 continue
-            feeds = {TOKENS: tokens, ACTIVE: active, CONTEXT: start.context(k, active),
-                     **{name: caches[name] for name in session.input_names if name not in REUSE_INPUTS}}
+            feeds = {TOKENS: tokens, ACTIVE: active, CONTEXT: start.context(k, active), CACHE: caches[k]}
             if k == 0:
                 feeds[IMAGE] = images
             t1 = time.perf_counter()
-            outs = session.run(feeds, [n for n in session.output_names if n != ENTROPY])
+            outs = session.run(feeds, (TOKENS_OUT,))
             t2 = time.perf_counter()
-            stats.policy_ms += (t1 - t0) * 1000
-            stats.stage_ms.append((t2 - t1) * 1000)
-            stats.counts.append(active.shape[1])
             if observe is not None:
                 observe(self.bundle.model.reuse_stage_names[k], feeds, outs)
             named = dict(zip(session.output_names, outs))
             tokens, entropy = named[TOKENS_OUT], named.get(ENTROPY)
-            caches.update({name: named[cache_output(name)] for name in session.input_names if name not in REUSE_INPUTS})
+            if active.shape[1] == self.bundle.model.num_patches:  # every row ran (a refresh's first stage)
+                caches[k][0] = named[CACHE_ROWS][0]
+            else:
+                caches[k][0][:, :, np.concatenate([extra, active[0] + extra.size])] = named[CACHE_ROWS][0]
+            stats.policy_ms += (t1 - t0 + time.perf_counter() - t2) * 1000
+            stats.stage_ms.append((t2 - t1) * 1000)
+            stats.counts.append(active.shape[1])
             actives.append(active)
             entropies.append(entropy)
         labels, scores = self._decode(tokens, stats, observe)

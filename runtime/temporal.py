@@ -22,13 +22,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from paumer_edge.core.contract import ModelInfo
-from paumer_edge.core.names import REUSE_INPUTS
 from paumer_edge.core.pausing import Pauser, TokenSelector
 from paumer_edge.core.temporal import (
     FrameKind,
@@ -55,7 +54,7 @@ class StreamState:
     previous: np.ndarray | None = None  # the last frame's signatures [N, D]: the change while there is no cache
     reference: np.ndarray | None = None  # each patch's signature when it was last computed
     tokens: Any = None  # [1, L, C] the token buffer after the last frame (a backend handle)
-    caches: dict[str, Any] = field(default_factory=dict)  # `keys<b>` / `values<b>` -> [1, heads, L, head_dim]
+    caches: list[np.ndarray] | None = None  # per stage [1, 2 x blocks, heads, L, head_dim]: every row's keys, values
     stage: np.ndarray | None = None  # [N] uint8: the last stage each patch ran in
     entropy: np.ndarray | None = None  # [S-1, N] float32: its entropy at each pausing point (NaN: not reached)
     labels: np.ndarray | None = None  # [1, H, W] the last frame's labels at the model's input size
@@ -63,7 +62,7 @@ class StreamState:
 
     def drop(self) -> None:
         """Forget the cache (the camera moved): its memory goes, the last signatures stay."""
-        self.tokens, self.caches, self.labels, self.scores = None, {}, None, None
+        self.tokens, self.caches, self.labels, self.scores = None, None, None, None
 
 
 class StreamStore:
@@ -122,13 +121,10 @@ class TemporalFrames:
     def __init__(self, base: WholeFrame, info: ModelInfo, options: ReuseOptions, max_streams: int = 16):
         self.base, self.info, self.options = base, info, options
         self.streams = StreamStore(options, max_streams)
-        zeros = np.zeros((1, *info.cache_shape), np.float32)
-        zeros.flags.writeable = False
-        self._zero_cache = zeros  # the caches a stream's first refresh starts from (every row is written)
         self._zero_tokens = np.zeros((1, info.tokens, info.embed_dim), np.float32)
         self._zero_tokens.flags.writeable = False
         self._all = np.arange(info.num_patches, dtype=np.int64)[None]
-        self._nothing = np.zeros((1, info.num_patches), bool)
+        self._nothing = np.zeros((1, 0), np.int64)  # no context: the active patches see only each other
         self._nothing.flags.writeable = False
 
     # ---- the tiler's three steps -----------------------------------------------------------------
@@ -176,8 +172,9 @@ class TemporalFrames:
 
     def _refresh(self, runner: StagedRunner, prepared: TemporalInput, selector: Pauser, state: StreamState,
                  stage_map: bool) -> TemporalOutput:
-        """Every patch through the reuse graphs with the per-frame policy: the stream's cache starts afresh."""
-        caches = {name: state.caches.get(name, self._zero_cache) for name in self._cache_names(runner)}
+        """Every patch through the reuse graphs with the per-frame policy: the stream's cache starts afresh (a row
+        is read again only once a later frame computed it or this one did)."""
+        caches = state.caches or [np.zeros((1, *shape), np.float32) for shape in runner.cache_shapes]
         run = runner.forward_reuse(prepared.image[None], selector, ReuseInput(
             self._zero_tokens, self._all, caches, lambda k, active: self._nothing))
         n, points = self.info.num_patches, self.info.num_stages - 1
@@ -192,6 +189,7 @@ class TemporalFrames:
                changed: np.ndarray, stage_map: bool) -> TemporalOutput:
         """The changed patches run; the others keep their rows, keys and values, stage and entropies."""
         assert state.stage is not None and state.entropy is not None and state.reference is not None
+        assert state.caches is not None  # a reuse frame follows a refresh
         kept = ~changed
         reached = [kept & (state.stage >= k) for k in range(self.info.num_stages)]  # reused rows at each stage
         reused = [int(r.sum()) for r in reached]
@@ -205,7 +203,7 @@ class TemporalFrames:
             smap = state.stage.reshape(1, *self.info.grid) if stage_map else None
             return TemporalOutput(state.labels, state.scores, smap, kept.reshape(self.info.grid), stats)
         cached = [state.entropy[k][reached[k]][None] for k in range(self.info.num_stages - 1)]
-        contexts = [r[None] for r in reached] if self.options.context == "cached" else None
+        contexts = [np.flatnonzero(r)[None] for r in reached] if self.options.context == "cached" else None
 
         def context(k: int, active: np.ndarray) -> np.ndarray:
             return self._nothing if contexts is None else contexts[k]
@@ -220,10 +218,6 @@ class TemporalFrames:
         return self._output(run, state, FrameKind.REUSE, kept.reshape(self.info.grid), reused, stage_map)
 
     # ---- state bookkeeping -----------------------------------------------------------------------
-    def _cache_names(self, runner: StagedRunner) -> list[str]:
-        return [t.name for name in self.info.reuse_stage_names for t in runner.bundle.graphs[name].inputs
-                if t.name not in REUSE_INPUTS]
-
     def _keep(self, state: StreamState, run: ReuseOutput) -> None:
         """What the run computed becomes the stream's state: buffer, caches, stages and entropies reached."""
         assert state.stage is not None and state.entropy is not None

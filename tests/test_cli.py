@@ -92,7 +92,7 @@ def test_info_reports_versions_extras_and_devices(capsys: pytest.CaptureFixture)
 def test_info_shows_a_bundle(tiny_bundle: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["info", str(tiny_bundle)]) == 0
     out = capsys.readouterr().out
-    assert f"bundle {tiny_bundle} (format 4" in out and "input 32x64" in out and "stage3" in out
+    assert f"bundle {tiny_bundle} (format 5" in out and "input 32x64" in out and "stage3" in out
 
 
 def test_synth_writes_a_video_and_images(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

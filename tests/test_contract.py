@@ -14,8 +14,6 @@ from paumer_edge.core.names import (
     BUFFERS,
     TOKENS,
     TOKENS_OUT,
-    cache_names,
-    cache_out_names,
     reuse_stage_index,
     reuse_stage_name,
     stage_index,
@@ -33,7 +31,9 @@ def test_the_manifest_round_trips_through_its_dataclasses(tiny_bundle: Path) -> 
     assert manifest.to_dict() == raw  # every field written is read back, and nothing else is written
     assert Manifest.from_dict(manifest.to_dict(), "again") == manifest
     assert manifest.run_graphs == ["stage0", "stage1", "stage2", "stage3", "decoder"] and manifest.has_full
-    assert manifest.has_reuse and manifest.model.num_heads == 2 and manifest.model.cache_shape == (2, 33, 16)
+    assert manifest.has_reuse and manifest.model.num_heads == 2
+    cache = {t.name: t.shape for t in manifest.graphs["stage1_reuse"].inputs}["cache"]
+    assert cache == (1, 2, 2, 33, 16)  # batch 1, keys and values of the stage's one block, 2 heads, L = 33 rows
     assert manifest.exporter.graphs_revision >= 2 and manifest.batch.sizes == (1, 1, 8) and manifest.source
 
 
@@ -47,7 +47,9 @@ def test_a_format_1_bundle_still_loads(tiny_bundle: Path) -> None:
     for g in old["graphs"].values():
         g.update(bytes=1234, export_s=0.5)
     m = Manifest.from_dict(old, "old")
-    assert m.format_version == 1 and m.to_dict() == raw  # rewritten (e.g. after an engine build) as version 2
+    # rewritten (e.g. after an engine build) as version 2, without graphs a format 1 bundle could not have had
+    want = {**raw, "format_version": 2, "graphs": {n: g for n, g in raw["graphs"].items() if not n.endswith("_reuse")}}
+    assert m.format_version == 1 and m.to_dict() == want
 
 
 def _without_reuse(raw: dict) -> dict:
@@ -62,24 +64,37 @@ def _without_reuse(raw: dict) -> dict:
 def test_a_format_2_bundle_loads_and_cannot_reuse(tiny_bundle: Path) -> None:
     m = Manifest.from_dict(_without_reuse(_raw(tiny_bundle)), "old")
     assert m.format_version == 2 and not m.has_reuse and m.model.num_heads == 0
-    assert FORMAT_VERSION == 4 and m.to_dict()["format_version"] == 2  # rewritten as the oldest format reading it
+    assert FORMAT_VERSION == 5 and m.to_dict()["format_version"] == 2  # rewritten as the oldest format reading it
     assert not Manifest.from_dict(m.to_dict(), "again").has_reuse
+
+
+def test_a_format_4_bundle_loads_without_its_older_reuse_graphs(tiny_bundle: Path) -> None:
+    """Format 4's reuse graphs took other caches (one input per block, copied by every call): not read, not run."""
+    raw = _raw(tiny_bundle)
+    old = copy.deepcopy(raw)
+    old["format_version"] = 4
+    old["graphs"]["stage1_reuse"]["inputs"][3] = {"name": "keys1", "shape": ["batch", 2, 33, 16], "dtype": "float32"}
+    m = Manifest.from_dict(old, "old")
+    assert not m.has_reuse and not any(name.endswith("_reuse") for name in m.graphs) and m.run_graphs == [
+        "stage0", "stage1", "stage2", "stage3", "decoder"]
+    assert m.to_dict()["format_version"] == 2
 
 
 def test_reuse_graphs_are_checked_against_the_model(tiny_bundle: Path) -> None:
     raw = _raw(tiny_bundle)
     no_heads = copy.deepcopy(raw)
     del no_heads["model"]["num_heads"]
-    with pytest.raises(BundleError, match="'model.num_heads' is missing, and graph graphs.stage0_reuse needs it"):
+    with pytest.raises(BundleError, match="'model.num_heads' is missing, and graph graphs.stage0_reuse needs it for "
+                                          "the shape of its cache"):
         Manifest.from_dict(no_heads, "m")
     wrong = copy.deepcopy(raw)
-    wrong["graphs"]["stage2_reuse"]["inputs"][3]["shape"] = ["batch", 2, 33, 8]
-    with pytest.raises(BundleError, match=r"'graphs.stage2_reuse.inputs\[3\].shape' is \['batch', 2, 33, 8\], but"):
+    wrong["graphs"]["stage2_reuse"]["inputs"][3]["shape"] = [1, 2, 2, 33, 8]
+    with pytest.raises(BundleError, match=r"'graphs.stage2_reuse.inputs\[3\].shape' is \[1, 2, 2, 33, 8\], but"):
         Manifest.from_dict(wrong, "m")
     names = [t["name"] for t in raw["graphs"]["stage3_reuse"]["inputs"]]
-    assert names == ["tokens", "active", "context", "keys3", "values3"]  # tiny: one block per stage
-    assert [t["name"] for t in raw["graphs"]["stage0_reuse"]["outputs"]] == ["tokens_out", "entropy", "keys0_out",
-                                                                             "values0_out"]
+    assert names == ["tokens", "active", "context", "cache"]
+    assert [t["name"] for t in raw["graphs"]["stage3_reuse"]["outputs"]] == ["tokens_out", "cache_rows"]
+    assert [t["name"] for t in raw["graphs"]["stage0_reuse"]["outputs"]] == ["tokens_out", "entropy", "cache_rows"]
 
 
 @pytest.mark.parametrize("version, message", [
@@ -100,7 +115,6 @@ def test_graph_and_tensor_names_come_from_one_place() -> None:
     assert [stage_index(n) for n in ("stage0", "stage12", "stagex", "decoder", "stage")] == [0, 12, None, None, None]
     assert [reuse_stage_name(k) for k in range(2)] == ["stage0_reuse", "stage1_reuse"]
     assert [reuse_stage_index(n) for n in ("stage3_reuse", "stage3", "x_reuse")] == [3, None, None]
-    assert cache_names(7) == ("keys7", "values7") and cache_out_names(7) == ("keys7_out", "values7_out")
     assert BUFFERS == (TOKENS, TOKENS_OUT)
 
 
@@ -118,7 +132,7 @@ def test_a_bundle_carries_its_graphs_at_other_input_sizes(tiny_ckpt: Path, tiny_
     bundle = load_bundle(out)
     raw = _raw(out)
     assert raw["format_version"] == 3 and Manifest.from_dict(raw, "m").to_dict() == raw  # variants, no reuse graphs
-    assert _raw(tiny_bundle)["format_version"] == 4  # the reuse graphs: format 4
+    assert _raw(tiny_bundle)["format_version"] == 5  # the reuse graphs: format 5
     assert bundle.manifest.variant_names == ["16x32"] and (out / "16x32" / "stage0.onnx").is_file()
     small = bundle.variant("16x32")
     assert small.model.input_size == (16, 32) and small.model.grid == (2, 4) and small.cost.num_patches == 8
@@ -146,7 +160,7 @@ def test_variant_fields_are_checked(tiny_ckpt: Path, tmp_path: Path) -> None:
                         progress=False)
     raw = _raw(out)
     small = load_bundle(out).variant("16x32")
-    assert raw["format_version"] == 4 and small.manifest.has_reuse and small.graphs["stage0_reuse"].file.startswith(
+    assert raw["format_version"] == 5 and small.manifest.has_reuse and small.graphs["stage0_reuse"].file.startswith(
         "16x32/")
     pipe = Pipeline(small, cost="macs", reuse=True)
     frame = np.random.default_rng(0).integers(0, 255, (16, 32, 3), dtype=np.uint8)
@@ -159,9 +173,9 @@ def test_variant_fields_are_checked(tiny_ckpt: Path, tmp_path: Path) -> None:
         (lambda v: v["graphs"].pop("stage2"), r"'variants\[0\].graphs' lacks \['stage2'\]"),
         (lambda v: v["graphs"]["stage0"].update(file="stage0.onnx"), "reuses the files \\['stage0.onnx'\\]"),
         (lambda v: v["cost_model"].update(num_patches=32), r"'variants\[0\].cost_model.num_patches' is 32"),
-        (lambda v: v["graphs"]["stage1_reuse"]["inputs"][3].update(shape=["batch", 2, 33, 16]),
-         r"'variants\[0\].graphs.stage1_reuse.inputs\[3\].shape' is \['batch', 2, 33, 16\], but the model section "
-         r"gives \['any', 2, 9, 16\]"),  # the caches of the variant's 8 patches + 1
+        (lambda v: v["graphs"]["stage1_reuse"]["inputs"][3].update(shape=[1, 2, 2, 33, 16]),
+         r"'variants\[0\].graphs.stage1_reuse.inputs\[3\].shape' is \[1, 2, 2, 33, 16\], but the model section "
+         r"gives \['any', 2, 2, 9, 16\]"),  # the cache of the variant's 8 patches + 1
     ]:
         broken = copy.deepcopy(raw)
         change(broken["variants"][0])

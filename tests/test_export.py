@@ -36,7 +36,7 @@ def test_manifest_schema(tiny_bundle: Path, tiny_ckpt: Path) -> None:
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     model = load_model(tiny_ckpt)
     cfg = model.cfg
-    assert manifest["format"] == "paumer-edge-bundle" and manifest["format_version"] == 4  # with the reuse graphs
+    assert manifest["format"] == "paumer-edge-bundle" and manifest["format_version"] == 5  # with the reuse graphs
     m = manifest["model"]
     assert m["class_names"] == list(cfg.class_names) and m["palette"] == [list(c) for c in cfg.palette]
     assert m["mean"] == list(cfg.mean) and m["std"] == list(cfg.std)

@@ -29,7 +29,7 @@ from paumer_edge.export.tensorrt_build import EngineOptions, build_engines, engi
 
 HERE = Path(__file__).parent
 GPU = GpuInfo(0, "NVIDIA Fake GPU", "8.7", 16.0)
-GRAPHS = ["stage0", "stage1", "stage2", "stage3", "decoder",  # the committed bundle runs these (format 4)
+GRAPHS = ["stage0", "stage1", "stage2", "stage3", "decoder",  # the committed bundle runs these (format 5)
           "stage0_reuse", "stage1_reuse", "stage2_reuse", "stage3_reuse", "full"]
 N = len(GRAPHS)
 

@@ -51,7 +51,7 @@ def _frames(bundle: Bundle, count: int, seed: int = 5) -> np.ndarray:
 
 def test_int8_graphs_sit_beside_the_fp32_ones(int8_bundle: Path, tiny_bundle: Path) -> None:
     raw = json.loads((int8_bundle / "manifest.json").read_text())
-    assert raw["format_version"] == 4 and Manifest.from_dict(raw, "m").to_dict() == raw  # 4: the reuse graphs
+    assert raw["format_version"] == 5 and Manifest.from_dict(raw, "m").to_dict() == raw  # 5: the reuse graphs
     bundle = load_bundle(int8_bundle)
     assert bundle.manifest.variant_names == ["int8"] and bundle.manifest.precision == "fp32"
     q = bundle.at_precision("int8")

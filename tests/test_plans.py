@@ -55,7 +55,7 @@ def frames(n: int) -> list[np.ndarray]:
 def test_measured_plans_are_a_front_over_the_staged_sets(tiny_peers: Path) -> None:
     raw = json.loads((tiny_peers / "manifest.json").read_text())
     m = Manifest.from_dict(raw, "m")
-    assert raw["format_version"] == 4 and m.to_dict() == raw and m.plans is not None
+    assert raw["format_version"] == 5 and m.to_dict() == raw and m.plans is not None
     assert m.plans.images == 4 and m.plans.data == "synthetic val, 64x128 frames" and "ONNX Runtime" in m.plans.device
     pts = m.plans.points
     assert all(p.variant in ("", "16x32", "dtop") for p in pts)

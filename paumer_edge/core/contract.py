@@ -12,9 +12,11 @@ Format history: 1 (first release); 2 drops fields nothing read (`model.config`, 
 sizes or precisions), written only by bundles that carry some; 4 adds `plans` (what each budget buys: a graph
 set and a pausing budget, measured), variant kinds other than "staged" (early-exit graphs, a coarse stage 0), the
 temporal-reuse stage graphs (`stage<k>_reuse`: stage 0 too runs only the active tokens, which attend to cached keys
-and values) and `model.num_heads` (the shape of those caches). Each newer field is written only by bundles that
-carry it, so a bundle states the oldest format that reads all of it. Versions 1 to 3 still load; a bundle without
-the reuse graphs cannot reuse (one line says so when asked).
+and values) and `model.num_heads`; 5 gives the reuse graphs their present form (the context as patch positions,
+one cache per stage [B, L, 2 x blocks, C] read but never copied, only the fresh keys and values of the rows that
+ran as output: the host writes them into its cache). Each newer field is written only by bundles that carry it,
+so a bundle states the oldest format that reads all of it. Versions 1 to 4 still load (format 4's reuse graphs
+are not read); a bundle without reuse graphs of format 5 cannot reuse (one line says so when asked).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from .cost import CostModel
 from .names import DECODER, FULL, reuse_stage_index, reuse_stage_name, stage_name
 
 FORMAT = "paumer-edge-bundle"
-FORMAT_VERSION = 4  # the newest this code reads and writes
-READS_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5  # the newest this code reads and writes
+READS_VERSIONS = (1, 2, 3, 4, 5)
+REUSE_GRAPHS_VERSION = 5  # the temporal-reuse graphs as this code runs them (format 4's are not read)
 PRECISIONS = ("fp32", "fp16", "int8")
 # how a variant's graphs run: "staged" (the usual stages, pausing), "early-exit" (stages that also emit their
 # head's log-probabilities and a decoder that takes the exited patches' predictions: `core.exits`),
@@ -105,11 +108,6 @@ class ModelInfo:
     @property
     def reuse_stage_names(self) -> list[str]:
         return [reuse_stage_name(k) for k in range(self.num_stages)]
-
-    @property
-    def cache_shape(self) -> tuple[int, int, int]:
-        """One block's cached keys (or values) per image, as the reuse graphs take them: [heads, L, head_dim]."""
-        return self.num_heads, self.tokens, self.embed_dim // max(self.num_heads, 1)
 
     def to_dict(self) -> dict[str, Any]:
         # num_patches, tokens and num_classes follow from the rest; written for readers, checked on load
@@ -281,7 +279,7 @@ class Manifest:
 
     @property
     def has_reuse(self) -> bool:
-        """Whether the bundle has the temporal-reuse graph of every stage (format 4 exports; older ones cannot)."""
+        """Whether the bundle has the temporal-reuse graph of every stage (format 5 exports; older ones cannot)."""
         return all(name in self.graphs for name in self.model.reuse_stage_names)
 
     @property
@@ -308,7 +306,9 @@ class Manifest:
         """The oldest format that reads everything this manifest holds."""
         reuse = any(reuse_stage_index(n) is not None for g in (self.graphs, *(v.graphs for v in self.variants))
                     for n in g)
-        if reuse or self.plans is not None or any(v.kind != "staged" for v in self.variants):
+        if reuse:
+            return REUSE_GRAPHS_VERSION
+        if self.plans is not None or any(v.kind != "staged" for v in self.variants):
             return 4
         return 3 if self.variants else 2
 

@@ -9,6 +9,8 @@ from . import names as peer  # the peer methods' tensor names (peer.HEAD_LOGP, .
 from .contract import ModelInfo
 from .names import (
     ACTIVE,
+    CACHE,
+    CACHE_ROWS,
     CONTEXT,
     DECODER,
     ENTROPY,
@@ -18,8 +20,6 @@ from .names import (
     SCORES,
     TOKENS,
     TOKENS_OUT,
-    cache_names,
-    cache_out_names,
     reuse_stage_index,
     stage_index,
 )
@@ -43,8 +43,7 @@ def expected_io(m: ModelInfo, name: str, kind: str = "staged",
     k = stage_index(name)
     r = reuse_stage_index(name)
     if r is not None and r < len(stage_blocks):
-        start = sum(stage_blocks[:r])
-        return _reuse_io(m, r, range(start, start + stage_blocks[r]), image, tokens)
+        return _reuse_io(m, r, stage_blocks[r], image, tokens)
     if k == 0:
         head: list[Expect] = [(peer.HEAD_LOGP, (None, m.num_patches, m.num_classes), "float32")] if exits else []
         return image, [tokens] + ([(ENTROPY, (None, m.num_patches), "float32"), *head] if last else [])
@@ -62,16 +61,14 @@ def expected_io(m: ModelInfo, name: str, kind: str = "staged",
     return None
 
 
-def _reuse_io(m: ModelInfo, k: int, blocks: range, image: list[Expect],
+def _reuse_io(m: ModelInfo, k: int, blocks: int, image: list[Expect],
               tokens: Expect) -> tuple[list[Expect], list[Expect]]:
-    """The temporal-reuse graph of stage k: (image,) tokens, active, context, then per block of the stage its cached
-    keys and values -> tokens_out, (entropy,) the updated caches."""
-    cache: tuple[int | None, ...] = (None, *m.cache_shape)
+    """The temporal-reuse graph of stage k (`blocks` blocks): (image,) tokens, active, context, cache -> tokens_out,
+    (entropy,) cache_rows."""
+    heads, dim = m.num_heads, m.embed_dim // max(m.num_heads, 1)
     ins: list[Expect] = [*(image if k == 0 else []), tokens, (ACTIVE, (None, -1), "int64"),
-                         (CONTEXT, (None, m.num_patches), "bool")]
+                         (CONTEXT, (None, -1), "int64"), (CACHE, (None, 2 * blocks, heads, m.tokens, dim), "float32")]
     outs: list[Expect] = [(TOKENS_OUT, tokens[1], "float32")] + ([(ENTROPY, (None, -1), "float32")]
                                                                  if k < m.num_stages - 1 else [])
-    for b in blocks:
-        ins += [(name, cache, "float32") for name in cache_names(b)]
-        outs += [(name, cache, "float32") for name in cache_out_names(b)]
+    outs.append((CACHE_ROWS, (None, 2 * blocks, heads, -1, dim), "float32"))
     return ins, outs

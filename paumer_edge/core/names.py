@@ -16,7 +16,10 @@ TOKENS = "tokens"  # [B, L, C] the token buffer a stage reads (L = extra tokens 
 TOKENS_OUT = "tokens_out"  # [B, L, C] the buffer a later stage writes back
 ACTIVE = "active"  # [B, n] int64 patch positions of the tokens a stage runs on
 ENTROPY = "entropy"  # [B, n] normalised entropy of the pausing head for each active patch
-CONTEXT = "context"  # [B, N] bool: patches whose cached keys/values the active tokens attend to (reuse graphs)
+# temporal reuse (`stage<k>_reuse` graphs): what the active tokens attend to besides themselves, and the cache
+CONTEXT = "context"  # [B, m] int64 patch positions whose cached keys/values the active tokens see
+CACHE = "cache"  # [B, L, 2 x blocks, C] every row's keys and values at each block of the stage, as last computed
+CACHE_ROWS = "cache_rows"  # [B, extra + n, 2 x blocks, C] the fresh keys and values of the rows that ran
 LABELS = "labels"  # [B, H, W] class per pixel
 SCORES = "scores"  # [B, K, H, W] class probabilities (bundles exported with --scores)
 # early exit (variants of kind "early-exit", `core.exits`): the heads' predictions, and those that became final
@@ -24,12 +27,10 @@ HEAD_LOGP = "head_logp"  # [B, n, K] a stage's pausing-head log-probabilities fo
 EXIT_LOGP = "exit_logp"  # [B, N, K] every patch's latest head log-probabilities (the decoder's input)
 EXITED = "exited"  # [B, N] float32, 1 where a patch exited at a head: its head prediction is its label
 
-# the reuse graphs' inputs besides their caches (stage 0 has the image, later stages not)
-REUSE_INPUTS = (IMAGE, TOKENS, ACTIVE, CONTEXT)
-
 # named dynamic dimensions
 DIM_BATCH = "batch"
 DIM_TOKENS = "n"
+DIM_CONTEXT = "m"  # the reuse graphs' context patches
 
 # outputs that stay where the backend keeps them (device memory on a GPU) from one stage to the next
 BUFFERS = (TOKENS, TOKENS_OUT)
@@ -66,22 +67,6 @@ def coarse_graph_name(blocks: int) -> str:
 def is_peer_graph(name: str) -> bool:
     """Whether `name` is an image -> labels peer graph (checked like `full`)."""
     return any(name.startswith(p) and name[len(p):].isdigit() for p in (MERGE_PREFIX, COARSE_PREFIX))
-
-
-def cache_names(block: int) -> tuple[str, str]:
-    """The reuse graphs' inputs holding encoder block `block`'s cached keys and values, [B, heads, L, head_dim]
-    each: `keys<b>`, `values<b>` (b counts the encoder's blocks from 0)."""
-    return f"keys{block}", f"values{block}"
-
-
-def cache_out_names(block: int) -> tuple[str, str]:
-    """The same caches with the active rows' fresh keys and values written in: `keys<b>_out`, `values<b>_out`."""
-    return cache_output(f"keys{block}"), cache_output(f"values{block}")
-
-
-def cache_output(cache: str) -> str:
-    """The output of a reuse graph that updates its cache input `cache`."""
-    return f"{cache}_out"
 
 
 def reuse_stage_name(k: int) -> str:

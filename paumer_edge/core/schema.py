@@ -18,6 +18,7 @@ from .contract import (
     PRECISIONS,
     READS_VERSIONS,
     REEXPORT,
+    REUSE_GRAPHS_VERSION,
     VARIANT_KINDS,
     BatchRange,
     EngineEntry,
@@ -48,6 +49,7 @@ class _Reader:
 
     def __init__(self, where: str):
         self.where = where
+        self.version = FORMAT_VERSION  # the manifest's format version, once read
 
     def fail(self, path: str, problem: str) -> BundleError:
         return BundleError(f"{self.where}: '{path}' {problem}; {REEXPORT}")
@@ -225,7 +227,7 @@ def check_io(r: _Reader, m: ModelInfo, name: str, g: GraphSpec, where: str = "gr
     if want is None:
         return
     if reuse_stage_index(name) is not None and not m.num_heads:
-        raise r.fail("model.num_heads", f"is missing, and graph {where}.{name} needs it for the shape of its caches")
+        raise r.fail("model.num_heads", f"is missing, and graph {where}.{name} needs it for the shape of its cache")
     for side, specs, expect in (("inputs", g.inputs, want[0]), ("outputs", g.outputs, want[1])):
         optional = (name in (DECODER, FULL) or is_peer_graph(name)) and side == "outputs"  # scores are optional
         if len(specs) > len(expect) or len(specs) < len(expect) - (1 if optional else 0):
@@ -299,6 +301,8 @@ def _graph_set(r: _Reader, model: ModelInfo, raw: Any, path: str, kind: str = "s
     """Every graph of one set (the main graphs or a variant's), each checked against the model at its size."""
     if not isinstance(raw, dict):
         raise r.fail(path, f"must be an object, not {_kind(raw)}")
+    if r.version < REUSE_GRAPHS_VERSION:  # format 4's reuse graphs took other caches: not run, so not read
+        raw = {name: g for name, g in raw.items() if reuse_stage_index(str(name)) is None}
     graphs = {str(name): _graph(r, str(name), g, path) for name, g in raw.items()}
     missing = [n for n in [*model.stage_names, DECODER] if n not in graphs]
     if missing:
@@ -361,7 +365,7 @@ def parse_manifest(manifest: Any, where: str) -> Manifest:
     """Check a manifest (already JSON-decoded) against the schema and itself; `where` names it in errors."""
     from .plans import parse_plans
     r = _Reader(where)
-    version = _version(r, manifest, where)
+    version = r.version = _version(r, manifest, where)
     model = _model(r, r.obj(manifest, "model"))
     pausing = r.obj(manifest, "pausing")
     cost = _cost(r, r.obj(pausing, "cost_model", "pausing."), model)

@@ -10,7 +10,6 @@ buffer and take no further part in the encoder.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -24,7 +23,7 @@ from ..config_check import check_model_memory
 from ..core.pausing import CostModel, Pauser, PausingPolicy, TokenSelector
 from .decoders import DecoderLinear, MaskTransformer
 from .pause_head import PauseHead, normalised_entropy
-from .vit import Block, Cache, VisionTransformer
+from .vit import Block, VisionTransformer
 
 
 @dataclass
@@ -52,19 +51,7 @@ class StageOutput(NamedTuple):
 class ContextOutput(NamedTuple):
     tokens: torch.Tensor  # [B, L, C] the token buffer with the active rows updated
     logits: torch.Tensor | None  # [B, n, K] the pausing head's logits for the active patches (None: no head ran)
-    caches: list[Cache]  # per block of the stage: every row's (keys, values), the active rows' written in
-
-
-HIDDEN = -1e9  # attention bias of a key a query must not see: its weight is exactly 0 after the softmax
-
-
-def context_bias(context: torch.Tensor, active: torch.Tensor, extra: int) -> torch.Tensor:
-    """[B, 1, 1, L] attention bias over the buffer's rows: 0 for the extra tokens, the active patches and the
-    `context` patches ([B, N] bool), HIDDEN for every other row."""
-    seen = context.scatter(1, active, torch.ones_like(active, dtype=torch.bool))
-    if extra:
-        seen = torch.cat([torch.ones_like(seen[:, :extra]), seen], dim=1)
-    return ((~seen).to(torch.float32) * HIDDEN)[:, None, None, :]  # arithmetic, not Where: graphs stay lean
+    cache_rows: torch.Tensor  # [B, 2 x blocks, heads, extra + n, head_dim] the fresh keys, values of the rows that ran
 
 
 def token_rows(active: torch.Tensor, extra: int) -> torch.Tensor:
@@ -151,35 +138,48 @@ class PausingSegmenter(nn.Module):
         return StageOutput(out, logits)
 
     def stage_context(self, k: int, tokens: torch.Tensor, active: torch.Tensor, context: torch.Tensor,
-                      caches: Sequence[Cache], fresh: torch.Tensor | None = None, head: bool = True) -> ContextOutput:
+                      cache: torch.Tensor, image: torch.Tensor | None = None, head: bool = True) -> ContextOutput:
         """Run encoder stage k on the `active` rows only, as temporal reuse does: they attend to their own fresh
-        keys and values and to the cached ones (`caches`: per block of the stage, (keys, values) of every row
-        [B, heads, L, head_dim], from each row's last computation) of the `context` patches ([B, N] bool) and the
-        extra tokens, so a changed patch still sees the whole image while unchanged ones cost nothing. With every
-        patch active (any context, any caches) it is `stage(k, ...)` that also returns the keys and values.
-        `fresh` [B, L, C]: the rows to start from (stage 0: the new frame's embedding) instead of `tokens`; the
-        results are written into `tokens` either way.
+        keys and values and to the cached ones of the `context` patches, so a changed patch still sees the image
+        while unchanged ones cost nothing.
+
+        `context` [B, m] int64: patch positions whose cached keys and values are seen (m may be 0; none active);
+        `cache` [B, 2 x blocks, heads, L, head_dim]: every row's keys and values at each block of the stage (keys,
+        values, keys, ... in block order) from its last computation; only the context rows are read. `image`
+        (stage 0): the rows start from its embedding (of those rows only) instead of `tokens`; the results are
+        written into `tokens` either way. Returns the buffer, the head's logits and the fresh keys and values
+        of the rows that ran (`cache_rows`, rows as `token_rows`), which the caller writes into its cache: the
+        cache itself is never copied. With every patch active and no context it is `stage(k, ...)`.
         """
         start, end = self.cfg.stage_bounds[k]
         e = self.encoder.num_extra_tokens
         b, length, c = tokens.shape
-        rows = token_rows(active, e)
-        flat = (rows + torch.arange(b, device=rows.device).unsqueeze(1) * length).reshape(-1)
-        x = (tokens if fresh is None else fresh).reshape(b * length, c).index_select(0, flat).reshape(b, -1, c)
-        bias = context_bias(context, active, e)
-        out_caches = []
-        for i, cache in zip(range(start, end), caches):
+        flat = buffer_rows(active, e, length)
+        buffer = tokens.reshape(b * length, c)
+        # the rows stay flat [B * n, C] through the blocks (attention alone groups them by image)
+        x = buffer.index_select(0, flat) if image is None else self.encoder.embed_rows(image, token_rows(active, e))
+        seen = context + e
+        # per image (reuse runs one at a time: exported with batch 1, a single gather of the context's rows)
+        cached = torch.stack([cache[i].index_select(2, seen[i]) for i in range(b)])
+        fresh_kv: list[torch.Tensor] = []
+        for j, i in enumerate(range(start, end)):
             blk: Block = self.encoder.blocks[i]  # type: ignore[assignment]
-            x, cache = blk.forward_context(x, cache, rows, bias)
-            out_caches.append(cache)
-        out = tokens.reshape(b * length, c).index_put((flat,), x.reshape(-1, c)).reshape(b, length, c)
-        logits = self.pause_heads[k](x)[:, e:] if head and k < len(self.pause_heads) else None
-        return ContextOutput(out, logits, out_caches)
+            x, (keys, values) = blk.forward_context(x, b, cached[:, 2 * j], cached[:, 2 * j + 1])
+            fresh_kv += [keys, values]
+        out = buffer.index_put((flat,), x).reshape(b, length, c)
+        logits = None
+        if head and k < len(self.pause_heads):
+            scores = self.pause_heads[k](x)
+            logits = scores.reshape(b, -1, scores.shape[-1])[:, e:]
+        return ContextOutput(out, logits, torch.stack(fresh_kv, dim=1))
 
-    def cache_shape(self, batch: int) -> tuple[int, int, int, int]:
-        """Shape of one block's keys (or values) for temporal reuse: [B, heads, L, head_dim]."""
+    def cache_shape(self, k: int, batch: int) -> tuple[int, int, int, int, int]:
+        """Shape of stage k's cache for temporal reuse: [B, 2 x blocks, heads, L, head_dim] (every row's keys and
+        values at each block of the stage)."""
         cfg = self.cfg
-        return batch, cfg.num_heads, cfg.num_patches + cfg.num_extra_tokens, cfg.embed_dim // cfg.num_heads
+        start, end = cfg.stage_bounds[k]
+        length = cfg.num_patches + cfg.num_extra_tokens
+        return batch, 2 * (end - start), cfg.num_heads, length, cfg.embed_dim // cfg.num_heads
 
     def _blocks(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
         for blk in self.encoder.blocks[start:end]:

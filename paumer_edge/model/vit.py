@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Cache = tuple[torch.Tensor, torch.Tensor]  # one block's (keys, values), each [B, heads, L, head_dim]
+Cache = tuple[torch.Tensor, torch.Tensor]  # one block's (keys, values) of some rows, each [B, heads, rows, head_dim]
 
 
 class PatchEmbed(nn.Module):
@@ -57,26 +57,24 @@ class Attention(nn.Module):
             x = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
-    def forward_context(self, x: torch.Tensor, cache: Cache, rows: torch.Tensor,
-                        bias: torch.Tensor) -> tuple[torch.Tensor, Cache]:
-        """Attention of some rows of a token buffer over keys and values of the whole buffer (temporal reuse).
+    def forward_context(self, x: torch.Tensor, batch: int, keys: torch.Tensor,
+                        values: torch.Tensor) -> tuple[torch.Tensor, Cache]:
+        """Attention of some rows of a token buffer over their own fresh keys and values and cached ones of other
+        rows (temporal reuse).
 
-        `x` [B, n, C]: the rows that run (normed); `cache`: (keys, values) [B, heads, L, head_dim] of every row
-        from its last computation; `rows` [B, n]: where x's rows sit in the buffer; `bias` [B, 1, 1, L]: 0 for
-        the keys x may see, a large negative number for the rest. x's own keys and values are written into the
-        cache first (the only copy of it), so a row sees its fresh self and its neighbours as cached. Returns the
-        attention output for x and the updated cache.
+        `x` [B * n, C]: the rows that run (normed), image by image: rows stay flat so the linear layers are single
+        matrix products with their bias; `keys` / `values` [B, heads, m, head_dim]: the cached keys and values of
+        the context rows, from each row's last computation (m may be 0). Returns the attention output for x
+        [B * n, C] and x's own (keys, values) [B, heads, n, head_dim], which the caller writes into its cache.
         """
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3 * self.num_heads, self.head_dim).transpose(1, 2).chunk(3, dim=1)
-        heads = torch.arange(self.num_heads, device=x.device)
-        where = (torch.arange(b, device=x.device)[:, None, None], heads[None, :, None], rows[:, None, :])
-        keys, values = cache[0].index_put(where, k), cache[1].index_put(where, v)
+        c = x.shape[-1]
+        q, k, v = self.qkv(x).reshape(batch, -1, 3 * self.num_heads, self.head_dim).transpose(1, 2).chunk(3, dim=1)
+        kh, vh = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)
         if self.fused:
-            x = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)
+            x = F.scaled_dot_product_attention(q, kh, vh)
         else:
-            x = (((q * self.scale) @ keys.transpose(-2, -1)) + bias).softmax(dim=-1) @ values
-        return self.proj(x.transpose(1, 2).reshape(b, n, c)), (keys, values)
+            x = ((q * self.scale) @ kh.transpose(-2, -1)).softmax(dim=-1) @ vh
+        return self.proj(x.transpose(1, 2).reshape(-1, c)), (k, v)
 
 
 @contextmanager
@@ -118,12 +116,13 @@ class Block(nn.Module):
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
-    def forward_context(self, x: torch.Tensor, cache: Cache, rows: torch.Tensor,
-                        bias: torch.Tensor) -> tuple[torch.Tensor, Cache]:
-        """The block on some rows of the buffer, attending over cached keys and values (`Attention.forward_context`)."""
-        h, cache = self.attn.forward_context(self.norm1(x), cache, rows, bias)
+    def forward_context(self, x: torch.Tensor, batch: int, keys: torch.Tensor,
+                        values: torch.Tensor) -> tuple[torch.Tensor, Cache]:
+        """The block on some rows of the buffer [B * n, C], also attending to cached keys and values of others
+        (`Attention.forward_context`); returns the rows and their fresh (keys, values)."""
+        h, fresh = self.attn.forward_context(self.norm1(x), batch, keys, values)
         x = x + h
-        return x + self.mlp(self.norm2(x)), cache
+        return x + self.mlp(self.norm2(x)), fresh
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
@@ -191,6 +190,25 @@ class VisionTransformer(nn.Module):
         if extra:
             x = torch.cat([*extra, x], dim=1)
         return x + pos
+
+    def embed_rows(self, images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Rows `rows` [B, n] (buffer rows: extra tokens first, as `token_rows` gives them) of `embed(images)`, flat
+        [B * n, C], computing only those patches' embeddings: the patch projection as one matrix product over the
+        gathered pixels (temporal reuse embeds the few patches that changed, not the frame)."""
+        b, chans, h, w = images.shape
+        p, e = self.patch_size, self.num_extra_tokens
+        rows_h, cols_w = self.grid_for(h, w)
+        pixels = images[:, :, : rows_h * p, : cols_w * p].reshape(b, chans, rows_h, p, cols_w, p)
+        pixels = pixels.permute(0, 2, 4, 1, 3, 5).reshape(b * rows_h * cols_w, chans * p * p)
+        patches = rows[:, e:] - e + torch.arange(b, device=rows.device).unsqueeze(1) * (rows_h * cols_w)
+        weight = self.patch_embed.proj.weight.reshape(self.patch_embed.proj.out_channels, -1)
+        x = F.linear(pixels.index_select(0, patches.reshape(-1)), weight, self.patch_embed.proj.bias)
+        c = x.shape[-1]
+        extra = [t.expand(b, -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        if extra:
+            x = torch.cat([*extra, x.reshape(b, -1, c)], dim=1).reshape(-1, c)
+        pos = resize_pos_embed(self.pos_embed, self.grid, (rows_h, cols_w), e, self.pos_embed_interp)
+        return x + pos.reshape(-1, c).index_select(0, rows.reshape(-1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The unpaused encoder: every block on every token, then the final norm."""

@@ -195,7 +195,7 @@ def start_view(a: SimpleNamespace, pipe: Pipeline) -> Any:
 
 def reuse_choice(a: SimpleNamespace, source_kind: str, bundle: Path) -> ReuseOptions | None:
     """Temporal reuse for this run: asked for (--reuse / --no-reuse) or the default (on for videos, cameras and
-    streams, off for image folders and sliding windows, off with a note for a bundle from before format 4);
+    streams, off for image folders and sliding windows, off with a note for a bundle without format 5's reuse graphs);
     None: off. The knobs without reuse are a mistake said in one line."""
     knobs = {k: v for k, v in (("threshold", a.change_threshold), ("refresh_every", a.refresh_every)) if v is not None}
     asked = a.reuse
@@ -203,8 +203,8 @@ def reuse_choice(a: SimpleNamespace, source_kind: str, bundle: Path) -> ReuseOpt
         asked = source_kind != "images" and a.sliding is None and a.backend != "trt"
         if asked and not load_bundle(bundle, check_hashes=False).manifest.has_reuse:
             if not a.quiet:
-                print(f"note: {bundle} was exported before temporal reuse (format 4): every frame runs in full; "
-                      "export it again to reuse unchanged patches")
+                print(f"note: {bundle} has no temporal-reuse graphs this version runs (format 5): every frame runs "
+                      "in full; export it again to reuse unchanged patches")
             asked = False
     if not asked:
         if knobs:
