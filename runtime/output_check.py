@@ -14,6 +14,7 @@ is a few comparisons per output and one max over the labels (microseconds at mod
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from typing import Any
 
@@ -31,6 +32,8 @@ __all__ = ["CheckedSession", "check_outputs", "checked"]
 
 def _shape(value: Any) -> tuple[int, ...] | None:
     """The shape of a host array or a device handle (an ONNX Runtime OrtValue, a TensorRT DeviceTensor)."""
+    if isinstance(value, np.ndarray):  # the common case, every run of every graph: nothing to convert
+        return value.shape
     shape = getattr(value, "shape", None)
     if callable(shape):  # OrtValue.shape()
         shape = shape()
@@ -40,25 +43,30 @@ def _shape(value: Any) -> tuple[int, ...] | None:
         return None
 
 
-def _bind(specs: tuple[TensorSpec, ...], values: dict[str, Any]) -> dict[str, int]:
-    """Named sizes ("batch", "n") as the inputs set them."""
+@functools.lru_cache(maxsize=256)
+def _plan(g: GraphSpec) -> tuple[tuple[tuple[str, int, int, str], ...], tuple[tuple[TensorSpec, np.dtype], ...]]:
+    """What checking graph `g`'s outputs takes, worked out once per graph: where each named size ("batch", "n")
+    is read from the inputs (input, its rank, axis, name), and each output with the dtype its manifest names."""
+    binds = tuple((spec.name, len(spec.shape), axis, want) for spec in g.inputs
+                  for axis, want in enumerate(spec.shape) if isinstance(want, str))
+    return binds, tuple((spec, np.dtype(spec.dtype)) for spec in g.outputs)
+
+
+def _bind(binds: tuple[tuple[str, int, int, str], ...], values: dict[str, Any]) -> dict[str, int]:
+    """Named sizes ("batch", "n") as the inputs set them (the first input that has one sets it)."""
     dims: dict[str, int] = {}
-    for spec in specs:
-        shape = _shape(values.get(spec.name))
-        if shape is None or len(shape) != len(spec.shape):
-            continue
-        for want, have in zip(spec.shape, shape):
-            if isinstance(want, str):
-                dims.setdefault(want, have)
+    for name, rank, axis, want in binds:
+        shape = _shape(values.get(name))
+        if shape is not None and len(shape) == rank and want not in dims:
+            dims[want] = shape[axis]
     return dims
 
 
-def _dtype_ok(spec: TensorSpec, value: Any) -> bool:
+def _dtype_ok(spec: TensorSpec, want: np.dtype, value: Any) -> bool:
     if not isinstance(value, np.ndarray):  # device handles: their dtype is the engine's, checked at load
         return True
     if spec.name == LABELS:
-        return value.dtype == np.dtype(spec.dtype)
-    want = np.dtype(spec.dtype)
+        return value.dtype == want
     return value.dtype.kind == want.kind if want.kind == "f" else value.dtype == want
 
 
@@ -67,13 +75,14 @@ def check_outputs(name: str, g: GraphSpec, inputs: dict[str, Any], outputs: list
     if len(outputs) != len(g.outputs):
         raise BundleError(f"graph '{name}' ({g.file}) returned {len(outputs)} outputs, but the manifest lists "
                           f"{len(g.outputs)}; {REEXPORT}")
-    dims = _bind(g.inputs, inputs)
-    for spec, value in zip(g.outputs, outputs):
+    binds, specs = _plan(g)
+    dims = _bind(binds, inputs)
+    for (spec, want_dtype), value in zip(specs, outputs):
         shape = _shape(value)
         want = [dims.get(d, d) if isinstance(d, str) else d for d in spec.shape]
         fits = shape is not None and len(shape) == len(want) and all(
             (isinstance(w, str) or w == s) for w, s in zip(want, shape))
-        if not fits or not _dtype_ok(spec, value):
+        if not fits or not _dtype_ok(spec, want_dtype, value):
             dtype = getattr(value, "dtype", "")
             raise BundleError(f"graph '{name}' ({g.file}) returned {spec.name} of shape "
                               f"{list(shape) if shape is not None else '?'} {dtype}, but the manifest says {want} "

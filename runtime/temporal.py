@@ -166,7 +166,8 @@ class TemporalFrames:
         threshold: float | np.ndarray = self.options.threshold
         if state.schedule.valid and self.options.uncertain and state.entropy is not None and state.stage is not None:
             points = np.minimum(state.stage, len(state.entropy) - 1).astype(np.int64)
-            unsure = np.nan_to_num(state.entropy[points, np.arange(len(points))], nan=0.0)
+            unsure = state.entropy[points, np.arange(len(points))]
+            unsure = np.where(np.isnan(unsure), np.float32(0.0), unsure)  # none recorded: the plain threshold
             threshold = threshold * (1.0 - self.options.uncertain * unsure)
         return dilate(change(signature, against) > threshold, self.info.grid, self.options.halo)
 
