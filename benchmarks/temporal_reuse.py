@@ -60,6 +60,8 @@ def settings(alternatives: bool) -> list[Setting]:
         rows += [Setting(f"reuse b1, threshold {t:g}", 1.0, {"threshold": t}, "per-frame b1") for t in (0.02, 0.08)]
         rows += [Setting(f"reuse b1, refresh every {k}", 1.0, {"refresh_every": k}, "per-frame b1")
                  for k in (10, 90, 100000)]
+        rows += [Setting("reuse b0.5, threshold 0.02", 0.5, {"threshold": 0.02}, "per-frame b0.5"),
+                 Setting("reuse b0.5, refresh every 90", 0.5, {"refresh_every": 90}, "per-frame b0.5")]
     return rows
 
 
