@@ -182,8 +182,9 @@ class StagedRunner:
         """One frame through the temporal-reuse graphs (`stage<k>_reuse`): only `start.active` runs from stage 0, the
         selector pauses among them between stages (an empty selection skips the remaining stages), the rest of the
         buffer is kept. Each stage's graph returns the fresh keys and values of the rows that ran, written here into
-        the caches (in place: a graph never copies a cache). Returns the labels, the buffer and caches for the next
-        frame, and what ran where."""
+        the caches (in place: a graph never copies a cache; `observe` sees a stage's cache before its rows are
+        written, and must copy it to keep it). Returns the labels, the buffer and caches for the next frame, and what
+        ran where."""
         check_model_input(images, self.bundle.model.input_size)
         if images.shape[0] != 1:
             raise PolicyError(f"temporal reuse runs one stream's frame at a time, not a batch of {images.shape[0]}")
