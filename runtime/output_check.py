@@ -14,7 +14,6 @@ is a few comparisons per output and one max over the labels (microseconds at mod
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection
 from typing import Any
 
@@ -43,10 +42,13 @@ def _shape(value: Any) -> tuple[int, ...] | None:
         return None
 
 
-@functools.lru_cache(maxsize=256)
-def _plan(g: GraphSpec) -> tuple[tuple[tuple[str, int, int, str], ...], tuple[tuple[TensorSpec, np.dtype], ...]]:
-    """What checking graph `g`'s outputs takes, worked out once per graph: where each named size ("batch", "n")
-    is read from the inputs (input, its rank, axis, name), and each output with the dtype its manifest names."""
+Plan = tuple[tuple[tuple[str, int, int, str], ...], tuple[tuple[TensorSpec, np.dtype], ...]]
+
+
+def plan_checks(g: GraphSpec) -> Plan:
+    """What checking graph `g`'s outputs takes, worked out once per graph (a `CheckedSession` keeps it): where
+    each named size ("batch", "n") is read from the inputs (input, its rank, axis, name), and each output with the
+    dtype its manifest names."""
     binds = tuple((spec.name, len(spec.shape), axis, want) for spec in g.inputs
                   for axis, want in enumerate(spec.shape) if isinstance(want, str))
     return binds, tuple((spec, np.dtype(spec.dtype)) for spec in g.outputs)
@@ -70,12 +72,14 @@ def _dtype_ok(spec: TensorSpec, want: np.dtype, value: Any) -> bool:
     return value.dtype.kind == want.kind if want.kind == "f" else value.dtype == want
 
 
-def check_outputs(name: str, g: GraphSpec, inputs: dict[str, Any], outputs: list[Any], classes: int) -> None:
-    """Refuse, as a `BundleError`, outputs of graph `name` that differ from what its manifest entry `g` says."""
+def check_outputs(name: str, g: GraphSpec, inputs: dict[str, Any], outputs: list[Any], classes: int,
+                  plan: Plan | None = None) -> None:
+    """Refuse, as a `BundleError`, outputs of graph `name` that differ from what its manifest entry `g` says
+    (`plan`: `plan_checks(g)`, when the caller keeps it)."""
     if len(outputs) != len(g.outputs):
         raise BundleError(f"graph '{name}' ({g.file}) returned {len(outputs)} outputs, but the manifest lists "
                           f"{len(g.outputs)}; {REEXPORT}")
-    binds, specs = _plan(g)
+    binds, specs = plan or plan_checks(g)
     dims = _bind(binds, inputs)
     for (spec, want_dtype), value in zip(specs, outputs):
         shape = _shape(value)
@@ -103,10 +107,11 @@ class CheckedSession:
     def __init__(self, session: GraphSession, name: str, spec: GraphSpec, classes: int):
         self.session, self.name, self.spec, self.classes = session, name, spec, classes
         self.input_names, self.output_names = session.input_names, session.output_names
+        self.plan = plan_checks(spec)
 
     def run(self, inputs: dict[str, Any], keep: Collection[str] = ()) -> list[Any]:
         outputs = self.session.run(inputs, keep)
-        check_outputs(self.name, self.spec, inputs, outputs, self.classes)
+        check_outputs(self.name, self.spec, inputs, outputs, self.classes, self.plan)
         return outputs
 
 

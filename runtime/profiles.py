@@ -26,11 +26,11 @@ def profile_shapes(bundle: Bundle, graph: str, budgets: Sequence[float]) -> list
     spec = bundle.graphs[graph]
     profiles = []
     plans = [plan_budget(bundle.cost, b) for b in budgets] or [plan_budget(bundle.cost, 1.0)]
-    if reuse_stage_index(graph) is not None:  # one stream's frame at a time
+    reuse = reuse_stage_index(graph)
+    if reuse is not None:  # one stream's frame at a time
         lo = opt = hi = 1
     for plan in plans:
         shapes: Shapes = {}
-        reuse = reuse_stage_index(graph)
         n_opt = plan.counts[stage_index(graph) or 0] if reuse is None else max(1, plan.counts[reuse] // 8)
         for t in spec.inputs:
             if t.name in (IMAGE, TOKENS):

@@ -13,10 +13,10 @@ sizes or precisions), written only by bundles that carry some; 4 adds `plans` (w
 set and a pausing budget, measured), variant kinds other than "staged" (early-exit graphs, a coarse stage 0), the
 temporal-reuse stage graphs (`stage<k>_reuse`: stage 0 too runs only the active tokens, which attend to cached keys
 and values) and `model.num_heads`; 5 gives the reuse graphs their present form (the context as patch positions,
-one cache per stage [B, L, 2 x blocks, C] read but never copied, only the fresh keys and values of the rows that
-ran as output: the host writes them into its cache). Each newer field is written only by bundles that carry it,
-so a bundle states the oldest format that reads all of it. Versions 1 to 4 still load (format 4's reuse graphs
-are not read); a bundle without reuse graphs of format 5 cannot reuse (one line says so when asked).
+one cache per stage [B, 2 x blocks, heads, L, head_dim] read but never copied, only the fresh keys and values of
+the rows that ran as output: the host writes them into its cache). Each newer field is written only by bundles
+that carry it, so a bundle states the oldest format that reads all of it. Versions 1 to 4 still load (format 4's
+reuse graphs are not read); a bundle without reuse graphs of format 5 cannot reuse (one line says so when asked).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ ACTIVE = "active"  # [B, n] int64 patch positions of the tokens a stage runs on
 ENTROPY = "entropy"  # [B, n] normalised entropy of the pausing head for each active patch
 # temporal reuse (`stage<k>_reuse` graphs): what the active tokens attend to besides themselves, and the cache
 CONTEXT = "context"  # [B, m] int64 patch positions whose cached keys/values the active tokens see
-CACHE = "cache"  # [B, L, 2 x blocks, C] every row's keys and values at each block of the stage, as last computed
-CACHE_ROWS = "cache_rows"  # [B, extra + n, 2 x blocks, C] the fresh keys and values of the rows that ran
+CACHE = "cache"  # [B, 2 x blocks, heads, L, head_dim] every row's keys, values at each block (as last computed)
+CACHE_ROWS = "cache_rows"  # [B, 2 x blocks, heads, extra + n, head_dim] the fresh keys and values of the rows that ran
 LABELS = "labels"  # [B, H, W] class per pixel
 SCORES = "scores"  # [B, K, H, W] class probabilities (bundles exported with --scores)
 # early exit (variants of kind "early-exit", `core.exits`): the heads' predictions, and those that became final

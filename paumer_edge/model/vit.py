@@ -183,12 +183,7 @@ class VisionTransformer(nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Images [B,3,H,W] -> tokens [B, extra + N, C] with position embedding added."""
-        x = self.patch_embed(images)
-        grid = self.grid_for(images.shape[-2], images.shape[-1])
-        pos = resize_pos_embed(self.pos_embed, self.grid, grid, self.num_extra_tokens, self.pos_embed_interp)
-        extra = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
-        if extra:
-            x = torch.cat([*extra, x], dim=1)
+        x, pos = self._with_extra(self.patch_embed(images), images)
         return x + pos
 
     def embed_rows(self, images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -204,11 +199,16 @@ class VisionTransformer(nn.Module):
         weight = self.patch_embed.proj.weight.reshape(self.patch_embed.proj.out_channels, -1)
         x = F.linear(pixels.index_select(0, patches.reshape(-1)), weight, self.patch_embed.proj.bias)
         c = x.shape[-1]
-        extra = [t.expand(b, -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
-        if extra:
-            x = torch.cat([*extra, x.reshape(b, -1, c)], dim=1).reshape(-1, c)
-        pos = resize_pos_embed(self.pos_embed, self.grid, (rows_h, cols_w), e, self.pos_embed_interp)
-        return x + pos.reshape(-1, c).index_select(0, rows.reshape(-1))
+        x, pos = self._with_extra(x.reshape(b, -1, c), images)
+        return x.reshape(-1, c) + pos.reshape(-1, c).index_select(0, rows.reshape(-1))
+
+    def _with_extra(self, patches: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch embeddings [B, n, C] with the extra tokens (class, distillation) put first, and the position
+        embedding [1, extra + N, C] at the images' grid (the one rule `embed` and `embed_rows` share)."""
+        grid = self.grid_for(images.shape[-2], images.shape[-1])
+        pos = resize_pos_embed(self.pos_embed, self.grid, grid, self.num_extra_tokens, self.pos_embed_interp)
+        extra = [t.expand(patches.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        return (torch.cat([*extra, patches], dim=1) if extra else patches), pos
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The unpaused encoder: every block on every token, then the final norm."""
