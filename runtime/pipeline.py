@@ -48,7 +48,7 @@ from paumer_edge.core.exits import EarlyExit
 from paumer_edge.core.knobs import check_target_ms, check_threads
 from paumer_edge.core.pausing import CostModel, Pauser, PausingPolicy, TokenSelector, check_budget, check_threshold
 from paumer_edge.core.plans import choose, plan_label
-from paumer_edge.core.temporal import ReuseOptions
+from paumer_edge.core.temporal import CALM_FRAMES, ReuseOptions
 
 from .backends.select import open_backend
 from .bundle import Bundle, ModelInfo, load_bundle
@@ -290,11 +290,18 @@ class Pipeline:
 
     def warmup(self, frames: int = 3) -> None:
         """Run a few blank frames (first calls allocate and, on GPUs, pick kernels) through every plan's graphs;
-        streams are left untouched."""
+        with temporal reuse, then still frames until a refresh and one frame that reuses, so the reuse graphs are
+        open and warm too (they open on first use). Streams are left untouched."""
         h, w = self.info.input_size
         budgets = [1.0] if self.plans is None else [p.cost for p in self.plans.points]
-        for i in range(frames):
-            frame = np.full((h, w, 3), 40 * i, np.uint8)  # different frames: with reuse, a refresh then reuse
+        warm = [np.full((h, w, 3), 40 * i, np.uint8) for i in range(frames)]
+        if isinstance(self.tiler, TemporalFrames):
+            still = np.full((h, w, 3), 96, np.uint8)
+            moved = still.copy()
+            moved[: h // 4, : w // 4] = 200  # a sixteenth of the patches changed: a reuse frame
+            warm += [still] * (CALM_FRAMES + 1) + [moved]
+        for frame in warm:
             for b in budgets:
-                self(frame, budget=min(1.0, b), stream=_WARMUP)
-        self.reset(_WARMUP)
+                self(frame, budget=min(1.0, b), stream=(_WARMUP, b))
+        for b in budgets:
+            self.reset((_WARMUP, b))

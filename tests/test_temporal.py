@@ -17,6 +17,7 @@ from paumer_edge.core.errors import BundleError
 from paumer_edge.core.temporal import ReuseOptions
 from paumer_edge.runtime import Pipeline
 from paumer_edge.runtime.pipeline import Result
+from paumer_edge.runtime.temporal import TemporalFrames
 
 H, W = 64, 128  # frames at twice the tiny model's input (32x64, a 4x8 grid of 8-pixel patches)
 
@@ -159,6 +160,23 @@ def test_reset_and_the_least_recently_used_stream_start_afresh(tiny_bundle: Path
     start(pipe, scene(), "b")
     pipe.warmup()  # warm-up frames never touch the streams
     assert pipe(scene(), stream="b").stats.frame_kind == "reuse"
+
+
+def test_warmup_runs_the_reuse_graphs_and_leaves_no_stream(tiny_bundle: Path) -> None:
+    pipe = Pipeline(tiny_bundle, cost="macs", reuse=True)
+    seen: list[str] = []
+    original = pipe.runner.forward_reuse
+
+    def spy(*args: object, **kw: object) -> object:
+        seen.append("reuse graphs")
+        return original(*args, **kw)  # type: ignore[arg-type]
+
+    pipe.runner.forward_reuse = spy  # type: ignore[method-assign]
+    pipe.warmup()
+    assert pipe.runner.reuse_stages is not None and len(seen) == 2  # the refresh, then a frame that reuses
+    assert isinstance(pipe.tiler, TemporalFrames) and pipe.tiler.streams.streams == []
+    first = pipe(scene())
+    assert first.stats.frame_kind == "full"  # a real stream starts as always
 
 
 def _format2(bundle: Path, out: Path) -> Path:
