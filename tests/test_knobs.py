@@ -126,10 +126,14 @@ def ints(lo: int, hi: int) -> st.SearchStrategy[tuple[str, bool]]:
     return flag(st.integers(lo, hi).map(str), hostile.map(str))
 
 
-def floats(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> st.SearchStrategy[tuple[str, bool]]:
+def floats(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False,
+           optional: bool = False) -> st.SearchStrategy[tuple[str, bool]]:
+    """A float flag's values; `optional`: the flag may also be given bare (`--sliding`), so "--" after it is the end
+    of the options, not a value: the flag stands bare (valid or not, by what follows), never a bad value."""
     valid = st.floats(lo, hi, exclude_min=lo_open, exclude_max=hi_open).map(repr)
+    junk = JUNK.filter(lambda v: v != "--") if optional else JUNK
     hostile = st.one_of(st.floats(max_value=lo, exclude_max=not lo_open),
-                        st.floats(min_value=hi, exclude_min=not hi_open), JUNK)
+                        st.floats(min_value=hi, exclude_min=not hi_open), junk)
     return flag(valid, hostile.map(lambda f: repr(f) if isinstance(f, float) else f))
 
 
@@ -144,7 +148,7 @@ def sizes(side: int, pixels: int, multiple: int = 1) -> st.SearchStrategy[tuple[
 BUDGETS = floats(0.0, 1.0, lo_open=True)
 VERBS: dict[str, dict[str, st.SearchStrategy[tuple[str, bool]]]] = {
     "run": {"--budget": BUDGETS, "--threshold": floats(0.0, 1.0), "--threads": ints(0, MAX_THREADS),
-            "--max-frames": ints(1, knobs.MAX_COUNT), "--sliding": floats(0.1, 1.0)},
+            "--max-frames": ints(1, knobs.MAX_COUNT), "--sliding": floats(0.1, 1.0, optional=True)},
     "run-target": {"--target-ms": floats(0.0, knobs.MAX_TARGET_MS, lo_open=True), "--threads": ints(0, MAX_THREADS)},
     "synth": {"--size": sizes(4096, 1 << 24), "--seconds": floats(0.0, 86400.0, lo_open=True),
               "--fps": floats(0.0, 1000.0, lo_open=True), "--count": ints(1, 10**6), "--seed": ints(0, 2**63 - 1)},
@@ -155,7 +159,7 @@ VERBS: dict[str, dict[str, st.SearchStrategy[tuple[str, bool]]]] = {
     "eval": {"--budgets": BUDGETS, "--thresholds": floats(0.0, 1.0), "--images": ints(1, knobs.MAX_COUNT),
              "--batch-size": ints(1, 4096), "--threads": ints(0, MAX_THREADS),
              "--timing-frames": ints(1, knobs.MAX_COUNT),
-             "--sliding": floats(0.1, 1.0)},
+             "--sliding": floats(0.1, 1.0, optional=True)},
     "bench": {"--budgets": BUDGETS, "--rounds": ints(1, 10**6), "--warmup": ints(0, 10**6),
               "--threads": ints(0, MAX_THREADS), "--frame-size": sizes(4096, 1 << 24)},
     "train": {"--steps": ints(1, knobs.MAX_COUNT), "--batch-size": ints(1, 4096),
