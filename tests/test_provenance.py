@@ -105,3 +105,22 @@ def test_a_record_has_everything_a_result_must_carry(committed_bundle: Path, tmp
                                   "packages"]
     assert "git.commit" in missing_fields({**record, "git": {"commit": None}})
     assert missing_fields(None) == missing_fields({})
+
+
+@pytest.mark.parametrize("cpuinfo, want", [
+    ("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 25\n"
+     "model\t\t: 1\nmodel name\t: AMD EPYC\n", "AMD EPYC (family 26, model 2) x"),
+    ("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n",
+     "AMD EPYC 7B13 64-Core Processor x"),  # the name says the generation: no numbers added
+    ("processor\t: 0\nHardware\t: NVIDIA Jetson Orin\n", "NVIDIA Jetson Orin x"),
+])
+def test_machine_tells_apart_hosts_whose_model_name_is_generic(cpuinfo: str, want: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from paumer_edge.core import provenance
+
+    class FakePath(type(Path())):  # type: ignore[misc]
+        def read_text(self, *args: object, **kw: object) -> str:
+            return cpuinfo if str(self) == "/proc/cpuinfo" else super().read_text()
+
+    monkeypatch.setattr(provenance, "Path", FakePath)
+    assert want in provenance.machine.__wrapped__()

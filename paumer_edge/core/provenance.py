@@ -39,15 +39,25 @@ OUTPUTS = "benchmarks/results"
 
 @functools.cache
 def machine() -> str:
-    """This machine in one line: architecture, processor model and cores ("x86_64 AMD EPYC 7B13 x2")."""
+    """This machine in one line: architecture, processor model and cores ("x86_64 AMD EPYC 7B13 x2"). Where the model
+    name does not say the generation (a cloud VM's "AMD EPYC"), the x86 family and model numbers follow it: two such
+    hosts can differ threefold in speed, and latency profiles and benchmark records must tell them apart."""
     model = platform.processor() or ""
+    numbers: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "hardware") and "name" not in numbers:
+                model, numbers["name"] = value.strip(), value.strip()
+            elif key in ("cpu family", "model") and key not in numbers:
+                numbers[key] = value.strip()
+            elif not key and numbers:
+                break  # the first processor's block is enough
     except OSError:
         pass
+    if not any(ch.isdigit() for ch in model) and "cpu family" in numbers and "model" in numbers:
+        model = f"{model} (family {numbers['cpu family']}, model {numbers['model']})"
     return f"{platform.machine()} {model} x{os.cpu_count()}".strip()
 
 
