@@ -107,7 +107,7 @@ def run_video(video: Path, rows: list[Setting], bundle: Path, frames: int | None
     for r in rows:
         r.confusion = np.zeros((k, k), np.int64)
     labels_dir = video.parent / f"{video.stem}_labels"
-    source = open_source(str(video))
+    source = iter(open_source(str(video)))  # one pass: a new iterator would number the frames from 0 again
     t0 = time.perf_counter()
     done = 0
     last: dict[str, np.ndarray] = {}  # each setting's labels of the previous frame
