@@ -3,18 +3,18 @@
     python benchmarks/temporal_reuse.py            # a still camera (20 s) and a drive (10 s), the sample model
     python benchmarks/temporal_reuse.py --frames 90 --drive-frames 60 --json /tmp/t.json --plot ""   # a quick look
 
-Every frame of a video goes through all the settings' pipelines in one process, in blocks of 30 frames (one refresh
-period): each setting runs a block in turn, in an order that rotates from block to block, so the machine's load hits
-them alike while each pipeline runs as a deployed one does, with its own graphs and caches warm in the processor
-(`--block 1` interleaves every frame, which starts each setting's frame in the others' data: it costs the reuse
-settings, whose frames are short and read their stream's caches, more than the per-frame ones). The settings:
-per-frame processing at budget 1 and 0.5, temporal reuse with the defaults at both budgets, and (on the still
-camera) the alternatives: the attention context of the recomputed patches, a halo, change thresholds, refresh
-intervals. Speed: a setting's time against its per-frame baseline's over the same frames (the ratio of totals, and
-the median over windows of 120 frames, four blocks). Accuracy: mIoU against the video's labels, label agreement
-with per-frame processing at the same budget, and flicker: the share of pixels whose label changed from the
-previous frame where the true label did not. The videos are rendered once by `paumer-edge synth video [--static]
---labels` (into runs/temporal/).
+Every frame of a video goes through all the settings' pipelines in one process, in blocks of 30 frames: each
+setting runs a block in turn, in an order that rotates from block to block, so the machine's load hits them alike
+while each pipeline runs as a deployed one does, with its own graphs and caches warm in the processor (`--block 1`
+interleaves every frame, which starts each setting's frame in the others' data: it costs the reuse settings, whose
+frames are short and read their stream's caches, more than the per-frame ones). The settings: per-frame processing
+at budget 1 and 0.5, temporal reuse with the defaults at both budgets, and (on the still camera) the alternatives:
+the attention context of the recomputed patches, a halo, change thresholds, refresh intervals, the unsure-patch
+rule, the previous defaults. Speed: a setting's time against its per-frame baseline's over the same frames (the
+ratio of totals, and the median over windows of 120 frames, four blocks). Accuracy: mIoU against the video's
+labels, label agreement with per-frame processing at the same budget, and flicker: the share of pixels whose label
+changed from the previous frame where the true label did not. The videos are rendered once by `paumer-edge synth
+video [--static] --labels` (into runs/temporal/).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from provenance import provenance  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 VIDEOS = Path("runs") / "temporal"
 WINDOW = 120
-BLOCK = 30  # one refresh period: each setting runs as a deployed pipeline would, with its own data in the caches
+BLOCK = 30  # frames a setting runs in a row: as a deployed pipeline, with its own data in the processor's caches
 TARGETS = {"static_speedup": 2.5, "static_miou_drop": 0.5, "static_agreement": 0.98, "static_b05_vs_b1": 4.0,
            "drive_speed_within": 0.03}
 
@@ -69,6 +69,13 @@ def settings(alternatives: bool) -> list[Setting]:
                  for k in (10, 90, 100000)]
         rows += [Setting("reuse b0.5, threshold 0.02", 0.5, {"threshold": 0.02}, "per-frame b0.5"),
                  Setting("reuse b0.5, refresh every 90", 0.5, {"refresh_every": 90}, "per-frame b0.5")]
+        # unsure patches recomputed every 6 frames (the default) or only when they change, and the previous
+        # defaults (a refresh every 30 frames, no unsure rule)
+        rows += [Setting(f"reuse {b}, unsure never", budget, {"unsure_every": 0}, f"per-frame {b}")
+                 for b, budget in (("b1", 1.0), ("b0.5", 0.5))]
+        rows += [Setting(f"reuse {b}, refresh every 30, unsure never", budget,
+                         {"refresh_every": 30, "unsure_every": 0}, f"per-frame {b}")
+                 for b, budget in (("b1", 1.0), ("b0.5", 0.5))]
     return rows
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from paumer_edge.core.contract import ModelInfo
 from paumer_edge.core.pausing import Pauser, TokenSelector
 from paumer_edge.core.temporal import (
+    UNSURE,
     FrameKind,
     ReuseOptions,
     ReuseSchedule,
@@ -59,10 +60,11 @@ class StreamState:
     entropy: np.ndarray | None = None  # [S-1, N] float32: its entropy at each pausing point (NaN: not reached)
     labels: np.ndarray | None = None  # [1, H, W] the last frame's labels at the model's input size
     scores: np.ndarray | None = None
+    age: np.ndarray | None = None  # [N] int32: frames since each patch was last computed
 
     def drop(self) -> None:
         """Forget the cache (the camera moved): its memory goes, the last signatures stay."""
-        self.tokens, self.caches, self.labels, self.scores = None, None, None, None
+        self.tokens, self.caches, self.labels, self.scores, self.age = None, None, None, None, None
 
 
 class StreamStore:
@@ -149,7 +151,8 @@ class TemporalFrames:
         if kind is FrameKind.REFRESH:
             return self._refresh(runner, prepared, selector, state, stage_map)
         assert changed is not None  # a stream's first frame runs in full
-        return self._reuse(runner, prepared, selector, state, changed, stage_map)
+        due = self._due(state)  # not part of the change: neither a scene cut nor accumulated change
+        return self._reuse(runner, prepared, selector, state, changed, stage_map, due)
 
     def finish(self, prepared: TemporalInput, inferred: TemporalOutput) -> Tiled:
         tiled = self.base.finish((prepared.image, prepared.placement), inferred)
@@ -164,12 +167,25 @@ class TemporalFrames:
         if against is None:
             return None
         threshold: float | np.ndarray = self.options.threshold
-        if state.schedule.valid and self.options.uncertain and state.entropy is not None and state.stage is not None:
-            points = np.minimum(state.stage, len(state.entropy) - 1).astype(np.int64)
-            unsure = state.entropy[points, np.arange(len(points))]
-            unsure = np.where(np.isnan(unsure), np.float32(0.0), unsure)  # none recorded: the plain threshold
+        if state.schedule.valid and self.options.uncertain and (unsure := self._unsure(state)) is not None:
             threshold = threshold * (1.0 - self.options.uncertain * unsure)
         return dilate(change(signature, against) > threshold, self.info.grid, self.options.halo)
+
+    def _due(self, state: StreamState) -> np.ndarray | None:
+        """[N] bool: the unsure patches old enough to be recomputed though unchanged (`ReuseOptions.unsure_every`);
+        None when there are none to check."""
+        if not self.options.unsure_every or state.age is None or (unsure := self._unsure(state)) is None:
+            return None
+        return (state.age + 1 >= self.options.unsure_every) & (unsure > UNSURE)
+
+    @staticmethod
+    def _unsure(state: StreamState) -> np.ndarray | None:
+        """[N] each patch's normalised entropy at the last pausing point it reached (0 where none was recorded)."""
+        if state.entropy is None or state.stage is None:
+            return None
+        points = np.minimum(state.stage, len(state.entropy) - 1).astype(np.int64)
+        unsure = state.entropy[points, np.arange(len(points))]
+        return np.where(np.isnan(unsure), np.float32(0.0), unsure)
 
     def _refresh(self, runner: StagedRunner, prepared: TemporalInput, selector: Pauser, state: StreamState,
                  stage_map: bool) -> TemporalOutput:
@@ -182,19 +198,25 @@ class TemporalFrames:
         state.stage = np.zeros(n, np.uint8)
         state.entropy = np.full((points, n), np.nan, np.float32)
         state.reference = prepared.signature.copy()  # updated in place by later frames
+        state.age = np.zeros(n, np.int32)
         self._keep(state, run)
         state.schedule.done(FrameKind.REFRESH)
         return self._output(run, state, FrameKind.REFRESH, None, [0] * self.info.num_stages, stage_map)
 
     def _reuse(self, runner: StagedRunner, prepared: TemporalInput, selector: Pauser, state: StreamState,
-               changed: np.ndarray, stage_map: bool) -> TemporalOutput:
-        """The changed patches run; the others keep their rows, keys and values, stage and entropies."""
+               changed: np.ndarray, stage_map: bool, due: np.ndarray | None = None) -> TemporalOutput:
+        """The changed patches (and the `due` unsure ones) run; the others keep their rows, keys and values, stage
+        and entropies."""
         assert state.stage is not None and state.entropy is not None and state.reference is not None
         assert state.caches is not None  # a reuse frame follows a refresh
-        kept = ~changed
+        run_now = changed if due is None else changed | due
+        kept = ~run_now
         reached = [kept & (state.stage >= k) for k in range(self.info.num_stages)]  # reused rows at each stage
         reused = [int(r.sum()) for r in reached]
-        idx = np.flatnonzero(changed)
+        idx = np.flatnonzero(run_now)
+        if state.age is not None:
+            state.age += 1
+            state.age[idx] = 0
         if idx.size == 0:  # nothing changed: the last frame's labels stand, no graph runs
             stats = StageStats(budget=selector.budget, threshold=selector.threshold, stage_ms=[0.0] * len(reused),
                                counts=[0] * len(reused), cost_fraction=0.0, reused=reused,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -118,6 +119,29 @@ def test_refresh_interval_bounds_reuse(tiny_bundle: Path) -> None:
     start(pipe, scene())
     kinds = [pipe(scene()).stats.frame_kind for _ in range(6)]
     assert kinds == ["reuse", "reuse", "refresh", "reuse", "reuse", "refresh"]
+
+
+def test_unsure_patches_are_recomputed_once_old_enough(tiny_bundle: Path) -> None:
+    from paumer_edge.core.temporal import UNSURE
+
+    quiet = ReuseOptions(refresh_every=1000, unsure_every=0)
+    for every in (0, 3):
+        pipe = Pipeline(tiny_bundle, cost="macs", budget=0.5, reuse=dataclasses.replace(quiet, unsure_every=every))
+        start(pipe, scene())
+        assert isinstance(pipe.tiler, TemporalFrames)
+        state = pipe.tiler.streams.get(0)
+        assert state.entropy is not None and state.stage is not None
+        points = np.minimum(state.stage, len(state.entropy) - 1)
+        unsure = np.nan_to_num(state.entropy[points, np.arange(points.size)]) > UNSURE
+        assert unsure.sum() > 0  # the tiny model is unsure of its patches
+        stats = [pipe(scene()).stats for _ in range(6)]  # nothing changes
+        assert [st.frame_kind for st in stats] == ["reuse"] * 6  # recomputing unsure patches is no scene cut
+        counts = [st.counts[0] for st in stats]
+        if every == 0:
+            assert counts == [0] * 6
+        else:  # ages 1, 2 after the refresh: kept; at 3 the unsure ones run (their age starts again), and so on
+            assert counts[:2] == [0, 0] and counts[2] == unsure.sum() and counts[3:5] == [0, 0]
+            assert counts[5] > 0
 
 
 def test_streams_are_kept_apart_also_across_threads(tiny_bundle: Path) -> None:

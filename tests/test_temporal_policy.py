@@ -110,6 +110,8 @@ def test_schedule_reuses_refreshes_and_turns_itself_off() -> None:
     ({"context": "all"}, "attention context 'all' is not one of cached, changed"),
     ({"refresh_every": True}, "refresh interval True is not a whole number"),
     ({"halo": -1}, "halo -1 is out of range: give a whole number of patches from 0 to 8"),
+    ({"unsure_every": -2}, r"unsure-patch interval -2 is out of range: give a whole number of frames \(0: off\)"),
+    ({"unsure_every": 1.5}, "unsure-patch interval 1.5 is not a whole number"),
 ])
 def test_bad_options_say_what_is_wrong(kwargs: dict, message: str) -> None:
     with pytest.raises(PolicyError, match=message):

@@ -27,6 +27,7 @@ from .knobs import check_change_threshold, check_count, check_fraction, check_re
 from .pausing import Pauser, TokenSelector, select_tokens, threshold_count
 
 CONTEXTS = ("cached", "changed")
+UNSURE = 0.3  # normalised entropy above which a patch counts as unsure for `ReuseOptions.unsure_every`
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,21 @@ class ReuseOptions:
     uncertain: an unsure patch (normalised entropy h at the last pausing point it reached) counts as changed from
         threshold x (1 - uncertain x h): a patch that did not change *and* was confident needs no work at all,
         an unsure one is recomputed on smaller changes (it is where labels flip).
+    unsure_every: an unsure patch (h above `UNSURE`) is also recomputed once it is this many frames old (0: never),
+        between refreshes. Where per-frame processing and reuse disagree is almost only such patches, by as much as
+        per-frame processing's own labels there moved since the patch was computed (noise and the light's drift,
+        below the change threshold: benchmarks/reuse_disagreement.py); recomputing the sixth of the frame that is
+        unsure more often buys that agreement for less than refreshing everything more often.
     """
 
     threshold: float = 0.03
-    refresh_every: int = 30
+    refresh_every: int = 20
     scene_cut: float = 0.3
     accumulated: float = 0.6
     context: str = "cached"
     halo: int = 0
     uncertain: float = 0.5
+    unsure_every: int = 6
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threshold", check_change_threshold(self.threshold))
@@ -67,6 +74,8 @@ class ReuseOptions:
             raise PolicyError(f"attention context '{self.context}' is not one of {', '.join(CONTEXTS)}")
         check_fraction(self.uncertain, "uncertainty scaling")
         check_count(self.halo, "halo", 0, 8, what="a whole number of patches from 0 to 8")
+        object.__setattr__(self, "unsure_every", check_count(
+            self.unsure_every, "unsure-patch interval", 0, 100_000, what="a whole number of frames (0: off)"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ from .params import (
     threads_option,
 )
 
+REUSE_DEFAULTS = ReuseOptions()  # the help texts' defaults come from the knobs' one definition
+
 DEMO_SECONDS, DEMO_SIZE, DEMO_BUDGETS = 10.0, (360, 640), (1.0, 0.5)
 
 
@@ -81,9 +83,10 @@ DEMO_SECONDS, DEMO_SIZE, DEMO_BUDGETS = 10.0, (360, 640), (1.0, 0.5)
               "frame keep what they computed [default: on for videos, cameras and streams; off for image folders, "
               "sliding windows and native TensorRT].")
 @click.option("--change-threshold", type=float, metavar="T", help="With reuse: a patch changed when a quarter of it "
-              "moved by more than T in mean intensity (0-1) since it was computed [default: 0.03].")
+              "moved by more than T in mean intensity (0-1) since it was computed "
+              f"[default: {REUSE_DEFAULTS.threshold:g}].")
 @click.option("--refresh-every", type=int, metavar="K", help="With reuse: recompute every patch every K frames, "
-              "bounding drift [default: 30].")
+              f"bounding drift [default: {REUSE_DEFAULTS.refresh_every}].")
 @click.option("--max-frames", type=int, help="Stop after this many frames.")
 @click.option("--view", metavar="[HOST:]PORT", help="Serve a live view in the browser while it runs: overlay, pause "
               "map, stats and the knobs (host 127.0.0.1 unless given; another host, e.g. 0.0.0.0, lets other "
