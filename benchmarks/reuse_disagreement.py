@@ -3,7 +3,9 @@
     python benchmarks/reuse_disagreement.py                  # the sample model, 240 frames of the still camera
     python benchmarks/reuse_disagreement.py --frames 90 --json /tmp/d.json
 
-Every frame runs through per-frame processing and temporal reuse (defaults) at budget 1 and 0.5. On reuse frames
+Every frame runs through per-frame processing and temporal reuse at budget 1 and 0.5, reuse with the settings this
+analysis was made for: a refresh every 30 frames and no unsure rule (`ReuseOptions.unsure_every`, which it led to;
+`--defaults` analyses the current defaults instead). On reuse frames
 each patch falls in one class: recomputed this frame, reused next to a recomputed one (its neighbours' context
 changed), or reused farther away; reused patches are split further by how unsure they were when last computed
 (normalised entropy at the last pausing point they reached, the rule `ReuseOptions.uncertain` reads). Per class:
@@ -24,11 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from paumer_edge.core.temporal import UNSURE  # the unsure rule's level: unsure patches are the ones above it
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import provenance  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-UNSURE = 0.3  # normalised entropy above which a reused patch counts as unsure
+ANALYSED = {"refresh_every": 30, "unsure_every": 0}  # the earlier defaults, before the unsure rule
 
 
 def classes(reused: np.ndarray, unsure: np.ndarray) -> dict[str, np.ndarray]:
@@ -60,14 +64,16 @@ def unsure_of(pipe: Any, n: int) -> np.ndarray | None:
     return np.where(np.isnan(h), np.float32(0.0), h)
 
 
-def measure(video: Path, bundle: Path, budget: float, frames: int, threads: int) -> dict[str, Any]:
+def measure(video: Path, bundle: Path, budget: float, frames: int, threads: int,
+            options: dict[str, Any]) -> dict[str, Any]:
     from paumer_edge.core.temporal import ReuseOptions
     from paumer_edge.runtime import Pipeline
     from paumer_edge.runtime.preprocess import grid_to_frame
     from paumer_edge.runtime.sources import open_source
 
     per = Pipeline(bundle, budget=budget, threads=threads, shared_threads=True, cost="macs")
-    reuse = Pipeline(bundle, budget=budget, threads=threads, shared_threads=True, cost="macs", reuse=ReuseOptions())
+    reuse = Pipeline(bundle, budget=budget, threads=threads, shared_threads=True, cost="macs",
+                     reuse=ReuseOptions(**options))
     grid, n = per.info.grid, per.info.num_patches
     sums: dict[str, np.ndarray] = {}  # class -> pixels, differing, flickering, changed since computed, patches
     pixels_all, differ_all, used = 0, 0, 0
@@ -122,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                         "--static --labels`)")
     p.add_argument("--frames", type=int, default=240)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--defaults", action="store_true", help="analyse reuse with the current defaults")
     p.add_argument("--json", default=str(RESULTS / "reuse_disagreement.json"))
     a = p.parse_args(argv)
     from paumer_edge.core.atomic import write_json_atomic
@@ -133,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     prov = provenance(argv)
     bundle = Path(a.bundle) if a.bundle else bundle_for(None, quiet=True)
     result: dict[str, Any] = {"what": __doc__.split("\n")[0], "bundle": str(bundle), "video": a.static,
-                              "frames": a.frames, "unsure_above": UNSURE}
+                              "frames": a.frames, "unsure_above": UNSURE,
+                              "reuse_options": {} if a.defaults else ANALYSED}
     for budget in (1.0, 0.5):
-        result[f"budget {budget:g}"] = r = measure(Path(a.static), bundle, budget, a.frames, a.threads)
+        result[f"budget {budget:g}"] = r = measure(Path(a.static), bundle, budget, a.frames, a.threads,
+                                                     result["reuse_options"])
         print(f"budget {budget:g}: reuse differs from per-frame on {100 * r['disagreement']:.2f}% of the pixels")
         for name, c in r["classes"].items():
             print(f"  {name:26s} {c['patches_per_frame']:6.1f} patches  differ {100 * c['disagreement']:5.2f}%  "
