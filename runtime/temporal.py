@@ -7,10 +7,10 @@ runs the pipeline's one template:
 
 1. prepare (caller's thread): the frame resized as always, and its patch signatures;
 2. infer (under the pipeline's lock): the stream's schedule (`paumer_edge.core.temporal`) picks the frame's kind
-   from how much changed. Reuse: the changed patches run through the reuse graphs, attending to the cached keys
-   and values of the others, and pause by the budget as in a full frame; an unchanged patch costs nothing, and a
-   frame where nothing changed runs no graph at all. Refresh: every patch, the cache starts afresh. Full: the
-   plain per-frame graphs while the camera moves;
+   from how much changed. Reuse: the changed patches (and unsure ones past `unsure_every` frames) run through the
+   reuse graphs, attending to the cached keys and values of the others, and pause by the budget as in a full
+   frame; an unchanged patch costs nothing, and a frame where nothing changed runs no graph at all. Refresh:
+   every patch, the cache starts afresh. Full: the plain per-frame graphs while the camera moves;
 3. finish (caller's thread): labels back to the frame, and the map of the patches that were reused.
 
 States are kept for the `max_streams` most recently used streams (the oldest is dropped and starts again with a

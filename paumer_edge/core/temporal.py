@@ -6,7 +6,7 @@ run, attending to the cached keys and values of the others. These are the rules 
 (`paumer_edge.runtime.temporal`) follows, kept here beside the pausing policy so they have one source:
 
 - `ReuseOptions`: the knobs (change threshold, refresh interval, scene-cut and accumulated-change limits, the
-  attention context of the recomputed patches);
+  attention context of the recomputed patches, how often unsure patches are recomputed though unchanged);
 - `patch_signature` / `changed_patches`: a cheap per-patch signature of the model input and the change rule;
 - `ReuseSelector`: the pausing policy on a frame that reuses the unchanged patches (a `TokenSelector`);
 - `ReuseSchedule`: what kind of frame comes next (reuse, a full refresh that restarts the cache, or the plain
