@@ -7,7 +7,9 @@ Every frame of a video goes through all the settings' pipelines in one process, 
 setting runs a block in turn, in an order that rotates from block to block, so the machine's load hits them alike
 while each pipeline runs as a deployed one does, with its own graphs and caches warm in the processor (`--block 1`
 interleaves every frame, which starts each setting's frame in the others' data: it costs the reuse settings, whose
-frames are short and read their stream's caches, more than the per-frame ones). The settings: per-frame processing
+frames are short and read their stream's caches, more than the per-frame ones). The drive interleaves single frames
+(`--drive-block`): reuse runs per-frame frames there, so nothing is warm for one setting only, and single frames
+pair the settings most closely against the host's noise. The settings: per-frame processing
 at budget 1 and 0.5, temporal reuse with the defaults at both budgets, and (on the still camera) the alternatives:
 the attention context of the recomputed patches, a halo, change thresholds, refresh intervals, the unsure-patch
 rule, the previous defaults. Speed: a setting's time against its per-frame baseline's over the same frames (the
@@ -289,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-alternatives", dest="alternatives", action="store_false")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--block", type=int, default=BLOCK,
-                   help="frames each setting runs in a row before the next one's turn (1: every frame interleaved)")
+                   help="still camera: frames each setting runs in a row before the next one's turn (1: every frame "
+                        "interleaved)")
+    p.add_argument("--drive-block", type=int, default=1,
+                   help="the same for the drive, where reuse runs per-frame frames: nothing is warm for one setting "
+                        "only, so single frames pair the settings most closely against the host's noise")
     p.add_argument("--json", default=str(RESULTS / "temporal_reuse.json"))
     p.add_argument("--plot", default=str(RESULTS / "temporal_reuse.png"))
     a = p.parse_args(argv)
@@ -298,10 +304,10 @@ def main(argv: list[str] | None = None) -> int:
 
     prov = provenance(argv)  # the load average as the run starts
     bundle = Path(a.bundle) if a.bundle else bundle_for(None, quiet=True)
-    if a.block < 1:
-        raise SystemExit("--block must be at least 1 frame")
+    if a.block < 1 or a.drive_block < 1:
+        raise SystemExit("--block and --drive-block must be at least 1 frame")
     result: dict[str, Any] = {"what": __doc__.split("\n")[0], "bundle": str(bundle), "window_frames": WINDOW,
-                              "block_frames": a.block}
+                              "block_frames": {"static": a.block, "drive": a.drive_block}}
     traces: dict[str, dict[str, list[float]]] = {}
     b05_vs_b1 = 0.0
     for video, static in ((a.static, True), (a.drive, False)):
@@ -309,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows = settings(a.alternatives and static)
         seconds = run_video(ensure_video(Path(video), static, 20.0 if static else 10.0), rows, bundle,
-                            a.frames if static else a.drive_frames, a.threads, a.block)
+                            a.frames if static else a.drive_frames, a.threads, a.block if static else a.drive_block)
         key = "static" if static else "drive"
         result[key] = summarise(rows)
         result[f"{key}_seconds"] = round(seconds, 1)
