@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from paumer_edge.core.temporal import UNSURE  # the unsure rule's level: unsure patches are the ones above it
+from paumer_edge.core.temporal import UNSURE, unsure_levels  # the unsure rule's level and measure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import provenance  # noqa: E402
@@ -53,15 +53,11 @@ def classes(reused: np.ndarray, unsure: np.ndarray) -> dict[str, np.ndarray]:
             f"far, unsure > {UNSURE}": far & (unsure > UNSURE), f"far, unsure <= {UNSURE}": far & (unsure <= UNSURE)}
 
 
-def unsure_of(pipe: Any, n: int) -> np.ndarray | None:
-    """Each patch's normalised entropy at the last pausing point it reached, from the stream's state (before the
-    frame runs); None before the first refresh."""
+def unsure_of(pipe: Any) -> np.ndarray | None:
+    """Each patch's normalised entropy at the last pausing point it reached (`unsure_levels`), from the stream's state
+    before the frame runs; None before the first refresh."""
     state = pipe.tiler.streams.get(0)
-    if state.entropy is None or state.stage is None:
-        return None
-    points = np.minimum(state.stage, len(state.entropy) - 1).astype(np.int64)
-    h = state.entropy[points, np.arange(n)]
-    return np.where(np.isnan(h), np.float32(0.0), h)
+    return None if state.entropy is None or state.stage is None else unsure_levels(state.entropy, state.stage)
 
 
 def measure(video: Path, bundle: Path, budget: float, frames: int, threads: int,
@@ -74,7 +70,7 @@ def measure(video: Path, bundle: Path, budget: float, frames: int, threads: int,
     per = Pipeline(bundle, budget=budget, threads=threads, shared_threads=True, cost="macs")
     reuse = Pipeline(bundle, budget=budget, threads=threads, shared_threads=True, cost="macs",
                      reuse=ReuseOptions(**options))
-    grid, n = per.info.grid, per.info.num_patches
+    grid = per.info.grid
     sums: dict[str, np.ndarray] = {}  # class -> pixels, differing, flickering, changed since computed, patches
     pixels_all, differ_all, used = 0, 0, 0
     history: list[np.ndarray] = []  # per-frame labels of the last frames, newest last
@@ -82,7 +78,7 @@ def measure(video: Path, bundle: Path, budget: float, frames: int, threads: int,
     for i, frame in enumerate(open_source(str(video))):
         if i >= frames:
             break
-        unsure = unsure_of(reuse, n)
+        unsure = unsure_of(reuse)
         a, b = per(frame.image), reuse(frame.image)
         history = [*history[-60:], a.labels]
         reused = b.reused if b.stats.frame_kind == "reuse" else None

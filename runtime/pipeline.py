@@ -56,11 +56,11 @@ from .controller import LatencyController
 from .latency import device_profile
 from .preprocess import Placement
 from .staged import StagedRunner, StageStats
-from .temporal import DEFAULT_STREAM, TemporalFrames
+from .temporal import DEFAULT_STREAM, PrivateStream, TemporalFrames
 from .tiling import Tiler, WholeFrame
 
 COSTS = ("device", "macs")
-_WARMUP = ("paumer-edge", "warm-up")  # the stream id warm-up frames use, forgotten afterwards
+_WARMUP = ("paumer-edge", "warm-up")  # the stream warm-up frames use (private, per budget), forgotten afterwards
 
 
 def reuse_options(reuse: bool | ReuseOptions, bundle: Bundle) -> ReuseOptions | None:
@@ -302,6 +302,6 @@ class Pipeline:
             warm += [still] * (CALM_FRAMES + 1) + [moved]
         for frame in warm:
             for b in budgets:
-                self(frame, budget=min(1.0, b), stream=(_WARMUP, b))
+                self(frame, budget=min(1.0, b), stream=PrivateStream((_WARMUP, b)))
         for b in budgets:
-            self.reset((_WARMUP, b))
+            self.reset(PrivateStream((_WARMUP, b)))

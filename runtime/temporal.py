@@ -9,7 +9,7 @@ runs the pipeline's one template:
 2. infer (under the pipeline's lock): the stream's schedule (`paumer_edge.core.temporal`) picks the frame's kind
    from how much changed. Reuse: the changed patches (and unsure ones past `unsure_every` frames) run through the
    reuse graphs, attending to the cached keys and values of the others, and pause by the budget as in a full
-   frame; an unchanged patch costs nothing, and a frame where nothing changed runs no graph at all. Refresh:
+   frame; an unchanged patch that is sure costs nothing, and a frame where nothing ran runs no graph at all. Refresh:
    every patch, the cache starts afresh. Full: the plain per-frame graphs while the camera moves;
 3. finish (caller's thread): labels back to the frame, and the map of the patches that were reused.
 
@@ -30,14 +30,15 @@ import numpy as np
 from paumer_edge.core.contract import ModelInfo
 from paumer_edge.core.pausing import Pauser, TokenSelector
 from paumer_edge.core.temporal import (
-    UNSURE,
     FrameKind,
     ReuseOptions,
     ReuseSchedule,
     ReuseSelector,
     change,
     dilate,
+    due_unsure,
     patch_signature,
+    unsure_levels,
 )
 
 from .preprocess import Placement
@@ -67,6 +68,14 @@ class StreamState:
         self.tokens, self.caches, self.labels, self.scores, self.age = None, None, None, None, None
 
 
+@dataclass(frozen=True)
+class PrivateStream:
+    """A stream id of the runtime's own (warm-up frames): kept apart from the users' streams, it neither counts toward
+    `max_streams` nor pushes one of them out, and `streams` does not list it."""
+
+    name: Hashable
+
+
 class StreamStore:
     """The states of the most recently used streams, by stream id; the least recently used beyond `max_streams`
     is dropped (it starts again with a refresh). Thread-safe."""
@@ -76,10 +85,13 @@ class StreamStore:
             raise ValueError("max_streams must be at least 1")
         self.options, self.max_streams = options, max_streams
         self._states: OrderedDict[Hashable, StreamState] = OrderedDict()
+        self._private: dict[PrivateStream, StreamState] = {}
         self._lock = threading.Lock()
 
     def get(self, stream: Hashable) -> StreamState:
         with self._lock:
+            if isinstance(stream, PrivateStream):
+                return self._private.setdefault(stream, StreamState(ReuseSchedule(self.options)))
             state = self._states.pop(stream, None) or StreamState(ReuseSchedule(self.options))
             self._states[stream] = state
             while len(self._states) > self.max_streams:
@@ -91,6 +103,9 @@ class StreamStore:
         with self._lock:
             if stream is None:
                 self._states.clear()
+                self._private.clear()
+            elif isinstance(stream, PrivateStream):
+                self._private.pop(stream, None)
             else:
                 self._states.pop(stream, None)
 
@@ -176,16 +191,12 @@ class TemporalFrames:
         None when there are none to check."""
         if not self.options.unsure_every or state.age is None or (unsure := self._unsure(state)) is None:
             return None
-        return (state.age + 1 >= self.options.unsure_every) & (unsure > UNSURE)
+        return due_unsure(state.age, unsure, self.options.unsure_every)
 
     @staticmethod
     def _unsure(state: StreamState) -> np.ndarray | None:
-        """[N] each patch's normalised entropy at the last pausing point it reached (0 where none was recorded)."""
-        if state.entropy is None or state.stage is None:
-            return None
-        points = np.minimum(state.stage, len(state.entropy) - 1).astype(np.int64)
-        unsure = state.entropy[points, np.arange(len(points))]
-        return np.where(np.isnan(unsure), np.float32(0.0), unsure)
+        """[N] each patch's normalised entropy at the last pausing point it reached (`unsure_levels`)."""
+        return None if state.entropy is None or state.stage is None else unsure_levels(state.entropy, state.stage)
 
     def _refresh(self, runner: StagedRunner, prepared: TemporalInput, selector: Pauser, state: StreamState,
                  stage_map: bool) -> TemporalOutput:
@@ -214,10 +225,8 @@ class TemporalFrames:
         reached = [kept & (state.stage >= k) for k in range(self.info.num_stages)]  # reused rows at each stage
         reused = [int(r.sum()) for r in reached]
         idx = np.flatnonzero(run_now)
-        if state.age is not None:
-            state.age += 1
-            state.age[idx] = 0
         if idx.size == 0:  # nothing changed: the last frame's labels stand, no graph runs
+            self._age(state, idx)
             stats = StageStats(budget=selector.budget, threshold=selector.threshold, stage_ms=[0.0] * len(reused),
                                counts=[0] * len(reused), cost_fraction=0.0, reused=reused,
                                frame_kind=FrameKind.REUSE.value)
@@ -236,11 +245,19 @@ class TemporalFrames:
         state.stage[idx] = 0
         state.entropy[:, idx] = np.nan
         state.reference[idx] = prepared.signature[idx]
+        self._age(state, idx)
         self._keep(state, run)
         state.schedule.done(FrameKind.REUSE, changed)
         return self._output(run, state, FrameKind.REUSE, kept.reshape(self.info.grid), reused, stage_map)
 
     # ---- state bookkeeping -----------------------------------------------------------------------
+    @staticmethod
+    def _age(state: StreamState, computed: np.ndarray) -> None:
+        """A frame went by: every patch is a frame older, the `computed` ones (indices) new (after their run)."""
+        if state.age is not None:
+            state.age += 1
+            state.age[computed] = 0
+
     def _keep(self, state: StreamState, run: ReuseOutput) -> None:
         """What the run computed becomes the stream's state: buffer, caches, stages and entropies reached."""
         assert state.stage is not None and state.entropy is not None

@@ -113,6 +113,7 @@ def test_a_record_has_everything_a_result_must_carry(committed_bundle: Path, tmp
     ("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n",
      "AMD EPYC 7B13 64-Core Processor x"),  # the name says the generation: no numbers added
     ("processor\t: 0\nHardware\t: NVIDIA Jetson Orin\n", "NVIDIA Jetson Orin x"),
+    ("processor\t: 0\nBogoMIPS\t: 62.50\nCPU implementer\t: 0x41\n", "NVIDIA Jetson AGX Orin Developer Kit x"),
 ])
 def test_machine_tells_apart_hosts_whose_model_name_is_generic(cpuinfo: str, want: str,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,6 +121,8 @@ def test_machine_tells_apart_hosts_whose_model_name_is_generic(cpuinfo: str, wan
 
     class FakePath(type(Path())):  # type: ignore[misc]
         def read_text(self, *args: object, **kw: object) -> str:
+            if str(self) == "/proc/device-tree/model":  # an arm64 kernel names no processor; the device tree names
+                return "NVIDIA Jetson AGX Orin Developer Kit\x00"  # the board
             return cpuinfo if str(self) == "/proc/cpuinfo" else super().read_text()
 
     monkeypatch.setattr(provenance, "Path", FakePath)

@@ -121,8 +121,10 @@ def test_refresh_interval_bounds_reuse(tiny_bundle: Path) -> None:
     assert kinds == ["reuse", "reuse", "refresh", "reuse", "reuse", "refresh"]
 
 
-def test_unsure_patches_are_recomputed_once_old_enough(tiny_bundle: Path) -> None:
-    from paumer_edge.core.temporal import UNSURE
+@pytest.mark.parametrize("share", [1.0, 0.2])  # every patch unsure (the tiny model), or the most unsure fifth
+def test_unsure_patches_are_recomputed_once_old_enough(tiny_bundle: Path, share: float,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from paumer_edge.core import temporal as rules
 
     quiet = ReuseOptions(refresh_every=1000, unsure_every=0)
     for every in (0, 3):
@@ -131,17 +133,20 @@ def test_unsure_patches_are_recomputed_once_old_enough(tiny_bundle: Path) -> Non
         assert isinstance(pipe.tiler, TemporalFrames)
         state = pipe.tiler.streams.get(0)
         assert state.entropy is not None and state.stage is not None
-        points = np.minimum(state.stage, len(state.entropy) - 1)
-        unsure = np.nan_to_num(state.entropy[points, np.arange(points.size)]) > UNSURE
-        assert unsure.sum() > 0  # the tiny model is unsure of its patches
-        stats = [pipe(scene()).stats for _ in range(6)]  # nothing changes
-        assert [st.frame_kind for st in stats] == ["reuse"] * 6  # recomputing unsure patches is no scene cut
-        counts = [st.counts[0] for st in stats]
+        levels = rules.unsure_levels(state.entropy, state.stage)
+        if share < 1:
+            monkeypatch.setattr(rules, "UNSURE", float(np.quantile(levels, 1 - share)))
+        unsure = levels > rules.UNSURE
+        assert unsure.any() and (share == 1 or not unsure.all())  # with a fifth: some patches sure, some not
+        results = [pipe(scene()) for _ in range(6)]  # nothing changes
+        assert [r.stats.frame_kind for r in results] == ["reuse"] * 6  # recomputing unsure patches is no scene cut
+        counts = [r.stats.counts[0] for r in results]
         if every == 0:
             assert counts == [0] * 6
         else:  # ages 1, 2 after the refresh: kept; at 3 the unsure ones run (their age starts again), and so on
-            assert counts[:2] == [0, 0] and counts[2] == unsure.sum() and counts[3:5] == [0, 0]
-            assert counts[5] > 0
+            assert counts[:2] == [0, 0] and counts[3:5] == [0, 0] and counts[5] > 0
+            ran = results[2].reused
+            assert ran is not None and np.array_equal(~ran.reshape(-1), unsure)  # exactly the unsure ones
 
 
 def test_streams_are_kept_apart_also_across_threads(tiny_bundle: Path) -> None:
@@ -186,8 +191,10 @@ def test_reset_and_the_least_recently_used_stream_start_afresh(tiny_bundle: Path
     assert pipe(scene(), stream="b").stats.frame_kind == "reuse"
 
 
-def test_warmup_runs_the_reuse_graphs_and_leaves_no_stream(tiny_bundle: Path) -> None:
-    pipe = Pipeline(tiny_bundle, cost="macs", reuse=True)
+def test_warmup_runs_the_reuse_graphs_and_leaves_the_streams_alone(tiny_bundle: Path) -> None:
+    pipe = Pipeline(tiny_bundle, cost="macs", reuse=True, max_streams=2)
+    for name in ("a", "b"):  # as many streams as it keeps: a warm-up stream must not push one out
+        start(pipe, scene(), name)
     seen: list[str] = []
     original = pipe.runner.forward_reuse
 
@@ -197,10 +204,10 @@ def test_warmup_runs_the_reuse_graphs_and_leaves_no_stream(tiny_bundle: Path) ->
 
     pipe.runner.forward_reuse = spy  # type: ignore[method-assign]
     pipe.warmup()
-    assert pipe.runner.reuse_stages is not None and len(seen) == 2  # the refresh, then a frame that reuses
-    assert isinstance(pipe.tiler, TemporalFrames) and pipe.tiler.streams.streams == []
-    first = pipe(scene())
-    assert first.stats.frame_kind == "full"  # a real stream starts as always
+    assert len(seen) == 2  # the refresh, then a frame that reuses
+    assert isinstance(pipe.tiler, TemporalFrames) and pipe.tiler.streams.streams == ["a", "b"]
+    assert [pipe(scene(), stream=name).stats.frame_kind for name in ("a", "b")] == ["reuse", "reuse"]
+    assert pipe(scene(), stream="c").stats.frame_kind == "full"  # a new stream starts as always
 
 
 def _format2(bundle: Path, out: Path) -> Path:

@@ -58,7 +58,13 @@ def machine() -> str:
         pass
     if not any(ch.isdigit() for ch in model) and "cpu family" in numbers and "model" in numbers:
         model = f"{model} (family {numbers['cpu family']}, model {numbers['model']})"
-    return f"{platform.machine()} {model} x{os.cpu_count()}".strip()
+    if "name" not in numbers:  # arm64 kernels name no processor: the board's name (a Jetson, a Raspberry Pi)
+        try:
+            board = Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00 \n")
+        except OSError:
+            board = ""
+        model = board or model
+    return " ".join(part for part in (platform.machine(), model, f"x{os.cpu_count()}") if part)
 
 
 def load_average() -> list[float] | None:

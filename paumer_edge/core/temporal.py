@@ -7,7 +7,8 @@ run, attending to the cached keys and values of the others. These are the rules 
 
 - `ReuseOptions`: the knobs (change threshold, refresh interval, scene-cut and accumulated-change limits, the
   attention context of the recomputed patches, how often unsure patches are recomputed though unchanged);
-- `patch_signature` / `changed_patches`: a cheap per-patch signature of the model input and the change rule;
+- `patch_signature` / `change` / `due_unsure`: a cheap per-patch signature of the model input, the change rule, and
+  which unsure patches are recomputed anyway;
 - `ReuseSelector`: the pausing policy on a frame that reuses the unchanged patches (a `TokenSelector`);
 - `ReuseSchedule`: what kind of frame comes next (reuse, a full refresh that restarts the cache, or the plain
   per-frame graphs while the camera moves), the drift control.
@@ -50,10 +51,10 @@ class ReuseOptions:
         threshold x (1 - uncertain x h): a patch that did not change *and* was confident needs no work at all,
         an unsure one is recomputed on smaller changes (it is where labels flip).
     unsure_every: an unsure patch (h above `UNSURE`) is also recomputed once it is this many frames old (0: never),
-        between refreshes. Where per-frame processing and reuse disagree is almost only such patches, by as much as
-        per-frame processing's own labels there moved since the patch was computed (noise and the light's drift,
-        below the change threshold: benchmarks/reuse_disagreement.py); recomputing the sixth of the frame that is
-        unsure more often buys that agreement for less than refreshing everything more often.
+        between refreshes. Where per-frame processing and reuse disagree is mostly such patches (about a sixth of a
+        still street, three quarters of the differing pixels), by about as much as per-frame processing's own labels
+        there moved since the patch was computed (noise and the light's drift, below the change threshold:
+        benchmarks/reuse_disagreement.py); recomputing them more often follows that (README: what it costs).
     """
 
     threshold: float = 0.03
@@ -117,6 +118,20 @@ def dilate(mask: np.ndarray, grid: tuple[int, int], steps: int) -> np.ndarray:
         grown[:, :-1] |= grown[:, 1:].copy()
         out = grown
     return out.reshape(-1)
+
+
+def unsure_levels(entropy: np.ndarray, stage: np.ndarray) -> np.ndarray:
+    """Each patch's normalised entropy [N] at the last pausing point it reached: `entropy` [S-1, N] per pausing point
+    (NaN where not reached), `stage` [N] the last stage each patch ran in; 0 where nothing was recorded."""
+    points = np.minimum(stage, len(entropy) - 1).astype(np.int64)
+    h = entropy[points, np.arange(len(points))]
+    return np.where(np.isnan(h), np.float32(0.0), h)
+
+
+def due_unsure(age: np.ndarray, unsure: np.ndarray, every: int) -> np.ndarray:
+    """[N] bool: the patches `ReuseOptions.unsure_every` recomputes though unchanged: unsure (level above `UNSURE`)
+    and `every` frames old on the coming frame (`age`: frames since each was computed); none with every 0."""
+    return (age + 1 >= every) & (unsure > UNSURE) if every else np.zeros(len(age), bool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,8 +207,9 @@ class ReuseSchedule:
       So a moving camera never pays for refreshes, and reuse waits until the camera is still;
     - more than `scene_cut` of the patches changed since they were computed: the plain graphs, and the cache is
       dropped (a moving camera turns reuse off by itself: it is never slower than per-frame processing);
-    - every `refresh_every` frames, or once the patches recomputed since the last refresh cover `accumulated` of
-      the frame: a refresh;
+    - every `refresh_every` frames, or once the patches that changed since the last refresh cover `accumulated` of
+      the frame: a refresh (unsure patches recomputed by `unsure_every` alone do not count: their input did not
+      change);
     - otherwise: reuse.
     """
 
@@ -201,7 +217,7 @@ class ReuseSchedule:
     valid: bool = False  # the cache holds a complete frame
     since_refresh: int = 0  # frames since the last refresh
     calm: int = 0  # frames in a row that changed little, while there is no cache
-    covered: np.ndarray | None = field(default=None, repr=False)  # patches recomputed since the last refresh
+    covered: np.ndarray | None = field(default=None, repr=False)  # patches that changed since the last refresh
 
     def next(self, changed_fraction: float | None) -> FrameKind:
         """The kind of the next frame. `changed_fraction`: of the patches, against the cache when it is valid, else
@@ -220,13 +236,13 @@ class ReuseSchedule:
             return FrameKind.REFRESH
         return FrameKind.REUSE
 
-    def done(self, kind: FrameKind, recomputed: np.ndarray | None = None) -> None:
-        """Record the frame that ran: `recomputed` [N] bool, the patches a reuse frame ran."""
+    def done(self, kind: FrameKind, changed: np.ndarray | None = None) -> None:
+        """Record the frame that ran: `changed` [N] bool, the patches of a reuse frame whose input changed."""
         if kind is FrameKind.FULL:
             self.valid, self.covered = False, None
         elif kind is FrameKind.REFRESH:
             self.valid, self.since_refresh, self.covered, self.calm = True, 0, None, 0
         else:
             self.since_refresh += 1
-            if recomputed is not None:
-                self.covered = recomputed.copy() if self.covered is None else self.covered | recomputed
+            if changed is not None:
+                self.covered = changed.copy() if self.covered is None else self.covered | changed
