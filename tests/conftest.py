@@ -36,6 +36,17 @@ def graph_memo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def no_process_wide_thread_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI run in process (`main(["run", ...])`) would turn on ONNX Runtime's process-wide thread pool, which
+    cannot be turned off again and after which INT8 quantization refuses to run: the order of the tests would decide
+    whether the INT8 tests pass. Here every session keeps its own threads; the shared pool is tested in a subprocess
+    (tests/test_runtime.py)."""
+    from paumer_edge.runtime.backends import ort as backend
+
+    monkeypatch.setattr(backend, "shared_thread_pool", lambda threads: False)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, private_cache: Path) -> dict:
     """Train the `tiny` preset for 40 steps; returns the run folder and the summary."""
