@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import provenance  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ANALYSED = {"refresh_every": 30, "unsure_every": 0}  # the earlier defaults, before the unsure rule
+ANALYSED = {"refresh_every": 30, "unsure_every": 0, "agreement": None}  # the earlier defaults, before the unsure rule
 
 
 def classes(reused: np.ndarray, unsure: np.ndarray) -> dict[str, np.ndarray]:

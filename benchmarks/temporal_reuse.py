@@ -71,12 +71,15 @@ def settings(alternatives: bool) -> list[Setting]:
                  for k in (10, 90, 100000)]
         rows += [Setting("reuse b0.5, threshold 0.02", 0.5, {"threshold": 0.02}, "per-frame b0.5"),
                  Setting("reuse b0.5, refresh every 90", 0.5, {"refresh_every": 90}, "per-frame b0.5")]
-        # unsure patches recomputed every 6 frames (the default) or only when they change; the previous defaults
-        # (a refresh every 30 frames, no unsure rule); refreshing everything more often instead of the unsure rule
-        rows += [Setting(f"reuse {b}, unsure never", budget, {"unsure_every": 0}, f"per-frame {b}")
+        # the agreement target off; unsure patches recomputed every 6 frames (the default) or only when they change;
+        # the previous defaults (a refresh every 30 frames, no unsure rule, no target); refreshing everything more
+        # often instead of the unsure rule (no target: these compare fixed settings)
+        rows += [Setting(f"reuse {b}, no agreement target", budget, {"agreement": None}, f"per-frame {b}")
+                 for b, budget in (("b1", 1.0), ("b0.5", 0.5))]
+        rows += [Setting(f"reuse {b}, unsure never", budget, {"unsure_every": 0, "agreement": None}, f"per-frame {b}")
                  for b, budget in (("b1", 1.0), ("b0.5", 0.5))]
         rows += [Setting(f"reuse {b}, refresh every {k}, unsure never", budget,
-                         {"refresh_every": k, "unsure_every": 0}, f"per-frame {b}")
+                         {"refresh_every": k, "unsure_every": 0, "agreement": None}, f"per-frame {b}")
                  for k in (30, 10) for b, budget in (("b1", 1.0), ("b0.5", 0.5))]
     return rows
 

@@ -30,6 +30,7 @@ import numpy as np
 from paumer_edge.core.contract import ModelInfo
 from paumer_edge.core.pausing import Pauser, TokenSelector
 from paumer_edge.core.temporal import (
+    AgreementControl,
     FrameKind,
     ReuseOptions,
     ReuseSchedule,
@@ -52,7 +53,8 @@ DEFAULT_STREAM: Hashable = 0
 class StreamState:
     """What one stream's frames have computed, per patch; `valid` (in the schedule) once a refresh filled it."""
 
-    schedule: ReuseSchedule
+    schedule: ReuseSchedule  # its options are the stream's own: the pipeline's, as `control` has scaled them
+    control: AgreementControl
     previous: np.ndarray | None = None  # the last frame's signatures [N, D]: the change while there is no cache
     reference: np.ndarray | None = None  # each patch's signature when it was last computed
     tokens: Any = None  # [1, L, C] the token buffer after the last frame (a backend handle)
@@ -91,12 +93,15 @@ class StreamStore:
     def get(self, stream: Hashable) -> StreamState:
         with self._lock:
             if isinstance(stream, PrivateStream):
-                return self._private.setdefault(stream, StreamState(ReuseSchedule(self.options)))
-            state = self._states.pop(stream, None) or StreamState(ReuseSchedule(self.options))
+                return self._private.setdefault(stream, self._new())
+            state = self._states.pop(stream, None) or self._new()
             self._states[stream] = state
             while len(self._states) > self.max_streams:
                 self._states.popitem(last=False)
             return state
+
+    def _new(self) -> StreamState:
+        return StreamState(ReuseSchedule(self.options), AgreementControl(self.options))
 
     def reset(self, stream: Hashable | None = None) -> None:
         """Forget one stream (the next frame starts it afresh), or every stream."""
@@ -164,7 +169,7 @@ class TemporalFrames:
             out.stats.frame_kind = kind.value
             return TemporalOutput(out.labels, out.scores, out.stage_map, None, out.stats)
         if kind is FrameKind.REFRESH:
-            return self._refresh(runner, prepared, selector, state, stage_map)
+            return self._refresh(runner, prepared, selector, state, stage_map, changed)
         assert changed is not None  # a stream's first frame runs in full
         due = self._due(state)  # not part of the change: neither a scene cut nor accumulated change
         return self._reuse(runner, prepared, selector, state, changed, stage_map, due)
@@ -181,7 +186,9 @@ class TemporalFrames:
         against = state.reference if state.schedule.valid else state.previous
         if against is None:
             return None
-        threshold: float | np.ndarray = self.options.threshold
+        # the stream's own threshold against its cache; the pipeline's while it waits for a still camera
+        threshold: float | np.ndarray = state.schedule.options.threshold if state.schedule.valid else \
+            self.options.threshold
         if state.schedule.valid and self.options.uncertain and (unsure := self._unsure(state)) is not None:
             threshold = threshold * (1.0 - self.options.uncertain * unsure)
         return dilate(change(signature, against) > threshold, self.info.grid, self.options.halo)
@@ -189,9 +196,10 @@ class TemporalFrames:
     def _due(self, state: StreamState) -> np.ndarray | None:
         """[N] bool: the unsure patches old enough to be recomputed though unchanged (`ReuseOptions.unsure_every`);
         None when there are none to check."""
-        if not self.options.unsure_every or state.age is None or (unsure := self._unsure(state)) is None:
+        every = state.schedule.options.unsure_every
+        if not every or state.age is None or (unsure := self._unsure(state)) is None:
             return None
-        return due_unsure(state.age, unsure, self.options.unsure_every)
+        return due_unsure(state.age, unsure, every)
 
     @staticmethod
     def _unsure(state: StreamState) -> np.ndarray | None:
@@ -199,9 +207,10 @@ class TemporalFrames:
         return None if state.entropy is None or state.stage is None else unsure_levels(state.entropy, state.stage)
 
     def _refresh(self, runner: StagedRunner, prepared: TemporalInput, selector: Pauser, state: StreamState,
-                 stage_map: bool) -> TemporalOutput:
+                 stage_map: bool, changed: np.ndarray | None = None) -> TemporalOutput:
         """Every patch through the reuse graphs with the per-frame policy: the stream's cache starts afresh (a row
-        is read again only once a later frame computed it or this one did)."""
+        is read again only once a later frame computed it or this one did). With a target agreement, what the
+        fresh labels say of the ones reuse was showing sets the stream's options until the next refresh."""
         caches = state.caches or [np.zeros((1, *shape), np.float32) for shape in runner.cache_shapes]
         run = runner.forward_reuse(prepared.image[None], selector, ReuseInput(
             self._zero_tokens, self._all, caches, lambda k, active: self._nothing))
@@ -210,6 +219,8 @@ class TemporalFrames:
         state.entropy = np.full((points, n), np.nan, np.float32)
         state.reference = prepared.signature.copy()  # updated in place by later frames
         state.age = np.zeros(n, np.int32)
+        if self.options.agreement is not None and state.labels is not None and changed is not None:
+            state.schedule.options = state.control.measured(self._drift(state.labels, run.out.labels, ~changed))
         self._keep(state, run)
         state.schedule.done(FrameKind.REFRESH)
         return self._output(run, state, FrameKind.REFRESH, None, [0] * self.info.num_stages, stage_map)
@@ -249,6 +260,16 @@ class TemporalFrames:
         self._keep(state, run)
         state.schedule.done(FrameKind.REUSE, changed)
         return self._output(run, state, FrameKind.REUSE, kept.reshape(self.info.grid), reused, stage_map)
+
+    def _drift(self, shown: np.ndarray, fresh: np.ndarray, kept: np.ndarray) -> float:
+        """The share of the kept patches' pixels (`kept` [N] bool) whose label the fresh frame changed: how far
+        reuse had drifted from per-frame processing there. Labels [1, H, W] at the model's input size."""
+        if not kept.any():
+            return 0.0
+        p = self.info.patch_size
+        pixels = np.repeat(np.repeat(kept.reshape(self.info.grid), p, axis=0), p, axis=1)
+        h, w = pixels.shape
+        return float((shown[0, :h, :w][pixels] != fresh[0, :h, :w][pixels]).mean())
 
     # ---- state bookkeeping -----------------------------------------------------------------------
     @staticmethod

@@ -149,6 +149,25 @@ def test_unsure_patches_are_recomputed_once_old_enough(tiny_bundle: Path, share:
             assert ran is not None and np.array_equal(~ran.reshape(-1), unsure)  # exactly the unsure ones
 
 
+@pytest.mark.parametrize("target", [None, 0.99])
+def test_a_target_agreement_tightens_a_stream_whose_labels_drift(tiny_bundle: Path, target: float | None) -> None:
+    options = ReuseOptions(refresh_every=3, unsure_every=0, uncertain=0.0, agreement=target)
+    pipe = Pipeline(tiny_bundle, cost="macs", reuse=options)
+    base = scene()
+    start(pipe, base)
+    dim = np.clip(base.astype(int) + 4, 0, 255).astype(np.uint8)  # 1.6%: below the threshold, yet labels move
+    kinds = [pipe(dim).stats.frame_kind for _ in range(3)]
+    assert kinds == ["reuse", "reuse", "refresh"]  # the refresh sees the labels reuse kept differ from fresh ones
+    assert isinstance(pipe.tiler, TemporalFrames)
+    stream = pipe.tiler.streams.get(0).schedule.options
+    if target is None:
+        assert stream == options
+    else:  # one step stricter for this stream, the pipeline's options untouched
+        assert stream.threshold == pytest.approx(0.7 * options.threshold) and stream.refresh_every == 2
+        assert pipe.tiler.options == options
+        assert pipe(dim).stats.frame_kind == "reuse" and pipe(dim).stats.frame_kind == "refresh"  # every 2 now
+
+
 def test_streams_are_kept_apart_also_across_threads(tiny_bundle: Path) -> None:
     videos = {name: [changed(scene(seed), slice(8 * i, 8 * i + 16), slice(0, 32), 40 * i) for i in range(4)]
               for name, seed in (("cam1", 1), ("cam2", 2))}

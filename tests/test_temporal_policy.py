@@ -116,3 +116,28 @@ def test_schedule_reuses_refreshes_and_turns_itself_off() -> None:
 def test_bad_options_say_what_is_wrong(kwargs: dict, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
         ReuseOptions(**kwargs)
+
+
+def test_agreement_control_tightens_on_a_miss_and_eases_back_to_the_options() -> None:
+    from paumer_edge.core.temporal import AgreementControl
+
+    base = ReuseOptions(threshold=0.03, refresh_every=20, unsure_every=6, agreement=0.97)
+    control = AgreementControl(base)
+    assert control.measured(0.02) is base  # within the target, not under half of what it allows: unchanged
+    tight = control.measured(0.05)  # a miss: one step stricter
+    assert control.strictness == pytest.approx(0.7)
+    assert (tight.threshold, tight.refresh_every, tight.unsure_every) == (pytest.approx(0.021), 14, 4)
+    for _ in range(20):  # misses go on: the floor holds
+        floor = control.measured(0.5)
+    assert control.strictness == AgreementControl.FLOOR and floor.refresh_every == 4 and floor.unsure_every == 1
+    for _ in range(20):  # well within the target: back to the options, no further
+        eased = control.measured(0.0)
+    assert eased == base and control.strictness == 1.0
+    off = AgreementControl(ReuseOptions(agreement=None))
+    assert off.measured(0.9) == off.options and off.strictness == 1.0  # no target: nothing moves
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, "high"])
+def test_a_bad_target_agreement_says_what_is_wrong(value: object) -> None:
+    with pytest.raises(PolicyError, match="target agreement"):
+        ReuseOptions(agreement=value)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ run, attending to the cached keys and values of the others. These are the rules 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import cv2
@@ -55,6 +55,11 @@ class ReuseOptions:
         still street, three quarters of the differing pixels), by about as much as per-frame processing's own labels
         there moved since the patch was computed (noise and the light's drift, below the change threshold:
         benchmarks/reuse_disagreement.py); recomputing them more often follows that (README: what it costs).
+    agreement: a target share of pixels labelled as per-frame processing would (e.g. 0.98; None: off). Each refresh
+        measures it on the patches reuse kept (the labels it was showing against the fresh ones) and, per stream,
+        tightens the change threshold, the unsure interval and the refresh interval while it is missed, and eases
+        them back toward these settings while it is met with room to spare (`AgreementControl`): on content whose
+        labels move under small changes, reuse recomputes more instead of drifting from per-frame processing.
     """
 
     threshold: float = 0.03
@@ -65,6 +70,7 @@ class ReuseOptions:
     halo: int = 0
     uncertain: float = 0.5
     unsure_every: int = 6
+    agreement: float | None = 0.97
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threshold", check_change_threshold(self.threshold))
@@ -77,6 +83,45 @@ class ReuseOptions:
         check_count(self.halo, "halo", 0, 8, what="a whole number of patches from 0 to 8")
         object.__setattr__(self, "unsure_every", check_count(
             self.unsure_every, "unsure-patch interval", 0, 100_000, what="a whole number of frames (0: off)"))
+        if self.agreement is not None:
+            object.__setattr__(self, "agreement", check_fraction(self.agreement, "target agreement"))
+
+
+@dataclass
+class AgreementControl:
+    """Holds a stream's labels near per-frame processing's (`ReuseOptions.agreement`): a strictness in
+    [`FLOOR`, 1] scales the change threshold and the unsure and refresh intervals down from the options' values.
+
+    `measured(disagreement)` takes what a refresh saw (the share of the kept patches' pixels whose label the refresh
+    changed) and returns the options the stream runs with until the next one: a miss tightens by `STEP`; a
+    disagreement under half the allowed one eases back by `1 / STEP` (at most to the options themselves)."""
+
+    options: ReuseOptions
+    strictness: float = 1.0
+
+    FLOOR = 0.2  # at most 5x stricter: threshold 0.006, refresh every 4 frames, unsure patches every frame
+    STEP = 0.7
+
+    def measured(self, disagreement: float) -> ReuseOptions:
+        target = self.options.agreement
+        if target is None:
+            return self.options
+        allowed = 1.0 - target
+        if disagreement > allowed:
+            self.strictness = max(self.FLOOR, self.strictness * self.STEP)
+        elif disagreement < allowed / 2:
+            self.strictness = min(1.0, self.strictness / self.STEP)
+        return self.current
+
+    @property
+    def current(self) -> ReuseOptions:
+        """The options scaled by the strictness."""
+        o, s = self.options, self.strictness
+        if s >= 1.0:
+            return o
+        refresh = min(o.refresh_every, max(2, round(o.refresh_every * s)))  # never looser than the options
+        return replace(o, threshold=o.threshold * s, refresh_every=refresh,
+                       unsure_every=max(1, round(o.unsure_every * s)) if o.unsure_every else 0)
 
 
 # ---------------------------------------------------------------------------------------------
