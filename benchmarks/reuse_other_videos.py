@@ -46,7 +46,8 @@ def degrade(src: Path) -> Path:
     path = src.with_name(src.stem + "_degraded.mp4")
     if path.exists():
         return path
-    cap, rng, frames = cv2.VideoCapture(str(src)), np.random.default_rng(0), []
+    cap, rng = cv2.VideoCapture(str(src)), np.random.default_rng(0)
+    frames: list[np.ndarray] = []
     while True:
         ok, f = cap.read()
         if not ok:
@@ -54,7 +55,7 @@ def degrade(src: Path) -> Path:
         g = f.astype(np.float32) * (1 + 0.1 * np.sin(len(frames) / 40)) + rng.normal(0, 6, f.shape)
         g8 = np.clip(g, 0, 255).astype(np.uint8)
         frames.append(cv2.resize(cv2.resize(g8, (f.shape[1] // 3, f.shape[0] // 3)), (f.shape[1], f.shape[0])))
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (frames[0].shape[1], frames[0].shape[0]))
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30, (frames[0].shape[1], frames[0].shape[0]))
     for f in frames:
         out.write(f)
     out.release()
