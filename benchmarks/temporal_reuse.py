@@ -62,15 +62,17 @@ class Setting:
 def settings(alternatives: bool) -> list[Setting]:
     rows = [Setting("per-frame b1", 1.0), Setting("per-frame b0.5", 0.5),
             Setting("reuse b1", 1.0, {}, "per-frame b1"), Setting("reuse b0.5", 0.5, {}, "per-frame b0.5")]
-    if alternatives:
-        rows += [Setting("reuse b1, context: changed only", 1.0, {"context": "changed"}, "per-frame b1"),
-                 Setting("reuse b1, halo 1", 1.0, {"halo": 1}, "per-frame b1"),
-                 Setting("reuse b0.5, context: changed only", 0.5, {"context": "changed"}, "per-frame b0.5")]
-        rows += [Setting(f"reuse b1, threshold {t:g}", 1.0, {"threshold": t}, "per-frame b1") for t in (0.02, 0.08)]
-        rows += [Setting(f"reuse b1, refresh every {k}", 1.0, {"refresh_every": k}, "per-frame b1")
+    if alternatives:  # fixed settings (no agreement target, which would move them), each against the default's
+        fixed = {"agreement": None}
+        rows += [Setting("reuse b1, context: changed only", 1.0, {**fixed, "context": "changed"}, "per-frame b1"),
+                 Setting("reuse b1, halo 1", 1.0, {**fixed, "halo": 1}, "per-frame b1"),
+                 Setting("reuse b0.5, context: changed only", 0.5, {**fixed, "context": "changed"}, "per-frame b0.5")]
+        rows += [Setting(f"reuse b1, threshold {t:g}", 1.0, {**fixed, "threshold": t}, "per-frame b1")
+                 for t in (0.02, 0.08)]
+        rows += [Setting(f"reuse b1, refresh every {k}", 1.0, {**fixed, "refresh_every": k}, "per-frame b1")
                  for k in (10, 90, 100000)]
-        rows += [Setting("reuse b0.5, threshold 0.02", 0.5, {"threshold": 0.02}, "per-frame b0.5"),
-                 Setting("reuse b0.5, refresh every 90", 0.5, {"refresh_every": 90}, "per-frame b0.5")]
+        rows += [Setting("reuse b0.5, threshold 0.02", 0.5, {**fixed, "threshold": 0.02}, "per-frame b0.5"),
+                 Setting("reuse b0.5, refresh every 90", 0.5, {**fixed, "refresh_every": 90}, "per-frame b0.5")]
         # the agreement target off; unsure patches recomputed every 6 frames (the default) or only when they change;
         # the previous defaults (a refresh every 30 frames, no unsure rule, no target); refreshing everything more
         # often instead of the unsure rule (no target: these compare fixed settings)
