@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{clip.stem:34s} {b:5s} " + " | ".join(
                 f"{name}: {s['speedup']:.2f}x, {100 * s['agreement_mean']:.2f}%" for name, s in settings.items()),
                 flush=True)
+    result["rows"] = [{"clip": clip, "budget": b, "setting": name, **{k: v for k, v in r.items() if k != "kinds"}}
+                      for clip, row in result["clips"].items() for b, settings in row.items()
+                      for name, r in settings.items()]  # flat, for the README's figures
     result["provenance"] = prov.finish()
     write_json_atomic(a.json, result)
     return 0
