@@ -159,8 +159,8 @@ class TemporalFrames:
         if not isinstance(selector, Pauser):
             raise TypeError("temporal reuse runs the pipeline's budget / threshold policy (a Pauser)")
         state = self.streams.get(prepared.stream)
-        changed = self._changed(state, prepared.signature)
-        kind = state.schedule.next(None if changed is None else float(changed.mean()))
+        masks = self._changed(state, prepared.signature)
+        kind = state.schedule.next(None if masks is None else float(masks[0].mean()))
         state.previous = prepared.signature
         if kind is FrameKind.FULL:
             out = runner.forward(prepared.image[None], selector, stage_map=stage_map)
@@ -169,10 +169,10 @@ class TemporalFrames:
             out.stats.frame_kind = kind.value
             return TemporalOutput(out.labels, out.scores, out.stage_map, None, out.stats)
         if kind is FrameKind.REFRESH:
-            return self._refresh(runner, prepared, selector, state, stage_map, changed)
-        assert changed is not None  # a stream's first frame runs in full
+            return self._refresh(runner, prepared, selector, state, stage_map, None if masks is None else masks[1])
+        assert masks is not None  # a stream's first frame runs in full
         due = self._due(state)  # not part of the change: neither a scene cut nor accumulated change
-        return self._reuse(runner, prepared, selector, state, changed, stage_map, due)
+        return self._reuse(runner, prepared, selector, state, masks, stage_map, due)
 
     def finish(self, prepared: TemporalInput, inferred: TemporalOutput) -> Tiled:
         tiled = self.base.finish((prepared.image, prepared.placement), inferred)
@@ -180,18 +180,24 @@ class TemporalFrames:
         return tiled
 
     # ---- the kinds of frame ----------------------------------------------------------------------
-    def _changed(self, state: StreamState, signature: np.ndarray) -> np.ndarray | None:
-        """[N] bool: the patches that changed since they were computed (since the previous frame without a cache);
-        None for a stream's first frame."""
+    def _changed(self, state: StreamState, signature: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """([N] bool, [N] bool): the patches that changed since they were computed (since the previous frame while
+        there is no cache) by the pipeline's threshold, which decides scene cuts and accumulated change, and by the
+        stream's own, which decides what runs (tighter while it misses a target agreement: a stricter stream
+        recomputes more, it never takes a still camera for a moving one). None for a stream's first frame."""
         against = state.reference if state.schedule.valid else state.previous
         if against is None:
             return None
-        # the stream's own threshold against its cache; the pipeline's while it waits for a still camera
-        threshold: float | np.ndarray = state.schedule.options.threshold if state.schedule.valid else \
-            self.options.threshold
+        moved = change(signature, against)
+        scale: float | np.ndarray = 1.0
         if state.schedule.valid and self.options.uncertain and (unsure := self._unsure(state)) is not None:
-            threshold = threshold * (1.0 - self.options.uncertain * unsure)
-        return dilate(change(signature, against) > threshold, self.info.grid, self.options.halo)
+            scale = 1.0 - self.options.uncertain * unsure
+        grid, halo = self.info.grid, self.options.halo
+        base = dilate(moved > self.options.threshold * scale, grid, halo)
+        own = state.schedule.options.threshold
+        if not state.schedule.valid or own >= self.options.threshold:
+            return base, base
+        return base, dilate(moved > own * scale, grid, halo) | base
 
     def _due(self, state: StreamState) -> np.ndarray | None:
         """[N] bool: the unsure patches old enough to be recomputed though unchanged (`ReuseOptions.unsure_every`);
@@ -218,20 +224,25 @@ class TemporalFrames:
         state.stage = np.zeros(n, np.uint8)
         state.entropy = np.full((points, n), np.nan, np.float32)
         state.reference = prepared.signature.copy()  # updated in place by later frames
-        state.age = np.zeros(n, np.int32)
         if self.options.agreement is not None and state.labels is not None and changed is not None:
-            state.schedule.options = state.control.measured(self._drift(state.labels, run.out.labels, ~changed))
+            # the patches reuse would have kept, and had kept for more than a frame (a patch recomputed on the last
+            # frame differs from this one by per-frame processing's own flicker, not by reuse)
+            kept = ~changed if state.age is None else ~changed & (state.age > 0)
+            drift = self._drift(state.labels, run.out.labels, kept, prepared.placement)
+            if drift is not None:
+                state.schedule.options = state.control.measured(drift)
+        state.age = np.zeros(n, np.int32)
         self._keep(state, run)
         state.schedule.done(FrameKind.REFRESH)
         return self._output(run, state, FrameKind.REFRESH, None, [0] * self.info.num_stages, stage_map)
 
     def _reuse(self, runner: StagedRunner, prepared: TemporalInput, selector: Pauser, state: StreamState,
-               changed: np.ndarray, stage_map: bool, due: np.ndarray | None = None) -> TemporalOutput:
-        """The changed patches (and the `due` unsure ones) run; the others keep their rows, keys and values, stage
-        and entropies."""
+               masks: tuple[np.ndarray, np.ndarray], stage_map: bool, due: np.ndarray | None = None) -> TemporalOutput:
+        """The changed patches (by the stream's threshold, `masks[1]`; and the `due` unsure ones) run; the others keep
+        their rows, keys and values, stage and entropies. The accumulated change counts `masks[0]`, the pipeline's."""
         assert state.stage is not None and state.entropy is not None and state.reference is not None
         assert state.caches is not None  # a reuse frame follows a refresh
-        run_now = changed if due is None else changed | due
+        changed, run_now = masks[0], masks[1] if due is None else masks[1] | due
         kept = ~run_now
         reached = [kept & (state.stage >= k) for k in range(self.info.num_stages)]  # reused rows at each stage
         reused = [int(r.sum()) for r in reached]
@@ -261,15 +272,20 @@ class TemporalFrames:
         state.schedule.done(FrameKind.REUSE, changed)
         return self._output(run, state, FrameKind.REUSE, kept.reshape(self.info.grid), reused, stage_map)
 
-    def _drift(self, shown: np.ndarray, fresh: np.ndarray, kept: np.ndarray) -> float:
-        """The share of the kept patches' pixels (`kept` [N] bool) whose label the fresh frame changed: how far
-        reuse had drifted from per-frame processing there. Labels [1, H, W] at the model's input size."""
+    def _drift(self, shown: np.ndarray, fresh: np.ndarray, kept: np.ndarray, placement: Placement) -> float | None:
+        """The share of the frame's pixels (the letterbox's padding left out) in kept patches (`kept` [N] bool)
+        whose label the fresh frame changed: how far reuse had drifted from per-frame processing by the end of the
+        interval. Labels [1, H, W] at the model's input size. None when no patch was kept."""
         if not kept.any():
-            return 0.0
+            return None
         p = self.info.patch_size
         pixels = np.repeat(np.repeat(kept.reshape(self.info.grid), p, axis=0), p, axis=1)
         h, w = pixels.shape
-        return float((shown[0, :h, :w][pixels] != fresh[0, :h, :w][pixels]).mean())
+        y0, x0, y1, x1 = placement.content
+        inside = np.zeros((h, w), bool)
+        inside[y0:y1, x0:x1] = True
+        differ = (shown[0, :h, :w] != fresh[0, :h, :w]) & pixels & inside
+        return float(differ.sum() / max(1, int(inside.sum())))
 
     # ---- state bookkeeping -----------------------------------------------------------------------
     @staticmethod

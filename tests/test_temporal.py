@@ -168,6 +168,36 @@ def test_a_target_agreement_tightens_a_stream_whose_labels_drift(tiny_bundle: Pa
         assert pipe(dim).stats.frame_kind == "reuse" and pipe(dim).stats.frame_kind == "refresh"  # every 2 now
 
 
+def test_a_strict_stream_recomputes_more_but_never_takes_a_still_camera_for_a_moving_one(tiny_bundle: Path) -> None:
+    pipe = Pipeline(tiny_bundle, cost="macs", reuse=ReuseOptions(unsure_every=0))
+    base = scene()
+    start(pipe, base)
+    assert isinstance(pipe.tiler, TemporalFrames)
+    state = pipe.tiler.streams.get(0)
+    state.control.strictness = state.control.FLOOR  # as after many missed targets: threshold 0.03 -> 0.006
+    state.schedule.options = state.control.current
+    brighter = np.clip(base.astype(int) + 3, 0, 255).astype(np.uint8)  # 1.2%: changed for it, not for the pipeline
+    out = pipe(brighter)
+    assert out.stats.frame_kind == "reuse" and out.stats.counts[0] == 32  # every patch runs; no scene cut
+
+
+def test_drift_counts_kept_patches_inside_the_picture(tiny_bundle: Path) -> None:
+    from paumer_edge.runtime.preprocess import Placement
+
+    pipe = Pipeline(tiny_bundle, cost="macs", reuse=True)
+    assert isinstance(pipe.tiler, TemporalFrames)
+    shown = np.zeros((1, 32, 64), np.uint8)
+    fresh = shown.copy()
+    fresh[0, :8, :8] = 1  # patch 0 (kept) changed its labels
+    fresh[0, :8, 8:16] = 1  # patch 1, recomputed: not reuse's drift
+    fresh[0, 24:, :] = 1  # the letterbox's padding: not the picture
+    kept = np.ones(32, bool)
+    kept[1] = False
+    placement = Placement((48, 128), (32, 64), (0, 0, 24, 64))
+    assert pipe.tiler._drift(shown, fresh, kept, placement) == pytest.approx(64 / (24 * 64))
+    assert pipe.tiler._drift(shown, fresh, np.zeros(32, bool), placement) is None  # nothing kept: no reading
+
+
 def test_streams_are_kept_apart_also_across_threads(tiny_bundle: Path) -> None:
     videos = {name: [changed(scene(seed), slice(8 * i, 8 * i + 16), slice(0, 32), 40 * i) for i in range(4)]
               for name, seed in (("cam1", 1), ("cam2", 2))}

@@ -55,11 +55,13 @@ class ReuseOptions:
         still street, three quarters of the differing pixels), by about as much as per-frame processing's own labels
         there moved since the patch was computed (noise and the light's drift, below the change threshold:
         benchmarks/reuse_disagreement.py); recomputing them more often follows that (README: what it costs).
-    agreement: a target share of pixels labelled as per-frame processing would (e.g. 0.98; None: off). Each refresh
-        measures it on the patches reuse kept (the labels it was showing against the fresh ones) and, per stream,
-        tightens the change threshold, the unsure interval and the refresh interval while it is missed, and eases
-        them back toward these settings while it is met with room to spare (`AgreementControl`): on content whose
-        labels move under small changes, reuse recomputes more instead of drifting from per-frame processing.
+    agreement: a target share of pixels labelled as per-frame processing would (None: off). Each refresh reads how
+        far reuse had drifted: the share of the frame's pixels, in patches kept for more than a frame, whose label
+        the fresh frame changed (the end of the interval: the worst of it). Per stream, the change threshold and the
+        unsure and refresh intervals tighten while that misses the target and ease back toward these settings while
+        it is met with room to spare (`AgreementControl`): on content whose labels move under small changes, reuse
+        recomputes more instead of drifting from per-frame processing. Scene cuts and accumulated change are still
+        judged by `threshold` itself.
     """
 
     threshold: float = 0.03
@@ -99,7 +101,7 @@ class AgreementControl:
     options: ReuseOptions
     strictness: float = 1.0
 
-    FLOOR = 0.2  # at most 5x stricter: threshold 0.006, refresh every 4 frames, unsure patches every frame
+    FLOOR = 0.2  # at most 5x stricter: threshold 0.006, refresh every 4 frames (of 20), unsure every 1 (of 6)
     STEP = 0.7
 
     def measured(self, disagreement: float) -> ReuseOptions:

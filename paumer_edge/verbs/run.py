@@ -84,9 +84,11 @@ DEMO_SECONDS, DEMO_SIZE, DEMO_BUDGETS = 10.0, (360, 640), (1.0, 0.5)
               "sliding windows and native TensorRT].")
 @click.option("--change-threshold", type=float, metavar="T", help="With reuse: a patch changed when a quarter of it "
               "moved by more than T in mean intensity (0-1) since it was computed "
-              f"[default: {REUSE_DEFAULTS.threshold:g}].")
+              f"[default: {REUSE_DEFAULTS.threshold:g}; a stream whose labels drift from per-frame processing "
+              "lowers it for itself].")
 @click.option("--refresh-every", type=int, metavar="K", help="With reuse: recompute every patch every K frames, "
-              f"bounding drift [default: {REUSE_DEFAULTS.refresh_every}].")
+              f"bounding drift [default: {REUSE_DEFAULTS.refresh_every}; at most: a drifting stream refreshes "
+              "sooner].")
 @click.option("--max-frames", type=int, help="Stop after this many frames.")
 @click.option("--view", metavar="[HOST:]PORT", help="Serve a live view in the browser while it runs: overlay, pause "
               "map, stats and the knobs (host 127.0.0.1 unless given; another host, e.g. 0.0.0.0, lets other "
