@@ -72,7 +72,7 @@ class ReuseOptions:
     halo: int = 0
     uncertain: float = 0.5
     unsure_every: int = 6
-    agreement: float | None = 0.97
+    agreement: float | None = 0.98
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threshold", check_change_threshold(self.threshold))
