@@ -159,7 +159,8 @@ class TemporalFrames:
         if not isinstance(selector, Pauser):
             raise TypeError("temporal reuse runs the pipeline's budget / threshold policy (a Pauser)")
         state = self.streams.get(prepared.stream)
-        masks = self._changed(state, prepared.signature)
+        unsure = self._unsure(state) if state.schedule.valid else None  # once a frame: the change and the due rule
+        masks = self._changed(state, prepared.signature, unsure)
         kind = state.schedule.next(None if masks is None else float(masks[0].mean()))
         state.previous = prepared.signature
         if kind is FrameKind.FULL:
@@ -171,7 +172,7 @@ class TemporalFrames:
         if kind is FrameKind.REFRESH:
             return self._refresh(runner, prepared, selector, state, stage_map, None if masks is None else masks[1])
         assert masks is not None  # a stream's first frame runs in full
-        due = self._due(state)  # not part of the change: neither a scene cut nor accumulated change
+        due = self._due(state, unsure)  # not part of the change: neither a scene cut nor accumulated change
         return self._reuse(runner, prepared, selector, state, masks, stage_map, due)
 
     def finish(self, prepared: TemporalInput, inferred: TemporalOutput) -> Tiled:
@@ -180,7 +181,8 @@ class TemporalFrames:
         return tiled
 
     # ---- the kinds of frame ----------------------------------------------------------------------
-    def _changed(self, state: StreamState, signature: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def _changed(self, state: StreamState, signature: np.ndarray,
+                 unsure: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
         """([N] bool, [N] bool): the patches that changed since they were computed (since the previous frame while
         there is no cache) by the pipeline's threshold, which decides scene cuts and accumulated change, and by the
         stream's own, which decides what runs (tighter while it misses a target agreement: a stricter stream
@@ -190,7 +192,7 @@ class TemporalFrames:
             return None
         moved = change(signature, against)
         scale: float | np.ndarray = 1.0
-        if state.schedule.valid and self.options.uncertain and (unsure := self._unsure(state)) is not None:
+        if state.schedule.valid and self.options.uncertain and unsure is not None:
             scale = 1.0 - self.options.uncertain * unsure
         grid, halo = self.info.grid, self.options.halo
         base = dilate(moved > self.options.threshold * scale, grid, halo)
@@ -199,11 +201,11 @@ class TemporalFrames:
             return base, base
         return base, dilate(moved > own * scale, grid, halo) | base
 
-    def _due(self, state: StreamState) -> np.ndarray | None:
+    def _due(self, state: StreamState, unsure: np.ndarray | None) -> np.ndarray | None:
         """[N] bool: the unsure patches old enough to be recomputed though unchanged (`ReuseOptions.unsure_every`);
         None when there are none to check."""
         every = state.schedule.options.unsure_every
-        if not every or state.age is None or (unsure := self._unsure(state)) is None:
+        if not every or state.age is None or unsure is None:
             return None
         return due_unsure(state.age, unsure, every)
 
