@@ -2,6 +2,7 @@
 
     python benchmarks/reuse_other_videos.py                 # four sizes and a degraded copy, 600 frames each
     python benchmarks/reuse_other_videos.py --seconds 3 --json /tmp/o.json
+    python benchmarks/reuse_other_videos.py --videos a.mp4 b.gif --origin URL --json out.json   # your own videos
 
 A stand-in for third-party videos (none can be fetched here): fixed-camera streets rendered with another scene seed at
 portrait, small and large sizes (`paumer-edge synth video --static --seed 3 --size ...`, into runs/other/), and one of
@@ -9,11 +10,14 @@ them degraded (sensor noise, a slow brightness swing of +-10%, and blur from shr
 clip runs through per-frame processing and temporal reuse at budget 1 and 0.5, frame by frame in turn: reuse with the
 defaults (a target agreement of 98%) and without the target. Per clip and setting: the speed-up over per-frame
 processing at the same budget (ratio of total times), the label agreement with it, and the frames of each kind.
+With --videos, the same measurement on videos you name (checked independently: they stay out of the repository; the
+JSON keeps each one's size, frame count and SHA-256, and --origin says where they came from).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import subprocess
 import sys
 import time
@@ -62,6 +66,18 @@ def degrade(src: Path) -> Path:
     return path
 
 
+def describe(path: Path) -> dict[str, Any]:
+    """What identifies a third-party video without committing it: size, frames, rate and SHA-256."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise SystemExit(f"cannot open video {path}: give a file OpenCV can read (mp4, avi, mkv, gif)")
+    info = {"file": path.name, "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), "fps": round(cap.get(cv2.CAP_PROP_FPS), 3),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "bytes": path.stat().st_size}
+    cap.release()
+    return info
+
+
 def measure(clip: Path, bundle: Path, budget: float, threads: int) -> dict[str, Any]:
     from paumer_edge.core.temporal import ReuseOptions
     from paumer_edge.runtime import Pipeline
@@ -99,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", help="bundle directory (default: the sample model's cached export)")
     p.add_argument("--seconds", type=float, default=20.0, help="length of each rendered clip")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--videos", nargs="+", metavar="VIDEO", help="measure these videos instead of rendered clips")
+    p.add_argument("--origin", default="", help="where the --videos came from (kept in the JSON)")
     p.add_argument("--json", default=str(RESULTS / "reuse_other_videos.json"))
     a = p.parse_args(argv)
     from paumer_edge.core.atomic import write_json_atomic
@@ -106,10 +124,18 @@ def main(argv: list[str] | None = None) -> int:
 
     prov = provenance(argv)
     bundle = Path(a.bundle) if a.bundle else bundle_for(None, quiet=True)
-    CLIPS.mkdir(parents=True, exist_ok=True)
-    clips = [render(size, a.seconds) for size in SIZES]
-    clips.insert(1, degrade(clips[0]))
-    result: dict[str, Any] = {"what": __doc__.split("\n")[0], "bundle": str(bundle), "seed": SEED, "clips": {}}
+    result: dict[str, Any] = {"what": __doc__.split("\n")[0], "bundle": str(bundle), "clips": {}}
+    if a.videos:
+        clips = [Path(v) for v in a.videos]
+        missing = [str(c) for c in clips if not c.is_file()]
+        if missing:
+            raise SystemExit(f"no such video: {', '.join(missing)}")
+        result["videos"] = {"origin": a.origin, "files": [describe(c) for c in clips]}
+    else:
+        CLIPS.mkdir(parents=True, exist_ok=True)
+        clips = [render(size, a.seconds) for size in SIZES]
+        clips.insert(1, degrade(clips[0]))
+        result["seed"] = SEED
     for clip in clips:
         result["clips"][clip.stem] = row = {f"b{budget:g}": measure(clip, bundle, budget, a.threads)
                                             for budget in (1.0, 0.5)}

@@ -39,7 +39,7 @@ class RunSummary:
     budget: float = 1.0  # mean budget used
     plans: dict[str, int] = field(default_factory=dict)  # frames per plan (bundles with plans)
     reused: list[float] = field(default_factory=list)  # temporal reuse: mean patches per stage kept from earlier frames
-    kinds: dict[str, int] = field(default_factory=dict)  # temporal reuse: frames of each kind (reuse, refresh, full)
+    kinds: dict[str, int] = field(default_factory=dict)  # temporal reuse: frames per kind (reuse, refresh, full, held)
 
     @property
     def fps(self) -> float:

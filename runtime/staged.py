@@ -53,7 +53,7 @@ class StageStats:
     cost_fraction: float = 1.0
     plan: str = ""  # the plan the budget picked (bundles with plans), e.g. "96x192 @0.55"
     reused: list[int] = field(default_factory=list)  # temporal reuse: patches per stage kept from earlier frames
-    frame_kind: str = ""  # temporal reuse: "reuse", "refresh" or "full" (empty without reuse)
+    frame_kind: str = ""  # temporal reuse: "reuse", "refresh", "full" or "held" (empty without reuse)
 
     @property
     def total_ms(self) -> float:

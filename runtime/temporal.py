@@ -10,7 +10,8 @@ runs the pipeline's one template:
    from how much changed. Reuse: the changed patches (and unsure ones past `unsure_every` frames) run through the
    reuse graphs, attending to the cached keys and values of the others, and pause by the budget as in a full
    frame; an unchanged patch that is sure costs nothing, and a frame where nothing ran runs no graph at all. Refresh:
-   every patch, the cache starts afresh. Full: the plain per-frame graphs while the camera moves;
+   every patch, the cache starts afresh. Full: the plain per-frame graphs while the camera moves; held: the same,
+   for a while, on a stream where reuse could not hold a target agreement;
 3. finish (caller's thread): labels back to the frame, and the map of the patches that were reused.
 
 States are kept for the `max_streams` most recently used streams (the oldest is dropped and starts again with a
@@ -66,8 +67,9 @@ class StreamState:
     age: np.ndarray | None = None  # [N] int32: frames since each patch was last computed
 
     def drop(self) -> None:
-        """Forget the cache (the camera moved): its memory goes, the last signatures stay."""
-        self.tokens, self.caches, self.labels, self.scores, self.age = None, None, None, None, None
+        """Forget the cache (the camera moved): its memory goes, the last signatures and labels stay (the next
+        frame's reading of the agreement compares with them)."""
+        self.tokens, self.caches, self.scores, self.age = None, None, None, None
 
 
 @dataclass(frozen=True)
@@ -163,10 +165,14 @@ class TemporalFrames:
         masks = self._changed(state, prepared.signature, unsure)
         kind = state.schedule.next(None if masks is None else float(masks[0].mean()))
         state.previous = prepared.signature
-        if kind is FrameKind.FULL:
+        if kind in (FrameKind.FULL, FrameKind.HELD):
             out = runner.forward(prepared.image[None], selector, stage_map=stage_map)
             state.drop()
             state.schedule.done(kind)
+            if kind is FrameKind.FULL and state.labels is not None and masks is not None:
+                # two frames in full: how far the labels of unchanged patches moved is what reuse would drift by
+                self._read(state, self._drift(state.labels, out.labels, ~masks[0], prepared.placement))
+            state.labels = out.labels
             out.stats.frame_kind = kind.value
             return TemporalOutput(out.labels, out.scores, out.stage_map, None, out.stats)
         if kind is FrameKind.REFRESH:
@@ -226,17 +232,29 @@ class TemporalFrames:
         state.stage = np.zeros(n, np.uint8)
         state.entropy = np.full((points, n), np.nan, np.float32)
         state.reference = prepared.signature.copy()  # updated in place by later frames
+        drift = None
         if self.options.agreement is not None and state.labels is not None and changed is not None:
             # the patches reuse would have kept, and had kept for more than a frame (a patch recomputed on the last
             # frame differs from this one by per-frame processing's own flicker, not by reuse)
             kept = ~changed if state.age is None else ~changed & (state.age > 0)
             drift = self._drift(state.labels, run.out.labels, kept, prepared.placement)
-            if drift is not None:
-                state.schedule.options = state.control.measured(drift)
         state.age = np.zeros(n, np.int32)
         self._keep(state, run)
         state.schedule.done(FrameKind.REFRESH)
+        self._read(state, drift)
         return self._output(run, state, FrameKind.REFRESH, None, [0] * self.info.num_stages, stage_map)
+
+    @staticmethod
+    def _read(state: StreamState, drift: float | None) -> None:
+        """A reading of how far reuse drifts (None: none): the stream's options follow it (`AgreementControl`), and
+        where reuse cannot hold the target even at its strictest, the stream runs per-frame for a while."""
+        if drift is None or state.control.options.agreement is None:
+            return
+        state.schedule.options = state.control.measured(drift)
+        hold = state.control.take_hold()
+        if hold:
+            state.schedule.hold(hold)
+            state.drop()
 
     def _reuse(self, runner: StagedRunner, prepared: TemporalInput, selector: Pauser, state: StreamState,
                masks: tuple[np.ndarray, np.ndarray], stage_map: bool, due: np.ndarray | None = None) -> TemporalOutput:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from paumer_edge.core.errors import BundleError
-from paumer_edge.core.temporal import ReuseOptions
+from paumer_edge.core.temporal import AgreementControl, ReuseOptions
 from paumer_edge.runtime import Pipeline
 from paumer_edge.runtime.pipeline import Result
 from paumer_edge.runtime.temporal import TemporalFrames
@@ -162,8 +162,10 @@ def test_a_target_agreement_tightens_a_stream_whose_labels_drift(tiny_bundle: Pa
     stream = pipe.tiler.streams.get(0).schedule.options
     if target is None:
         assert stream == options
-    else:  # one step stricter for this stream, the pipeline's options untouched
-        assert stream.threshold == pytest.approx(0.7 * options.threshold) and stream.refresh_every == 2
+    else:  # stricter for this stream (by at most the biggest step), the pipeline's options untouched
+        strictness = pipe.tiler.streams.get(0).control.strictness
+        assert AgreementControl.BIGGEST_STEP <= strictness <= AgreementControl.STEP
+        assert stream.threshold == pytest.approx(strictness * options.threshold) and stream.refresh_every == 2
         assert pipe.tiler.options == options
         assert pipe(dim).stats.frame_kind == "reuse" and pipe(dim).stats.frame_kind == "refresh"  # every 2 now
 
@@ -310,3 +312,23 @@ def test_cli_static_video_with_labels_and_reuse(tiny_bundle: Path, tmp_path: Pat
     bad = subprocess.run([*cli, "run", str(tmp_path / "still.mp4"), "--model", str(tiny_bundle), "--reuse",
                           "--change-threshold", "2", "--no-save"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--change-threshold 2.0 is out of range" in bad.stderr
+
+
+def test_a_stream_whose_labels_flicker_on_their_own_runs_per_frame_for_a_while(tiny_bundle: Path) -> None:
+    options = ReuseOptions(refresh_every=3, unsure_every=0, uncertain=0.0, agreement=0.99)
+    per, pipe = Pipeline(tiny_bundle, cost="macs"), Pipeline(tiny_bundle, cost="macs", reuse=options)
+    base = scene()
+    dim = np.clip(base.astype(int) + 4, 0, 255).astype(np.uint8)  # unchanged for the change rule, yet labels move
+    assert (per(base).labels != per(dim).labels).mean() > 0.01
+    assert isinstance(pipe.tiler, TemporalFrames)
+    state = pipe.tiler.streams.get(0)
+    state.control.strictness = AgreementControl.FLOOR  # as after misses: reuse at its strictest
+    frames = [base, dim] * 5
+    outs = [pipe(f) for f in frames]
+    # the second frame's labels moved where nothing changed: a miss at the floor, so 3 frames per-frame; then a
+    # first frame as a new stream's reads the same, and the next hold is twice as long
+    assert [o.stats.frame_kind for o in outs] == ["full", "full"] + ["held"] * 3 + ["full"] + ["held"] * 4
+    assert state.schedule.held == 2 and state.tokens is None and state.caches is None  # no cache is kept meanwhile
+    for frame, out in zip(frames, outs):
+        assert np.array_equal(out.labels, per(frame).labels)  # held frames are per-frame processing
+    assert pipe.tiler.options == options  # the pipeline's own options stay

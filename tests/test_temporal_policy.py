@@ -98,6 +98,8 @@ def test_schedule_reuses_refreshes_and_turns_itself_off() -> None:
         covered[3 * i : 3 * i + 4] = True  # different patches change: 4, then 7 of 10 recomputed since the refresh
         assert frames(0.1, recomputed=covered.copy()) == ["reuse"]
     assert frames(0.0) == ["refresh"]  # the accumulated change is past 0.6
+    s.hold(3)  # reuse could not hold a target agreement: per-frame processing for 3 frames, then as a new stream
+    assert frames(0.0, 0.0, 0.0, 0.0, 0.0, 0.0) == ["held"] * 3 + ["full", "refresh", "reuse"]  # two calm frames
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -124,12 +126,23 @@ def test_agreement_control_tightens_on_a_miss_and_eases_back_to_the_options() ->
     base = ReuseOptions(threshold=0.03, refresh_every=20, unsure_every=6, agreement=0.97)
     control = AgreementControl(base)
     assert control.measured(0.02) is base  # within the target, not under half of what it allows: unchanged
-    tight = control.measured(0.05)  # a miss: one step stricter
+    tight = control.measured(0.035)  # a small miss: one step stricter
     assert control.strictness == pytest.approx(0.7)
     assert (tight.threshold, tight.refresh_every, tight.unsure_every) == (pytest.approx(0.021), 14, 4)
-    for _ in range(20):  # misses go on: the floor holds
-        floor = control.measured(0.5)
-    assert control.strictness == AgreementControl.FLOOR and floor.refresh_every == 4 and floor.unsure_every == 1
+    control.measured(0.07)  # a larger miss: as much stricter as the miss is large (0.03 allowed of 0.07)
+    assert control.strictness == pytest.approx(0.7 * 0.03 / 0.07)
+    control.measured(0.5)  # a miss 17 times too large: the biggest step, then the floor
+    assert control.strictness == AgreementControl.FLOOR and control.take_hold() == 0  # no hold on the way down
+    floor = control.current
+    assert floor.refresh_every == 4 and floor.unsure_every == 1
+    holds = []
+    for _ in range(7):  # misses at the floor: per-frame processing for 20, 40, ... frames, at most 16 x 20
+        control.measured(0.5)
+        holds.append(control.take_hold())
+    assert holds == [20, 40, 80, 160, 320, 320, 320] and control.take_hold() == 0  # each asked for once
+    control.measured(0.02)  # met (not by half: no easing) ...
+    control.measured(0.5)
+    assert control.take_hold() == 20 and control.strictness == AgreementControl.FLOOR  # ... so the holds start again
     for _ in range(20):  # well within the target: back to the options, no further
         eased = control.measured(0.0)
     assert eased == base and control.strictness == 1.0

@@ -60,8 +60,11 @@ class ReuseOptions:
         the fresh frame changed (the end of the interval: the worst of it). Per stream, the change threshold and the
         unsure and refresh intervals tighten while that misses the target and ease back toward these settings while
         it is met with room to spare (`AgreementControl`): on content whose labels move under small changes, reuse
-        recomputes more instead of drifting from per-frame processing. Scene cuts and accumulated change are still
-        judged by `threshold` itself.
+        recomputes more instead of drifting from per-frame processing. Two frames processed in full in a row (a
+        stream's start, a moving camera) give the same reading for free: how far the labels of the patches that did
+        not change moved between them. Where even the strictest settings miss the target (labels that flicker on
+        their own), the stream runs per-frame for a while and then tries again. Scene cuts and accumulated change
+        are still judged by `threshold` itself.
     """
 
     threshold: float = 0.03
@@ -94,15 +97,26 @@ class AgreementControl:
     """Holds a stream's labels near per-frame processing's (`ReuseOptions.agreement`): a strictness in
     [`FLOOR`, 1] scales the change threshold and the unsure and refresh intervals down from the options' values.
 
-    `measured(disagreement)` takes what a refresh saw (the share of the kept patches' pixels whose label the refresh
-    changed) and returns the options the stream runs with until the next one: a miss tightens by `STEP`; a
-    disagreement under half the allowed one eases back by `1 / STEP` (at most to the options themselves)."""
+    `measured(disagreement)` takes a reading (the share of the frame's pixels, in patches that were kept, whose label
+    fresh processing changed: at a refresh, or between two frames processed in full) and returns the options the
+    stream runs with until the next one: a miss tightens by `STEP`, or by as much as the miss is large (the allowed
+    over the measured disagreement, at most `BIGGEST_STEP`); a disagreement under half the allowed one eases back by
+    `1 / STEP` (at most to the options themselves).
+
+    A miss at the floor means reuse cannot hold the target on this content (labels that flicker on their own, as an
+    unsure model's do on footage unlike its training data): `hold` then asks for frames of per-frame processing,
+    `refresh_every` x 1, 2, 4, ... up to `HOLD_MAX` times that while the misses go on; a met target starts again at 1.
+    """
 
     options: ReuseOptions
     strictness: float = 1.0
+    hold: int = 0  # frames of per-frame processing the last reading asked for (taken by `take_hold`)
+    holds: int = 0  # holds since the target was last met
 
     FLOOR = 0.2  # at most 5x stricter: threshold 0.006, refresh every 4 frames (of 20), unsure every 1 (of 6)
     STEP = 0.7
+    BIGGEST_STEP = 0.25
+    HOLD_MAX = 16
 
     def measured(self, disagreement: float) -> ReuseOptions:
         target = self.options.agreement
@@ -110,10 +124,21 @@ class AgreementControl:
             return self.options
         allowed = 1.0 - target
         if disagreement > allowed:
-            self.strictness = max(self.FLOOR, self.strictness * self.STEP)
-        elif disagreement < allowed / 2:
-            self.strictness = min(1.0, self.strictness / self.STEP)
+            if self.strictness <= self.FLOOR:
+                self.hold = self.options.refresh_every * min(self.HOLD_MAX, 2 ** self.holds)
+                self.holds += 1
+            step = max(self.BIGGEST_STEP, min(self.STEP, allowed / disagreement))
+            self.strictness = max(self.FLOOR, self.strictness * step)
+        else:
+            self.holds = 0
+            if disagreement < allowed / 2:
+                self.strictness = min(1.0, self.strictness / self.STEP)
         return self.current
+
+    def take_hold(self) -> int:
+        """The frames of per-frame processing the last reading asked for (0: none); asked once."""
+        hold, self.hold = self.hold, 0
+        return hold
 
     @property
     def current(self) -> ReuseOptions:
@@ -240,6 +265,7 @@ class FrameKind(Enum):
     REUSE = "reuse"  # the changed patches run; the rest keep what they computed
     REFRESH = "refresh"  # every patch runs through the reuse graphs: the cache starts afresh
     FULL = "full"  # the plain per-frame graphs, no cache (a moving camera, a scene cut)
+    HELD = "held"  # the plain per-frame graphs: reuse could not hold the target agreement here (`AgreementControl`)
 
 
 CALM_FRAMES = 2  # frames in a row that changed little before a stream without a cache starts one
@@ -257,6 +283,7 @@ class ReuseSchedule:
     - every `refresh_every` frames, or once the patches that changed since the last refresh cover `accumulated` of
       the frame: a refresh (unsure patches recomputed by `unsure_every` alone do not count: their input did not
       change);
+    - while held (`hold`: reuse could not hold a target agreement): the plain graphs, then as a new stream;
     - otherwise: reuse.
     """
 
@@ -265,11 +292,19 @@ class ReuseSchedule:
     since_refresh: int = 0  # frames since the last refresh
     calm: int = 0  # frames in a row that changed little, while there is no cache
     covered: np.ndarray | None = field(default=None, repr=False)  # patches that changed since the last refresh
+    held: int = 0  # frames still to run per-frame (`hold`)
+
+    def hold(self, frames: int) -> None:
+        """Run the next `frames` frames per-frame, without a cache; then start again as a new stream does."""
+        self.held, self.valid, self.covered, self.calm = frames, False, None, 0
 
     def next(self, changed_fraction: float | None) -> FrameKind:
         """The kind of the next frame. `changed_fraction`: of the patches, against the cache when it is valid, else
         against the previous frame (None for a stream's first frame)."""
         o = self.options
+        if self.held > 0:
+            self.held -= 1
+            return FrameKind.HELD
         if not self.valid:
             still = changed_fraction is not None and changed_fraction <= o.scene_cut / 2
             self.calm = self.calm + 1 if still else 0
@@ -285,7 +320,7 @@ class ReuseSchedule:
 
     def done(self, kind: FrameKind, changed: np.ndarray | None = None) -> None:
         """Record the frame that ran: `changed` [N] bool, the patches of a reuse frame whose input changed."""
-        if kind is FrameKind.FULL:
+        if kind in (FrameKind.FULL, FrameKind.HELD):
             self.valid, self.covered = False, None
         elif kind is FrameKind.REFRESH:
             self.valid, self.since_refresh, self.covered, self.calm = True, 0, None, 0
