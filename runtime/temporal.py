@@ -5,7 +5,7 @@ its row of the token buffer and its keys and values at every block (where the ba
 reached and its entropies at the pausing points, and the signature of its input when it was computed. A frame
 runs the pipeline's one template:
 
-1. prepare (caller's thread): the frame resized as always, and its patch signatures;
+1. prepare (caller's thread): the frame resized as always, its patch signatures and a shrunk copy (camera motion);
 2. infer (under the pipeline's lock): the stream's schedule (`paumer_edge.core.temporal`) picks the frame's kind
    from how much changed. Reuse: the changed patches (and unsure ones past `unsure_every` frames) run through the
    reuse graphs, attending to the cached keys and values of the others, and pause by the budget as in a full
@@ -36,10 +36,13 @@ from paumer_edge.core.temporal import (
     ReuseOptions,
     ReuseSchedule,
     ReuseSelector,
+    camera_shift,
     change,
     dilate,
     due_unsure,
+    pan_scale,
     patch_signature,
+    thumbnail,
     unsure_levels,
 )
 
@@ -57,6 +60,7 @@ class StreamState:
     schedule: ReuseSchedule  # its options are the stream's own: the pipeline's, as `control` has scaled them
     control: AgreementControl
     previous: np.ndarray | None = None  # the last frame's signatures [N, D]: the change while there is no cache
+    thumb: np.ndarray | None = None  # the last frame's `thumbnail`: how far the camera moved since
     reference: np.ndarray | None = None  # each patch's signature when it was last computed
     tokens: Any = None  # [1, L, C] the token buffer after the last frame (a backend handle)
     caches: list[np.ndarray] | None = None  # per stage [1, 2 x blocks, heads, L, head_dim]: every row's keys, values
@@ -128,6 +132,7 @@ class TemporalInput:
     placement: Placement
     signature: np.ndarray  # [N, D] per-patch signature (`patch_signature`)
     stream: Hashable
+    thumb: np.ndarray | None = None  # the picture shrunk (`thumbnail`), where `ReuseOptions.pan` is on
 
 
 @dataclass
@@ -150,11 +155,13 @@ class TemporalFrames:
         self._all = np.arange(info.num_patches, dtype=np.int64)[None]
         self._nothing = np.zeros((1, 0), np.int64)  # no context: the active patches see only each other
         self._nothing.flags.writeable = False
+        self._pan_scale = pan_scale(*info.input_size)
 
     # ---- the tiler's three steps -----------------------------------------------------------------
     def prepare(self, frame: np.ndarray, info: ModelInfo, stream: Hashable = DEFAULT_STREAM) -> TemporalInput:
         image, placement = self.base.prepare(frame, info)
-        return TemporalInput(image, placement, patch_signature(image, info.patch_size, info.std), stream)
+        thumb = thumbnail(image, info.std) if self.options.pan else None
+        return TemporalInput(image, placement, patch_signature(image, info.patch_size, info.std), stream, thumb)
 
     def infer(self, runner: StagedRunner, prepared: TemporalInput, selector: TokenSelector,
               stage_map: bool) -> TemporalOutput:
@@ -163,13 +170,17 @@ class TemporalFrames:
         state = self.streams.get(prepared.stream)
         unsure = self._unsure(state) if state.schedule.valid else None  # once a frame: the change and the due rule
         masks = self._changed(state, prepared.signature, unsure)
-        kind = state.schedule.next(None if masks is None else float(masks[0].mean()))
-        state.previous = prepared.signature
+        shift = 0.0
+        if prepared.thumb is not None and state.thumb is not None:
+            shift = camera_shift(state.thumb, prepared.thumb, self._pan_scale)
+        kind = state.schedule.next(None if masks is None else float(masks[0].mean()), shift)
+        state.previous, state.thumb = prepared.signature, prepared.thumb
         if kind in (FrameKind.FULL, FrameKind.HELD):
             out = runner.forward(prepared.image[None], selector, stage_map=stage_map)
             state.drop()
             state.schedule.done(kind)
-            if kind is FrameKind.FULL and state.labels is not None and masks is not None:
+            steady = not self.options.pan or shift <= self.options.pan / 2  # labels shift with the camera too
+            if kind is FrameKind.FULL and state.labels is not None and masks is not None and steady:
                 # two frames in full: how far the labels of unchanged patches moved is what reuse would drift by
                 self._read(state, self._drift(state.labels, out.labels, ~masks[0], prepared.placement))
             state.labels = out.labels

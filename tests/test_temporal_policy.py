@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -9,6 +10,7 @@ from paumer_edge.core.cost import CostModel
 from paumer_edge.core.errors import PolicyError
 from paumer_edge.core.pausing import Pauser, PausingPolicy
 from paumer_edge.core.temporal import (
+    FrameKind,
     ReuseOptions,
     ReuseSchedule,
     ReuseSelector,
@@ -33,6 +35,42 @@ def test_signature_is_quarter_means_in_intensity_units() -> None:
     noisy = img + np.random.default_rng(0).normal(0, 0.02, img.shape).astype(np.float32)
     assert change(patch_signature(noisy, 8, std), sig).max() < 0.02  # means average sensor noise away
     assert patch_signature(np.zeros((3, 14, 21), np.float32), 7, std).shape == (6, 3)  # odd patch: whole-patch means
+
+
+def test_camera_shift_reads_how_far_the_whole_picture_moved() -> None:
+    from paumer_edge.core.temporal import PAN_SCALE, camera_shift, pan_scale, thumbnail
+
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.normal(0, 1, (3, 160, 288)).astype(np.float32), (0, 0), 3)  # a textured floor
+    std = (0.25, 0.25, 0.25)
+    before = thumbnail(texture[:, :128, :256], std)
+    assert pan_scale(128, 256) == PAN_SCALE == 4 and pan_scale(32, 64) == 1 and pan_scale(100, 64) == 2
+    assert before.shape == (128 // PAN_SCALE, 256 // PAN_SCALE) and before.dtype == np.float32
+    for dx, dy in ((8, 0), (0, 12), (6, 8)):  # the camera pans: the picture slides by (dx, dy) model pixels
+        after = thumbnail(texture[:, dy : dy + 128, dx : dx + 256], std)
+        assert camera_shift(before, after, 4) == pytest.approx(np.hypot(dx, dy), abs=1.0)
+    still = texture[:, :128, :256] + rng.normal(0, 0.05, (3, 128, 256)).astype(np.float32)  # sensor noise
+    assert camera_shift(before, thumbnail(still, std), 4) < 0.5
+    moving_car = still.copy()
+    moving_car[:, 40:70, 30:90] += 2.0  # something bright moves in a still picture: not the camera
+    assert camera_shift(before, thumbnail(moving_car, std), 4) < 2.0
+    other = thumbnail(rng.normal(0, 1, (3, 128, 256)).astype(np.float32), std)  # another scene: no clear peak
+    assert camera_shift(before, other, 4) == 0.0
+    assert camera_shift(before, before[:4, :4], 4) == 0.0  # sizes differ: nothing to read
+
+
+def test_a_camera_that_pans_is_a_moving_camera_even_where_few_patches_changed() -> None:
+    s = ReuseSchedule(ReuseOptions(refresh_every=20, pan=2.0))
+    kinds = [s.next(f, shift) for f, shift in ((None, 0.0), (0.0, 0.5), (0.0, 0.5))]
+    for k in kinds:
+        s.done(k)
+    assert [k.value for k in kinds] == ["full", "full", "refresh"]
+    assert s.next(0.05, 1.5).value == "reuse"  # within the limit: a still camera's jitter
+    assert s.next(0.05, 3.0).value == "full"  # a pan: the cache goes, as at a scene cut
+    s.done(FrameKind.FULL)
+    assert not s.valid and s.next(0.0, 3.0).value == "full" and s.calm == 0  # still panning: not calm
+    off = ReuseSchedule(ReuseOptions(pan=0.0), valid=True)
+    assert off.next(0.05, 50.0).value == "reuse"  # 0: off
 
 
 def test_dilate_grows_the_mask_on_the_grid() -> None:
@@ -114,6 +152,8 @@ def test_schedule_reuses_refreshes_and_turns_itself_off() -> None:
     ({"halo": -1}, "halo -1 is out of range: give a whole number of patches from 0 to 8"),
     ({"unsure_every": -2}, r"unsure-patch interval -2 is out of range: give a whole number of frames \(0: off\)"),
     ({"unsure_every": 1.5}, "unsure-patch interval 1.5 is not a whole number"),
+    ({"pan": -1}, r"camera-motion limit -1 is out of range: give pixels of the model input from 0 \(off\) to 1000"),
+    ({"pan": "far"}, "camera-motion limit 'far' is not a number"),
 ])
 def test_bad_options_say_what_is_wrong(kwargs: dict, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
@@ -125,14 +165,18 @@ def test_agreement_control_tightens_on_a_miss_and_eases_back_to_the_options() ->
 
     base = ReuseOptions(threshold=0.03, refresh_every=20, unsure_every=6, agreement=0.97)
     control = AgreementControl(base)
-    assert control.measured(0.02) is base  # within the target, not under half of what it allows: unchanged
-    tight = control.measured(0.035)  # a small miss: one step stricter
-    assert control.strictness == pytest.approx(0.7)
-    assert (tight.threshold, tight.refresh_every, tight.unsure_every) == (pytest.approx(0.021), 14, 4)
-    control.measured(0.07)  # a larger miss: as much stricter as the miss is large (0.03 allowed of 0.07)
-    assert control.strictness == pytest.approx(0.7 * 0.03 / 0.07)
-    control.measured(0.5)  # a miss 17 times too large: the biggest step, then the floor
-    assert control.strictness == AgreementControl.FLOOR and control.take_hold() == 0  # no hold on the way down
+    assert control.measured(0.02) is base  # within the target: the options themselves, never looser
+    tight = control.measured(0.0675)  # a miss of 2.25x what is allowed: stricter by its square root, 1.5x
+    assert control.strictness == pytest.approx(1 / 1.5)
+    assert (tight.threshold, tight.refresh_every, tight.unsure_every) == (pytest.approx(0.02), 13, 4)
+    control.measured(0.0301)  # a hair over: a hair stricter
+    assert control.strictness == pytest.approx((1 / 1.5) * (0.03 / 0.0301) ** 0.5)
+    control.measured(0.03 / 4)  # well within: eases by at most 1 / STEP
+    assert control.strictness == pytest.approx(min(1.0, (1 / 1.5) * (0.03 / 0.0301) ** 0.5 / AgreementControl.STEP))
+    control.measured(0.5)  # a miss 17 times too large: the biggest step, 4x ...
+    assert control.strictness == pytest.approx(0.952 * 0.25, abs=1e-3) and control.take_hold() == 0
+    control.measured(0.5)  # ... then the floor; no hold on the way down
+    assert control.strictness == AgreementControl.FLOOR and control.take_hold() == 0
     floor = control.current
     assert floor.refresh_every == 4 and floor.unsure_every == 1
     holds = []
@@ -140,7 +184,7 @@ def test_agreement_control_tightens_on_a_miss_and_eases_back_to_the_options() ->
         control.measured(0.5)
         holds.append(control.take_hold())
     assert holds == [20, 40, 80, 160, 320, 320, 320] and control.take_hold() == 0  # each asked for once
-    control.measured(0.02)  # met (not by half: no easing) ...
+    control.measured(0.03)  # met ...
     control.measured(0.5)
     assert control.take_hold() == 20 and control.strictness == AgreementControl.FLOOR  # ... so the holds start again
     for _ in range(20):  # well within the target: back to the options, no further

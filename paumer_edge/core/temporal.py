@@ -8,7 +8,7 @@ run, attending to the cached keys and values of the others. These are the rules 
 - `ReuseOptions`: the knobs (change threshold, refresh interval, scene-cut and accumulated-change limits, the
   attention context of the recomputed patches, how often unsure patches are recomputed though unchanged);
 - `patch_signature` / `change` / `due_unsure`: a cheap per-patch signature of the model input, the change rule, and
-  which unsure patches are recomputed anyway;
+  which unsure patches are recomputed anyway; `thumbnail` / `camera_shift`: how far the whole picture moved;
 - `ReuseSelector`: the pausing policy on a frame that reuses the unchanged patches (a `TokenSelector`);
 - `ReuseSchedule`: what kind of frame comes next (reuse, a full refresh that restarts the cache, or the plain
   per-frame graphs while the camera moves), the drift control.
@@ -19,16 +19,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import lru_cache
 
 import cv2
 import numpy as np
 
 from .errors import PolicyError
-from .knobs import check_change_threshold, check_count, check_fraction, check_refresh_every
+from .knobs import check_change_threshold, check_count, check_fraction, check_number, check_refresh_every
 from .pausing import Pauser, TokenSelector, select_tokens, threshold_count
 
 CONTEXTS = ("cached", "changed")
 UNSURE = 0.3  # normalised entropy above which a patch counts as unsure for `ReuseOptions.unsure_every`
+PAN_SCALE = 4  # `camera_shift` compares the model input shrunk up to this many times (short side >= 32): 0.05 ms
+PAN_RESPONSE = 0.1  # under this phase-correlation peak the picture has no shift to read (flat, or changed throughout)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class ReuseOptions:
     context: what a recomputed patch attends to: "cached" (its fresh neighbours and the cached keys and values of
         every other patch still active at that stage, as Eventful Transformers do) or "changed" (only the other
         recomputed patches; cheaper, less accurate: see the README's measurements).
+    pan: a camera that moved as a whole by more than this many pixels of the model input since the previous frame
+        (phase correlation of the two pictures, as video stabilisers measure it) counts as moving, as a scene cut
+        does: a slow pan or turn over a uniform floor, wall or road changes few patch signatures, yet every label
+        moves with it. 0: off.
     halo: also recompute the patches within this many patches of a changed one.
     uncertain: an unsure patch (normalised entropy h at the last pausing point it reached) counts as changed from
         threshold x (1 - uncertain x h): a patch that did not change *and* was confident needs no work at all,
@@ -71,6 +78,7 @@ class ReuseOptions:
     refresh_every: int = 20
     scene_cut: float = 0.3
     accumulated: float = 0.6
+    pan: float = 2.0
     context: str = "cached"
     halo: int = 0
     uncertain: float = 0.5
@@ -82,6 +90,8 @@ class ReuseOptions:
         object.__setattr__(self, "refresh_every", check_refresh_every(self.refresh_every))
         check_fraction(self.scene_cut, "scene-cut fraction")
         check_fraction(self.accumulated, "accumulated-change fraction")
+        object.__setattr__(self, "pan", check_number(self.pan, "camera-motion limit",
+                                                     "pixels of the model input from 0 (off) to 1000, e.g. 2", 0, 1000))
         if self.context not in CONTEXTS:
             raise PolicyError(f"attention context '{self.context}' is not one of {', '.join(CONTEXTS)}")
         check_fraction(self.uncertain, "uncertainty scaling")
@@ -99,9 +109,9 @@ class AgreementControl:
 
     `measured(disagreement)` takes a reading (the share of the frame's pixels, in patches that were kept, whose label
     fresh processing changed: at a refresh, or between two frames processed in full) and returns the options the
-    stream runs with until the next one: a miss tightens by `STEP`, or by as much as the miss is large (the allowed
-    over the measured disagreement, at most `BIGGEST_STEP`); a disagreement under half the allowed one eases back by
-    `1 / STEP` (at most to the options themselves).
+    stream runs with until the next one: the strictness moves by the square root of the allowed disagreement over
+    the measured one (a miss 4x too large: twice as strict), by at most `BIGGEST_STEP` down and `1 / STEP` up, and
+    never looser than the options themselves. No dead band: a stream that recovered does not stay strict.
 
     A miss at the floor means reuse cannot hold the target on this content (labels that flicker on their own, as an
     unsure model's do on footage unlike its training data): `hold` then asks for frames of per-frame processing,
@@ -114,8 +124,8 @@ class AgreementControl:
     holds: int = 0  # holds since the target was last met
 
     FLOOR = 0.2  # at most 5x stricter: threshold 0.006, refresh every 4 frames (of 20), unsure every 1 (of 6)
-    STEP = 0.7
-    BIGGEST_STEP = 0.25
+    STEP = 0.7  # easing: at most 1 / STEP looser per reading
+    BIGGEST_STEP = 0.25  # at most 4x stricter per reading
     HOLD_MAX = 16
 
     def measured(self, disagreement: float) -> ReuseOptions:
@@ -123,16 +133,14 @@ class AgreementControl:
         if target is None:
             return self.options
         allowed = 1.0 - target
-        if disagreement > allowed:
-            if self.strictness <= self.FLOOR:
-                self.hold = self.options.refresh_every * min(self.HOLD_MAX, 2 ** self.holds)
-                self.holds += 1
-            step = max(self.BIGGEST_STEP, min(self.STEP, allowed / disagreement))
-            self.strictness = max(self.FLOOR, self.strictness * step)
-        else:
+        if disagreement > allowed and self.strictness <= self.FLOOR + 1e-9:
+            self.hold = self.options.refresh_every * min(self.HOLD_MAX, 2 ** self.holds)
+            self.holds += 1
+        elif disagreement <= allowed:
             self.holds = 0
-            if disagreement < allowed / 2:
-                self.strictness = min(1.0, self.strictness / self.STEP)
+        step = (allowed / disagreement) ** 0.5 if disagreement > 0 else np.inf
+        step = min(1 / self.STEP, max(self.BIGGEST_STEP, step))
+        self.strictness = min(1.0, max(self.FLOOR, self.strictness * step))
         return self.current
 
     def take_hold(self) -> int:
@@ -169,6 +177,53 @@ def patch_signature(image: np.ndarray, patch: int, std: Sequence[float]) -> np.n
         means = cv2.resize(crop, (cols * s, rows * s), interpolation=cv2.INTER_AREA)
         out[:, :, ch] = (means * np.float32(std[ch])).reshape(rows, s, cols, s).transpose(0, 2, 1, 3)  # intensity
     return out.reshape(rows * cols, c * s * s)
+
+
+def pan_scale(height: int, width: int) -> int:
+    """How many times `thumbnail` shrinks a model input of this size: `PAN_SCALE`, less where that would leave
+    its short side under 32 pixels (too little texture to follow)."""
+    return max(1, min(PAN_SCALE, min(height, width) // 32))
+
+
+def thumbnail(image: np.ndarray, std: Sequence[float]) -> np.ndarray:
+    """A normalised model input [3, H, W] -> its grey level in [0, 1] units shrunk `pan_scale` times: what
+    `camera_shift` compares."""
+    c, h, w = image.shape
+    scale = pan_scale(h, w)
+    size = (max(1, w // scale), max(1, h // scale))
+    out = np.zeros((size[1], size[0]), np.float32)
+    for ch in range(c):
+        out += cv2.resize(image[ch], size, interpolation=cv2.INTER_AREA) * np.float32(std[ch] / c)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _hanning(shape: tuple[int, int]) -> np.ndarray:
+    window = cv2.createHanningWindow((shape[1], shape[0]), cv2.CV_32F)
+    window.flags.writeable = False
+    return window
+
+
+def camera_shift(before: np.ndarray, after: np.ndarray, scale: int) -> float:
+    """How far the picture moved as a whole between two `thumbnail`s shrunk `scale` times (`pan_scale`), in
+    pixels of the model input (phase correlation); 0 where the correlation shows no clear peak, where shifting the
+    first picture by it does not bring it closer to the second (something new in a still picture, not a camera that
+    moved: a bright car entering a plain one reads as a shift, and is turned down here), or where the pictures are
+    too small to tell. On a textured scene the background anchors it: the synthetic still street reads at most 1.5
+    pixels over 600 frames."""
+    if before.shape != after.shape or min(before.shape) < 8:
+        return 0.0
+    (dx, dy), response = cv2.phaseCorrelate(before, after, _hanning(before.shape))
+    h, w = before.shape
+    bx, by = int(np.ceil(abs(dx))) + 1, int(np.ceil(abs(dy))) + 1
+    if response < PAN_RESPONSE or 2 * bx >= w or 2 * by >= h:
+        return 0.0
+    shift = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
+    moved = cv2.warpAffine(before, shift, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    inner = (slice(by, h - by), slice(bx, w - bx))
+    if cv2.absdiff(moved, after)[inner].mean() >= cv2.absdiff(before, after)[inner].mean():
+        return 0.0
+    return float(np.hypot(dx, dy)) * scale
 
 
 def change(signature: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -278,8 +333,9 @@ class ReuseSchedule:
     - no valid cache (a new stream, or after the camera moved): the plain per-frame graphs, until CALM_FRAMES frames
       in a row changed by at most half the scene-cut fraction since the frame before; then a refresh fills the cache.
       So a moving camera never pays for refreshes, and reuse waits until the camera is still;
-    - more than `scene_cut` of the patches changed since they were computed: the plain graphs, and the cache is
-      dropped (a moving camera turns reuse off by itself: it is never slower than per-frame processing);
+    - more than `scene_cut` of the patches changed since they were computed, or the picture moved as a whole by
+      more than `pan` pixels since the previous frame: the plain graphs, and the cache is dropped (a moving camera
+      turns reuse off by itself: it is never slower than per-frame processing);
     - every `refresh_every` frames, or once the patches that changed since the last refresh cover `accumulated` of
       the frame: a refresh (unsure patches recomputed by `unsure_every` alone do not count: their input did not
       change);
@@ -298,19 +354,21 @@ class ReuseSchedule:
         """Run the next `frames` frames per-frame, without a cache; then start again as a new stream does."""
         self.held, self.valid, self.covered, self.calm = frames, False, None, 0
 
-    def next(self, changed_fraction: float | None) -> FrameKind:
+    def next(self, changed_fraction: float | None, shift: float = 0.0) -> FrameKind:
         """The kind of the next frame. `changed_fraction`: of the patches, against the cache when it is valid, else
-        against the previous frame (None for a stream's first frame)."""
+        against the previous frame (None for a stream's first frame); `shift`: how far the picture moved as a whole
+        since the previous frame (`camera_shift`), compared with `ReuseOptions.pan`."""
         o = self.options
         if self.held > 0:
             self.held -= 1
             return FrameKind.HELD
+        moving = 0 < o.pan < shift
         if not self.valid:
-            still = changed_fraction is not None and changed_fraction <= o.scene_cut / 2
+            still = changed_fraction is not None and changed_fraction <= o.scene_cut / 2 and not moving
             self.calm = self.calm + 1 if still else 0
             return FrameKind.REFRESH if self.calm >= CALM_FRAMES else FrameKind.FULL
         assert changed_fraction is not None
-        if changed_fraction > o.scene_cut:
+        if changed_fraction > o.scene_cut or moving:
             return FrameKind.FULL
         if self.since_refresh + 1 >= o.refresh_every:
             return FrameKind.REFRESH
