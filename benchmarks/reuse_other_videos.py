@@ -9,7 +9,9 @@ portrait, small and large sizes (`paumer-edge synth video --static --seed 3 --si
 them degraded (sensor noise, a slow brightness swing of +-10%, and blur from shrinking it threefold and back). Each
 clip runs through per-frame processing and temporal reuse at budget 1 and 0.5, frame by frame in turn: reuse with the
 defaults (a target agreement of 98%) and without the target. Per clip and setting: the speed-up over per-frame
-processing at the same budget (ratio of total times), the label agreement with it, and the frames of each kind.
+processing at the same budget (ratio of total times), the label agreement with it, the frames of each kind and the
+share of them held to per-frame processing (where reuse could not hold the target); and how much per-frame
+processing's own labels change from one frame to the next (the share of pixels), which bounds what reuse can keep.
 With --videos, the same measurement on videos you name (checked independently: they stay out of the repository; the
 JSON keeps each one's size, frame count and SHA-256, and --origin says where they came from).
 """
@@ -93,10 +95,15 @@ def measure(clip: Path, bundle: Path, budget: float, threads: int) -> dict[str, 
     base_s, spent = 0.0, {name: 0.0 for name in pipes}
     agree: dict[str, list[float]] = {name: [] for name in pipes}
     kinds: dict[str, dict[str, int]] = {name: {} for name in pipes}
+    flicker: list[float] = []  # per-frame processing's own labels: the share that changed from the previous frame
+    previous = None
     for frame in open_source(str(clip)):
         t = time.perf_counter()
         ref = per(frame.image).labels
         base_s += time.perf_counter() - t
+        if previous is not None:
+            flicker.append(float((ref != previous).mean()))
+        previous = ref
         for name, pipe in pipes.items():
             t = time.perf_counter()
             out = pipe(frame.image)
@@ -107,6 +114,8 @@ def measure(clip: Path, bundle: Path, budget: float, threads: int) -> dict[str, 
             kinds[name][out.stats.frame_kind] = kinds[name].get(out.stats.frame_kind, 0) + 1
     return {name: {"speedup": round(base_s / spent[name], 3), "agreement_mean": round(float(np.mean(agree[name])), 5),
                    "agreement_min": round(float(np.min(agree[name])), 5), "frames": len(agree[name]),
+                   "held_share": round(kinds[name].get("held", 0) / len(agree[name]), 4),
+                   "per_frame_flicker": round(float(np.mean(flicker)) if flicker else 0.0, 5),
                    "kinds": kinds[name]} for name in pipes}
 
 

@@ -120,6 +120,12 @@ class StreamStore:
             else:
                 self._states.pop(stream, None)
 
+    def held(self, stream: Hashable) -> int:
+        """The frames the stream is still held to per-frame processing (0 for one not kept); touches nothing."""
+        with self._lock:
+            state = self._private.get(stream) if isinstance(stream, PrivateStream) else self._states.get(stream)
+            return 0 if state is None else state.schedule.held
+
     @property
     def streams(self) -> list[Hashable]:
         with self._lock:
@@ -130,7 +136,7 @@ class StreamStore:
 class TemporalInput:
     image: np.ndarray  # [3, H, W] normalised
     placement: Placement
-    signature: np.ndarray  # [N, D] per-patch signature (`patch_signature`)
+    signature: np.ndarray | None  # [N, D] per-patch signature (`patch_signature`); None within a hold
     stream: Hashable
     thumb: np.ndarray | None = None  # the picture shrunk (`thumbnail`), where `ReuseOptions.pan` is on
 
@@ -160,6 +166,8 @@ class TemporalFrames:
     # ---- the tiler's three steps -----------------------------------------------------------------
     def prepare(self, frame: np.ndarray, info: ModelInfo, stream: Hashable = DEFAULT_STREAM) -> TemporalInput:
         image, placement = self.base.prepare(frame, info)
+        if self.streams.held(stream) > 1:  # held, and not the hold's last frame: no change to read
+            return TemporalInput(image, placement, None, stream)
         thumb = thumbnail(image, info.std) if self.options.pan else None
         return TemporalInput(image, placement, patch_signature(image, info.patch_size, info.std), stream, thumb)
 
@@ -198,14 +206,14 @@ class TemporalFrames:
         return tiled
 
     # ---- the kinds of frame ----------------------------------------------------------------------
-    def _changed(self, state: StreamState, signature: np.ndarray,
+    def _changed(self, state: StreamState, signature: np.ndarray | None,
                  unsure: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
         """([N] bool, [N] bool): the patches that changed since they were computed (since the previous frame while
         there is no cache) by the pipeline's threshold, which decides scene cuts and accumulated change, and by the
         stream's own, which decides what runs (tighter while it misses a target agreement: a stricter stream
         recomputes more, it never takes a still camera for a moving one). None for a stream's first frame."""
         against = state.reference if state.schedule.valid else state.previous
-        if against is None:
+        if against is None or signature is None:
             return None
         moved = change(signature, against)
         scale: float | np.ndarray = 1.0
@@ -242,12 +250,13 @@ class TemporalFrames:
         n, points = self.info.num_patches, self.info.num_stages - 1
         state.stage = np.zeros(n, np.uint8)
         state.entropy = np.full((points, n), np.nan, np.float32)
+        assert prepared.signature is not None  # a refresh follows calm frames, whose change was read
         state.reference = prepared.signature.copy()  # updated in place by later frames
         drift = None
         if self.options.agreement is not None and state.labels is not None and changed is not None:
             # the patches reuse would have kept, and had kept for more than a frame (a patch recomputed on the last
             # frame differs from this one by per-frame processing's own flicker, not by reuse)
-            kept = ~changed if state.age is None else ~changed & (state.age > 0)
+            kept = ~changed
             drift = self._drift(state.labels, run.out.labels, kept, prepared.placement)
         state.age = np.zeros(n, np.int32)
         self._keep(state, run)
@@ -297,6 +306,7 @@ class TemporalFrames:
                                    ReuseInput(state.tokens, idx[None].astype(np.int64), state.caches, context))
         state.stage[idx] = 0
         state.entropy[:, idx] = np.nan
+        assert prepared.signature is not None
         state.reference[idx] = prepared.signature[idx]
         self._age(state, idx)
         self._keep(state, run)

@@ -128,9 +128,11 @@ def test_schedule_reuses_refreshes_and_turns_itself_off() -> None:
 
     # a new stream runs in full until two frames in a row changed by at most half the cut: then a refresh
     assert frames(None, 0.1, 0.2, 0.1, 0.15) == ["full", "full", "full", "full", "refresh"]
-    assert frames(*[0.1] * 8) == ["reuse"] * 3 + ["refresh"] + ["reuse"] * 3 + ["refresh"]
+    # the first interval is half as long (the first reading of the agreement comes sooner), then every 4
+    assert frames(*[0.1] * 10) == ["reuse", "refresh"] + ["reuse"] * 3 + ["refresh"] + ["reuse"] * 3 + ["refresh"]
     assert frames(0.4) == ["full"] and not s.valid  # most patches changed: the camera moves, the cache goes
     assert frames(0.2, 0.1, 0.1) == ["full", "full", "refresh"]  # still again: hysteresis, then afresh
+    assert frames(0.1, 0.1) == ["reuse", "refresh"]  # a new cache: half an interval again
     covered = np.zeros(10, bool)
     for i in range(2):
         covered[3 * i : 3 * i + 4] = True  # different patches change: 4, then 7 of 10 recomputed since the refresh

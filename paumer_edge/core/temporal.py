@@ -336,7 +336,8 @@ class ReuseSchedule:
     - more than `scene_cut` of the patches changed since they were computed, or the picture moved as a whole by
       more than `pan` pixels since the previous frame: the plain graphs, and the cache is dropped (a moving camera
       turns reuse off by itself: it is never slower than per-frame processing);
-    - every `refresh_every` frames, or once the patches that changed since the last refresh cover `accumulated` of
+    - every `refresh_every` frames (half that for the first interval of a cache: a stream's first reading of the
+      agreement comes sooner), or once the patches that changed since the last refresh cover `accumulated` of
       the frame: a refresh (unsure patches recomputed by `unsure_every` alone do not count: their input did not
       change);
     - while held (`hold`: reuse could not hold a target agreement): the plain graphs, then as a new stream;
@@ -346,9 +347,16 @@ class ReuseSchedule:
     options: ReuseOptions
     valid: bool = False  # the cache holds a complete frame
     since_refresh: int = 0  # frames since the last refresh
+    settled: bool = False  # the cache outlived a refresh interval (the first after a start is half as long)
     calm: int = 0  # frames in a row that changed little, while there is no cache
     covered: np.ndarray | None = field(default=None, repr=False)  # patches that changed since the last refresh
     held: int = 0  # frames still to run per-frame (`hold`)
+
+    @property
+    def interval(self) -> int:
+        """Frames from one refresh to the next: `refresh_every`; half that (at least 2) for a cache's first."""
+        every = self.options.refresh_every
+        return every if self.settled else min(every, max(2, every // 2))
 
     def hold(self, frames: int) -> None:
         """Run the next `frames` frames per-frame, without a cache; then start again as a new stream does."""
@@ -370,7 +378,7 @@ class ReuseSchedule:
         assert changed_fraction is not None
         if changed_fraction > o.scene_cut or moving:
             return FrameKind.FULL
-        if self.since_refresh + 1 >= o.refresh_every:
+        if self.since_refresh + 1 >= self.interval:
             return FrameKind.REFRESH
         if self.covered is not None and self.covered.mean() > o.accumulated:
             return FrameKind.REFRESH
@@ -381,6 +389,7 @@ class ReuseSchedule:
         if kind in (FrameKind.FULL, FrameKind.HELD):
             self.valid, self.covered = False, None
         elif kind is FrameKind.REFRESH:
+            self.settled = self.valid  # a refresh that starts a cache: the next interval is half as long
             self.valid, self.since_refresh, self.covered, self.calm = True, 0, None, 0
         else:
             self.since_refresh += 1
