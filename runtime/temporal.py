@@ -178,18 +178,21 @@ class TemporalFrames:
         state = self.streams.get(prepared.stream)
         unsure = self._unsure(state) if state.schedule.valid else None  # once a frame: the change and the due rule
         masks = self._changed(state, prepared.signature, unsure)
+        fraction = None if masks is None else float(masks[0].mean())
         shift = 0.0
-        if prepared.thumb is not None and state.thumb is not None:
+        if prepared.thumb is not None and state.thumb is not None and fraction is not None \
+                and fraction <= self.options.scene_cut:  # past the cut the camera moves anyway
             shift = camera_shift(state.thumb, prepared.thumb, self._pan_scale)
-        kind = state.schedule.next(None if masks is None else float(masks[0].mean()), shift)
+        kind = state.schedule.next(fraction, shift)
         state.previous, state.thumb = prepared.signature, prepared.thumb
         if kind in (FrameKind.FULL, FrameKind.HELD):
             out = runner.forward(prepared.image[None], selector, stage_map=stage_map)
             state.drop()
             state.schedule.done(kind)
-            steady = not self.options.pan or shift <= self.options.pan / 2  # labels shift with the camera too
-            if kind is FrameKind.FULL and state.labels is not None and masks is not None and steady:
-                # two frames in full: how far the labels of unchanged patches moved is what reuse would drift by
+            calm = fraction is not None and fraction <= self.options.scene_cut / 2 and (
+                not self.options.pan or shift <= self.options.pan / 2)  # labels move with a moving camera too
+            if kind is FrameKind.FULL and state.labels is not None and masks is not None and calm:
+                # two calm frames in full: how far the labels of unchanged patches moved is what reuse would drift by
                 self._read(state, self._drift(state.labels, out.labels, ~masks[0], prepared.placement))
             state.labels = out.labels
             out.stats.frame_kind = kind.value
@@ -254,10 +257,9 @@ class TemporalFrames:
         state.reference = prepared.signature.copy()  # updated in place by later frames
         drift = None
         if self.options.agreement is not None and state.labels is not None and changed is not None:
-            # the patches reuse would have kept, and had kept for more than a frame (a patch recomputed on the last
-            # frame differs from this one by per-frame processing's own flicker, not by reuse)
-            kept = ~changed
-            drift = self._drift(state.labels, run.out.labels, kept, prepared.placement)
+            # the patches whose input did not change since the last frame, those recomputed on it too: they were
+            # computed among cached neighbours, and per-frame processing's own flicker is in the agreement as well
+            drift = self._drift(state.labels, run.out.labels, ~changed, prepared.placement)
         state.age = np.zeros(n, np.int32)
         self._keep(state, run)
         state.schedule.done(FrameKind.REFRESH)

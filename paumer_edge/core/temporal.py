@@ -63,11 +63,11 @@ class ReuseOptions:
         there moved since the patch was computed (noise and the light's drift, below the change threshold:
         benchmarks/reuse_disagreement.py); recomputing them more often follows that (README: what it costs).
     agreement: a target share of pixels labelled as per-frame processing would (None: off). Each refresh reads how
-        far reuse had drifted: the share of the frame's pixels, in patches kept for more than a frame, whose label
+        far reuse had drifted: the share of the frame's pixels, in patches whose input did not change, whose label
         the fresh frame changed (the end of the interval: the worst of it). Per stream, the change threshold and the
         unsure and refresh intervals tighten while that misses the target and ease back toward these settings while
-        it is met with room to spare (`AgreementControl`): on content whose labels move under small changes, reuse
-        recomputes more instead of drifting from per-frame processing. Two frames processed in full in a row (a
+        it is met (`AgreementControl`): on content whose labels move under small changes, reuse recomputes more
+        instead of drifting from per-frame processing. Two frames processed in full in a row (a
         stream's start, a moving camera) give the same reading for free: how far the labels of the patches that did
         not change moved between them. Where even the strictest settings miss the target (labels that flicker on
         their own), the stream runs per-frame for a while and then tries again. Scene cuts and accumulated change
