@@ -112,6 +112,8 @@ def measure(clip: Path, bundle: Path, budget: float, threads: int) -> dict[str, 
                 raise SystemExit(f"{clip}: labels {out.labels.shape} for a frame of {frame.image.shape[:2]}")
             agree[name].append(float((out.labels == ref).mean()))
             kinds[name][out.stats.frame_kind] = kinds[name].get(out.stats.frame_kind, 0) + 1
+    if previous is None:
+        raise SystemExit(f"{clip}: no frames could be read from it")
     return {name: {"speedup": round(base_s / spent[name], 3), "agreement_mean": round(float(np.mean(agree[name])), 5),
                    "agreement_min": round(float(np.min(agree[name])), 5), "frames": len(agree[name]),
                    "held_share": round(kinds[name].get("held", 0) / len(agree[name]), 4),
@@ -139,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         missing = [str(c) for c in clips if not c.is_file()]
         if missing:
             raise SystemExit(f"no such video: {', '.join(missing)}")
+        stems = [c.stem for c in clips]
+        if len(set(stems)) < len(stems):  # the results are keyed by the name without its suffix
+            twice = sorted({s for s in stems if stems.count(s) > 1})
+            raise SystemExit(f"two videos share the name {', '.join(twice)} (without the suffix): rename one")
         result["videos"] = {"origin": a.origin, "files": [describe(c) for c in clips]}
     else:
         CLIPS.mkdir(parents=True, exist_ok=True)

@@ -166,16 +166,23 @@ class TemporalFrames:
     # ---- the tiler's three steps -----------------------------------------------------------------
     def prepare(self, frame: np.ndarray, info: ModelInfo, stream: Hashable = DEFAULT_STREAM) -> TemporalInput:
         image, placement = self.base.prepare(frame, info)
-        if self.streams.held(stream) > 1:  # held, and not the hold's last frame: no change to read
-            return TemporalInput(image, placement, None, stream)
-        thumb = thumbnail(image, info.std) if self.options.pan else None
-        return TemporalInput(image, placement, patch_signature(image, info.patch_size, info.std), stream, thumb)
+        prepared = TemporalInput(image, placement, None, stream)
+        if self.streams.held(stream) <= 1:  # held, and not the hold's last frame: no change to read
+            self._read_input(prepared)
+        return prepared
+
+    def _read_input(self, prepared: TemporalInput) -> None:
+        """What a frame's change is read from: its patch signatures and (where `pan` is on) its thumbnail."""
+        prepared.signature = patch_signature(prepared.image, self.info.patch_size, self.info.std)
+        prepared.thumb = thumbnail(prepared.image, self.info.std) if self.options.pan else None
 
     def infer(self, runner: StagedRunner, prepared: TemporalInput, selector: TokenSelector,
               stage_map: bool) -> TemporalOutput:
         if not isinstance(selector, Pauser):
             raise TypeError("temporal reuse runs the pipeline's budget / threshold policy (a Pauser)")
         state = self.streams.get(prepared.stream)
+        if prepared.signature is None and state.schedule.held <= 1:
+            self._read_input(prepared)  # the hold ended while the frame waited (another thread ran the stream's frames)
         unsure = self._unsure(state) if state.schedule.valid else None  # once a frame: the change and the due rule
         masks = self._changed(state, prepared.signature, unsure)
         fraction = None if masks is None else float(masks[0].mean())
@@ -191,9 +198,11 @@ class TemporalFrames:
             state.schedule.done(kind)
             calm = fraction is not None and fraction <= self.options.scene_cut / 2 and (
                 not self.options.pan or shift <= self.options.pan / 2)  # labels move with a moving camera too
-            if kind is FrameKind.FULL and state.labels is not None and masks is not None and calm:
-                # two calm frames in full: how far the labels of unchanged patches moved is what reuse would drift by
-                self._read(state, self._drift(state.labels, out.labels, ~masks[0], prepared.placement))
+            if kind is FrameKind.FULL and state.labels is not None and masks is not None and calm \
+                    and self.options.agreement is not None:
+                # two calm frames in full: how far the labels of the patches reuse would keep (at the stream's
+                # strictness) moved is what reuse would drift by
+                self._read(state, self._drift(state.labels, out.labels, ~masks[1], prepared.placement))
             state.labels = out.labels
             out.stats.frame_kind = kind.value
             return TemporalOutput(out.labels, out.scores, out.stage_map, None, out.stats)
@@ -213,8 +222,9 @@ class TemporalFrames:
                  unsure: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
         """([N] bool, [N] bool): the patches that changed since they were computed (since the previous frame while
         there is no cache) by the pipeline's threshold, which decides scene cuts and accumulated change, and by the
-        stream's own, which decides what runs (tighter while it misses a target agreement: a stricter stream
-        recomputes more, it never takes a still camera for a moving one). None for a stream's first frame."""
+        stream's own, which decides what runs and so which patches a reading of the drift counts as kept (tighter
+        while it misses a target agreement: a stricter stream recomputes more, it never takes a still camera for a
+        moving one). None for a stream's first frame."""
         against = state.reference if state.schedule.valid else state.previous
         if against is None or signature is None:
             return None
@@ -225,7 +235,7 @@ class TemporalFrames:
         grid, halo = self.info.grid, self.options.halo
         base = dilate(moved > self.options.threshold * scale, grid, halo)
         own = state.schedule.options.threshold
-        if not state.schedule.valid or own >= self.options.threshold:
+        if own >= self.options.threshold:
             return base, base
         return base, dilate(moved > own * scale, grid, halo) | base
 
@@ -270,7 +280,7 @@ class TemporalFrames:
     def _read(state: StreamState, drift: float | None) -> None:
         """A reading of how far reuse drifts (None: none): the stream's options follow it (`AgreementControl`), and
         where reuse cannot hold the target even at its strictest, the stream runs per-frame for a while."""
-        if drift is None or state.control.options.agreement is None:
+        if drift is None:
             return
         state.schedule.options = state.control.measured(drift)
         hold = state.control.take_hold()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from paumer_edge.core.errors import BundleError
-from paumer_edge.core.temporal import AgreementControl, ReuseOptions
+from paumer_edge.core.temporal import AgreementControl, ReuseOptions, change, patch_signature
 from paumer_edge.runtime import Pipeline
 from paumer_edge.runtime.pipeline import Result
 from paumer_edge.runtime.temporal import TemporalFrames
@@ -315,16 +315,29 @@ def test_cli_static_video_with_labels_and_reuse(tiny_bundle: Path, tmp_path: Pat
     assert bad.returncode == 2 and "--change-threshold 2.0 is out of range" in bad.stderr
 
 
+def checkered(frame: np.ndarray, amount: int = 12) -> np.ndarray:
+    """The frame with +-`amount` in a checkerboard of 2x2-pixel cells (one pixel of the tiny model's input each):
+    every quarter of every patch keeps its mean, so the change rule sees nothing at any strictness, yet the model's
+    input moved. `frame` must lie in [amount, 255 - amount]."""
+    yy, xx = np.indices(frame.shape[:2]) // 2
+    sign = np.where((yy + xx) % 2 == 0, 1, -1)[..., None]
+    return (frame.astype(int) + amount * sign).astype(np.uint8)
+
+
 def test_a_stream_whose_labels_flicker_on_their_own_runs_per_frame_for_a_while(tiny_bundle: Path) -> None:
     options = ReuseOptions(refresh_every=3, unsure_every=0, uncertain=0.0, agreement=0.99)
     per, pipe = Pipeline(tiny_bundle, cost="macs"), Pipeline(tiny_bundle, cost="macs", reuse=options)
-    base = scene()
-    dim = np.clip(base.astype(int) + 4, 0, 255).astype(np.uint8)  # unchanged for the change rule, yet labels move
-    assert (per(base).labels != per(dim).labels).mean() > 0.01
+    base = np.clip(scene(), 12, 243).astype(np.uint8)
+    flicker = checkered(base)
+    assert (per(base).labels != per(flicker).labels).mean() > 0.01  # labels move where the change rule sees nothing
     assert isinstance(pipe.tiler, TemporalFrames)
+    signature = [patch_signature(pipe.tiler.base.prepare(f, pipe.info)[0], pipe.info.patch_size, pipe.info.std)
+                 for f in (base, flicker)]
+    assert change(signature[1], signature[0]).max() < options.threshold * AgreementControl.FLOOR
     state = pipe.tiler.streams.get(0)
     state.control.strictness = AgreementControl.FLOOR  # as after misses: reuse at its strictest
-    frames = [base, dim] * 5
+    state.schedule.options = state.control.current
+    frames = [base, flicker] * 5
     outs = [pipe(f) for f in frames]
     # the second frame's labels moved where nothing changed: a miss at the floor, so 3 frames per-frame; then a
     # first frame as a new stream's reads the same, and the next hold is twice as long
@@ -337,6 +350,42 @@ def test_a_stream_whose_labels_flicker_on_their_own_runs_per_frame_for_a_while(t
     for frame, out in zip(frames, outs):
         assert np.array_equal(out.labels, per(frame).labels)  # held frames are per-frame processing
     assert pipe.tiler.options == options  # the pipeline's own options stay
+
+
+def test_a_strict_stream_is_not_held_for_changes_its_own_threshold_recomputes(tiny_bundle: Path) -> None:
+    """A change under the pipeline's threshold but over the stream's (strict) own: reuse recomputes those patches, so
+    their labels are no drift, and the readings (two frames in full, the refresh) must not count them as kept."""
+    options = ReuseOptions(refresh_every=3, unsure_every=0, uncertain=0.0, agreement=0.99)
+    per, pipe = Pipeline(tiny_bundle, cost="macs"), Pipeline(tiny_bundle, cost="macs", reuse=options)
+    base = scene()
+    dim = np.clip(base.astype(int) + 4, 0, 255).astype(np.uint8)  # under the pipeline's threshold, over the floor's
+    assert (per(base).labels != per(dim).labels).mean() > 0.01
+    assert isinstance(pipe.tiler, TemporalFrames)
+    state = pipe.tiler.streams.get(0)
+    state.control.strictness = AgreementControl.FLOOR  # as after misses: reuse at its strictest
+    state.schedule.options = state.control.current
+    assert state.schedule.options.threshold < options.threshold
+    frames = [base, dim] * 5
+    outs = [pipe(f) for f in frames]
+    kinds = [o.stats.frame_kind for o in outs]
+    assert "held" not in kinds and "reuse" in kinds
+    for frame, out in zip(frames, outs):
+        assert np.array_equal(out.labels, per(frame).labels)  # every patch recomputed: per-frame labels
+
+
+def test_a_frame_prepared_during_a_hold_that_ended_meanwhile_reads_its_change(tiny_bundle: Path) -> None:
+    """Two threads on one stream: a frame prepared while the stream was held (no signature) may reach the graphs
+    after the hold ended and a cache was filled; it reads its change then instead of failing."""
+    options = ReuseOptions(refresh_every=3, unsure_every=0, uncertain=0.0)
+    pipe = Pipeline(tiny_bundle, cost="macs", reuse=options)
+    assert isinstance(pipe.tiler, TemporalFrames)
+    frame = scene()
+    pipe.tiler.streams.get(0).schedule.hold(2)
+    late = pipe.tiler.prepare(frame, pipe.info, 0)
+    assert late.signature is None
+    assert [pipe(frame).stats.frame_kind for _ in range(4)] == ["held", "held", "full", "refresh"]
+    out = pipe.tiler.infer(pipe.runner, late, pipe._select(pipe.runner, 1.0, None, None), False)
+    assert out.stats.frame_kind == "reuse" and late.signature is not None
 
 
 def test_a_camera_panning_over_a_uniform_floor_turns_reuse_off(tiny_bundle: Path) -> None:
