@@ -167,7 +167,7 @@ class TemporalFrames:
     def prepare(self, frame: np.ndarray, info: ModelInfo, stream: Hashable = DEFAULT_STREAM) -> TemporalInput:
         image, placement = self.base.prepare(frame, info)
         prepared = TemporalInput(image, placement, None, stream)
-        if self.streams.held(stream) <= 1:  # held, and not the hold's last frame: no change to read
+        if self.streams.held(stream) <= 1:  # within a hold, frames but its last have no change to read
             self._read_input(prepared)
         return prepared
 
