@@ -10,7 +10,16 @@ from temporal_frames import scene, start
 
 from paumer_edge.core.temporal import AgreementControl, ReuseOptions, change, patch_signature
 from paumer_edge.runtime import Pipeline
-from paumer_edge.runtime.temporal import TemporalFrames
+from paumer_edge.runtime.temporal import StreamState, TemporalFrames
+
+
+def at_its_strictest(pipe: Pipeline, stream: int = 0) -> StreamState:
+    """The stream's state, its control at the floor and the stream's options scaled to it, as after many misses."""
+    assert isinstance(pipe.tiler, TemporalFrames)
+    state = pipe.tiler.streams.get(stream)
+    state.control.strictness = AgreementControl.FLOOR
+    state.schedule.options = state.control.current
+    return state
 
 
 @pytest.mark.parametrize("target", [None, 0.99])
@@ -40,9 +49,7 @@ def test_a_strict_stream_recomputes_more_but_never_takes_a_still_camera_for_a_mo
     base = scene()
     start(pipe, base)
     assert isinstance(pipe.tiler, TemporalFrames)
-    state = pipe.tiler.streams.get(0)
-    state.control.strictness = state.control.FLOOR  # as after many missed targets: threshold 0.03 -> 0.006
-    state.schedule.options = state.control.current
+    at_its_strictest(pipe)  # as after many missed targets: threshold 0.03 -> 0.006
     brighter = np.clip(base.astype(int) + 3, 0, 255).astype(np.uint8)  # 1.2%: changed for it, not for the pipeline
     out = pipe(brighter)
     assert out.stats.frame_kind == "reuse" and out.stats.counts[0] == 32  # every patch runs; no scene cut
@@ -83,9 +90,7 @@ def test_a_stream_whose_labels_flicker_on_their_own_runs_per_frame_for_a_while(t
     signature = [patch_signature(pipe.tiler.base.prepare(f, pipe.info)[0], pipe.info.patch_size, pipe.info.std)
                  for f in (base, flicker)]
     assert change(signature[1], signature[0]).max() < options.threshold * AgreementControl.FLOOR
-    state = pipe.tiler.streams.get(0)
-    state.control.strictness = AgreementControl.FLOOR  # as after misses: reuse at its strictest
-    state.schedule.options = state.control.current
+    state = at_its_strictest(pipe)  # as after many missed targets: threshold 0.03 -> 0.006
     frames = [base, flicker] * 5
     outs = [pipe(f) for f in frames]
     # the second frame's labels moved where nothing changed: a miss at the floor, so 3 frames per-frame; then a
@@ -110,9 +115,7 @@ def test_a_strict_stream_is_not_held_for_changes_its_own_threshold_recomputes(ti
     dim = np.clip(base.astype(int) + 4, 0, 255).astype(np.uint8)  # under the pipeline's threshold, over the floor's
     assert (per(base).labels != per(dim).labels).mean() > 0.01
     assert isinstance(pipe.tiler, TemporalFrames)
-    state = pipe.tiler.streams.get(0)
-    state.control.strictness = AgreementControl.FLOOR  # as after misses: reuse at its strictest
-    state.schedule.options = state.control.current
+    state = at_its_strictest(pipe)  # as after many missed targets: threshold 0.03 -> 0.006
     assert state.schedule.options.threshold < options.threshold
     frames = [base, dim] * 5
     outs = [pipe(f) for f in frames]
