@@ -29,6 +29,7 @@ from paumer_edge.core.names import (
     CACHE_ROWS,
     CONTEXT,
     DECODER,
+    DECODER_TILES,
     DIM_BATCH,
     DIM_CONTEXT,
     DIM_TOKENS,
@@ -38,8 +39,10 @@ from paumer_edge.core.names import (
     FULL,
     HEAD_LOGP,
     IMAGE,
+    LABEL_TILES,
     LABELS,
     SCORES,
+    TILES,
     TOKENS,
     TOKENS_OUT,
     reuse_stage_name,
@@ -47,11 +50,11 @@ from paumer_edge.core.names import (
 )
 from paumer_edge.core.pausing import CostModel
 from paumer_edge.model import PausingSegmenter
-from paumer_edge.model.vit import unfused_attention
+from paumer_edge.model.vit import written_out
 from paumer_edge.runtime.bundle import sha256_file
 
 from . import GRAPHS_REVISION
-from .graphs import Decoder, Full, Stage0, Stage0Reuse, StageK, StageKReuse, at_image_size
+from .graphs import Decoder, DecoderTiles, Full, Stage0, Stage0Reuse, StageK, StageKReuse, at_image_size
 from .onnx_graph import export_module, tensor_specs
 from .peer_graphs import COARSE, EARLY_EXIT, CoarseStage0, PeerOptions, full_peer_modules
 from .quantize import QuantOptions, add_int8_variant
@@ -107,6 +110,10 @@ def _reuse_graphs(model: PausingSegmenter, image: torch.Tensor, tokens: torch.Te
         args = (*([image] if k == 0 else []), tokens, active, context, cache)
         dynamic: dict[str, dict[int, str]] = {ACTIVE: {1: DIM_TOKENS}, CONTEXT: {1: DIM_CONTEXT}}
         items.append((reuse_stage_name(k), module, args, inputs, outputs, dynamic))
+    if model.tiles_decodable:  # a frame that recomputed a few patches redraws only the label tiles around them
+        tiles = torch.randperm(cfg.num_patches, generator=gen)[:m].sort().values[None]
+        items.append((DECODER_TILES, DecoderTiles(model), (tokens, tiles), [TOKENS, TILES], [LABEL_TILES],
+                      {TILES: {1: DIM_TOKENS}}))
     return items
 
 
@@ -184,7 +191,7 @@ def export_graphs(model: PausingSegmenter, bundle: Path, opts: ExportOptions, fo
         bar.set_postfix_str(name)
         path = bundle / folder / f"{name}.onnx"
         t0 = time.perf_counter()
-        with unfused_attention(module):
+        with written_out(module):
             export_module(module.eval(), args, path, inputs, outputs, dynamic, opts.opset, opts.batch[2],
                           model.cfg.num_patches)
         proto = onnx.load(str(path))

@@ -107,6 +107,20 @@ class Decoder(nn.Module):
         return (labels, F.softmax(logits, dim=1)) if self.scores else (labels,)
 
 
+class DecoderTiles(nn.Module):
+    """tokens [1,L,C], tiles [1,t] int64 -> label_tiles [1,t,p,p]: the decoder's labels on the pixel tiles of some
+    patches only (`PausingSegmenter.decode_tiles`), what a temporal-reuse frame redraws around the patches it
+    recomputed."""
+
+    def __init__(self, model: PausingSegmenter):
+        super().__init__()
+        self.model = model
+        self.label_dtype = torch.uint8 if model.cfg.num_classes <= 256 else torch.int32
+
+    def forward(self, tokens: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
+        return self.model.decode_tiles(tokens, tiles).argmax(1).to(torch.float32).to(self.label_dtype)
+
+
 class Full(nn.Module):
     """image -> labels: the unsplit network at budget 1, the reference for parity and speed."""
 

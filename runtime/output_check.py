@@ -21,12 +21,14 @@ import numpy as np
 
 from paumer_edge.core.contract import REEXPORT, GraphSpec, TensorSpec
 from paumer_edge.core.errors import BundleError
-from paumer_edge.core.names import LABELS
+from paumer_edge.core.names import LABEL_TILES, LABELS
 
 from .backends.base import GraphSession
 from .bundle import Bundle
 
 __all__ = ["CheckedSession", "check_outputs", "checked"]
+
+LABEL_OUTPUTS = (LABELS, LABEL_TILES)  # class ids: their dtype exactly, their range checked
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -67,7 +69,7 @@ def _bind(binds: tuple[tuple[str, int, int, str], ...], values: dict[str, Any]) 
 def _dtype_ok(spec: TensorSpec, want: np.dtype, value: Any) -> bool:
     if not isinstance(value, np.ndarray):  # device handles: their dtype is the engine's, checked at load
         return True
-    if spec.name == LABELS:
+    if spec.name in LABEL_OUTPUTS:
         return value.dtype == want
     return value.dtype.kind == want.kind if want.kind == "f" else value.dtype == want
 
@@ -92,7 +94,7 @@ def check_outputs(name: str, g: GraphSpec, inputs: dict[str, Any], outputs: list
                               f"{list(shape) if shape is not None else '?'} {dtype}, but the manifest says {want} "
                               f"{spec.dtype}: the graph does not compute what its manifest describes (edited, or "
                               f"from another export); {REEXPORT}")
-        if spec.name == LABELS and isinstance(value, np.ndarray) and value.size:
+        if spec.name in LABEL_OUTPUTS and isinstance(value, np.ndarray) and value.size:
             low, high = (int(value.min()) if value.dtype.kind == "i" else 0), int(value.max())
             if low < 0 or high >= classes:
                 bad = high if high >= classes else low

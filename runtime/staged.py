@@ -24,10 +24,13 @@ from paumer_edge.core.names import (
     CACHE_ROWS,
     CONTEXT,
     DECODER,
+    DECODER_TILES,
     ENTROPY,
     EXIT_LOGP,
     EXITED,
     IMAGE,
+    SCORES,
+    TILES,
     TOKENS,
     TOKENS_OUT,
     reuse_stage_name,
@@ -81,6 +84,10 @@ class ReuseInput:
     active: np.ndarray  # [1, n] int64 patches recomputed from stage 0, ascending
     caches: list[np.ndarray]  # per stage [1, 2 x blocks, heads, L, head_dim] float32 (`cache_shapes`): written in place
     context: Callable[[int, np.ndarray], np.ndarray]
+    # the last frame's labels [1, H, W] and the patches [1, t] whose label tiles this frame redraws (`decodes_tiles`);
+    # None: the whole decoder
+    labels: np.ndarray | None = None
+    tiles: np.ndarray | None = None
 
 
 @dataclass
@@ -101,6 +108,7 @@ class StagedRunner:
         self.stages: list[GraphSession] = [checked(backend.open(bundle, n), bundle, n) for n in bundle.stage_names]
         self.decoder = checked(backend.open(bundle, DECODER), bundle, DECODER)  # outputs checked every run
         self.reuse_stages: list[GraphSession] | None = None  # the temporal-reuse graphs, opened when first needed
+        self.tile_decoder: GraphSession | None = None  # `decoder_tiles`, opened when first needed
         self._all = np.arange(bundle.model.num_patches, dtype=np.int64)[None]
         self._all.flags.writeable = False  # fed to every stage while nothing pauses
         # early-exit graph sets: the stages also emit their head's log-probabilities, the decoder takes the exits
@@ -226,9 +234,35 @@ class StagedRunner:
             stats.counts.append(active.shape[1])
             actives.append(active)
             entropies.append(entropy)
-        labels, scores = self._decode(tokens, stats, observe)
+        if start.tiles is not None and start.labels is not None and self.decodes_tiles:
+            labels, scores = self._decode_tiles(tokens, start.tiles, start.labels, stats, observe), None
+        else:
+            labels, scores = self._decode(tokens, stats, observe)
         stats.cost_fraction = selector.spent(stats.counts)
         return ReuseOutput(StagedOutput(labels, scores, None, stats), tokens, caches, actives, entropies)
+
+    @property
+    def decodes_tiles(self) -> bool:
+        """Whether a reuse frame can redraw only some label tiles: the bundle has `decoder_tiles` (a linear decoder)
+        and its decoder gives labels only (the tiles have no scores)."""
+        return DECODER_TILES in self.bundle.graphs and SCORES not in self.bundle.graphs[DECODER].output_names
+
+    def _decode_tiles(self, tokens: Any, tiles: np.ndarray, labels: np.ndarray, stats: StageStats,
+                      observe: Observer | None) -> np.ndarray:
+        """The last frame's labels [1, H, W] with the tiles of the patches `tiles` [1, t] redrawn from the buffer."""
+        if self.tile_decoder is None:
+            self.tile_decoder = checked(self.backend.open(self.bundle, DECODER_TILES), self.bundle, DECODER_TILES)
+        feeds = {TOKENS: tokens, TILES: tiles}
+        t0 = time.perf_counter()
+        result = self.tile_decoder.run(feeds)
+        if observe is not None:
+            observe(DECODER_TILES, feeds, result)
+        rows, cols = self.bundle.model.grid
+        p = self.bundle.model.patch_size
+        out = labels.copy()
+        out.reshape(rows, p, cols, p)[tiles[0] // cols, :, tiles[0] % cols, :] = result[0][0]
+        stats.decoder_ms = (time.perf_counter() - t0) * 1000
+        return out
 
     def _exit_feeds(self, selector: TokenSelector, b: int) -> dict[str, Any]:
         """The decoder's exit inputs: the selector's, or none exited (a pausing policy on early-exit graphs)."""

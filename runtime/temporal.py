@@ -314,8 +314,12 @@ class TemporalFrames:
         def context(k: int, active: np.ndarray) -> np.ndarray:
             return self._nothing if contexts is None else contexts[k]
 
+        tiles = None
+        if runner.decodes_tiles:  # a tile's labels follow the buffer at its patch and the 8 around it
+            tiles = np.flatnonzero(dilate(run_now, self.info.grid, 1)).astype(np.int64)[None]
         run = runner.forward_reuse(prepared.image[None], ReuseSelector(selector, cached),
-                                   ReuseInput(state.tokens, idx[None].astype(np.int64), state.caches, context))
+                                   ReuseInput(state.tokens, idx[None].astype(np.int64), state.caches, context,
+                                              state.labels, tiles))
         state.stage[idx] = 0
         state.entropy[:, idx] = np.nan
         assert prepared.signature is not None

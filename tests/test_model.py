@@ -8,7 +8,7 @@ import torch
 from paumer_edge.config import preset
 from paumer_edge.core.pausing import PolicyError, plan_budget
 from paumer_edge.model import PausingSegmenter
-from paumer_edge.model.vit import Attention, unfused_attention
+from paumer_edge.model.vit import Attention, Gelu, written_out
 
 MASK = preset("tiny").replace(name="tiny-mask", decoder="mask_transformer", decoder_depth=1)
 
@@ -176,14 +176,23 @@ def test_training_mode_returns_aux_for_every_head() -> None:
 
 
 @torch.no_grad()
-def test_written_out_attention_matches_the_fused_kernel(model: PausingSegmenter) -> None:
+def test_written_out_attention_and_gelu_match_the_fused_kernels(model: PausingSegmenter) -> None:
     x = images(model.cfg)
     fused = model(x, budget=0.5).logits
-    with unfused_attention(model):
-        assert not any(m.fused for m in model.modules() if isinstance(m, Attention))
+    layers = [m for m in model.modules() if isinstance(m, (Attention, Gelu))]
+    assert {type(m) for m in layers} == {Attention, Gelu}
+    with written_out(model):
+        assert not any(m.fused for m in layers)
         written = model(x, budget=0.5).logits
-    assert all(m.fused for m in model.modules() if isinstance(m, Attention))  # restored
+    assert all(m.fused for m in layers)  # restored
     torch.testing.assert_close(written, fused, rtol=1e-4, atol=1e-4)
-    with pytest.raises(RuntimeError), unfused_attention(model):
+    with pytest.raises(RuntimeError), written_out(model):
         raise RuntimeError("export failed")
-    assert all(m.fused for m in model.modules() if isinstance(m, Attention))  # restored on errors too
+    assert all(m.fused for m in layers)  # restored on errors too
+
+
+def test_written_out_gelu_is_the_erf_gelu() -> None:
+    x = torch.linspace(-6, 6, 1001)
+    gelu = Gelu()
+    gelu.fused = False
+    torch.testing.assert_close(gelu(x), torch.nn.functional.gelu(x), rtol=1e-6, atol=1e-6)

@@ -92,3 +92,15 @@ def test_signed_labels_below_zero_are_refused() -> None:
     check_outputs("decoder", g, inputs, [np.full((1, 4, 4), 9, np.int32)], 10)
     with pytest.raises(BundleError, match="class id -1"):
         check_outputs("decoder", g, inputs, [np.full((1, 4, 4), -1, np.int32)], 10)
+
+
+def test_label_tiles_are_checked_as_labels() -> None:
+    g = GraphSpec("decoder_tiles.onnx", "0" * 64, (TensorSpec("tokens", (1, 33, 32), "float32"),
+                                                  TensorSpec("tiles", (1, "n"), "int64")),
+                  (TensorSpec("label_tiles", (1, "n", 8, 8), "uint8"),))
+    inputs = {"tokens": np.zeros((1, 33, 32), np.float32), "tiles": np.zeros((1, 3), np.int64)}
+    check_outputs("decoder_tiles", g, inputs, [np.zeros((1, 3, 8, 8), np.uint8)], 10)
+    with pytest.raises(BundleError, match="returned class id 12, but the model has 10 classes"):
+        check_outputs("decoder_tiles", g, inputs, [np.full((1, 3, 8, 8), 12, np.uint8)], 10)
+    with pytest.raises(BundleError, match=r"label_tiles of shape \[1, 3, 8, 8\] int64"):
+        check_outputs("decoder_tiles", g, inputs, [np.zeros((1, 3, 8, 8), np.int64)], 10)

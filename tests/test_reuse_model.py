@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from paumer_edge import UserError
 from paumer_edge.config import preset
 from paumer_edge.model import PausingSegmenter
-from paumer_edge.model.vit import unfused_attention
+from paumer_edge.model.vit import written_out
 
 
 def _model() -> PausingSegmenter:
@@ -36,7 +37,7 @@ def _full_run(m: PausingSegmenter, x: torch.Tensor) -> tuple[torch.Tensor, list[
 def test_every_patch_active_is_the_plain_stage(fused: bool) -> None:
     m = _model()
     x = torch.randn(2, 3, *m.cfg.image_size)
-    with unfused_attention(m) if not fused else torch.no_grad():
+    with written_out(m) if not fused else torch.no_grad():
         ref = m.embed(x)
         for k in range(m.cfg.num_stages):
             ref = m.stage(k, ref).tokens
@@ -106,3 +107,28 @@ def test_embedding_some_rows_is_those_rows_of_the_frame_embedding() -> None:
     full = m.embed(x)
     want = torch.stack([full[i, rows[i]] for i in range(2)]).reshape(-1, m.cfg.embed_dim)
     torch.testing.assert_close(m.encoder.embed_rows(x, rows), want, rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_decoding_some_tiles_is_those_tiles_of_the_whole_decode() -> None:
+    m = _model()
+    assert m.tiles_decodable
+    tokens = m.embed(torch.randn(2, 3, *m.cfg.image_size))
+    logits = m.decode(tokens, tuple(m.cfg.image_size))  # [B, K, H, W]
+    rows, cols = m.cfg.grid
+    p = m.cfg.patch_size
+    tiles = torch.tensor([[0, cols - 1, cols + 2, rows * cols - 1], [1, 5, (rows - 1) * cols, 9]])  # corners, edges
+    got = m.decode_tiles(tokens, tiles)  # [B, K, t, p, p]
+    for i in range(2):
+        for j, t in enumerate(tiles[i].tolist()):
+            r, c = divmod(t, cols)
+            torch.testing.assert_close(got[i, :, j], logits[i, :, r * p:(r + 1) * p, c * p:(c + 1) * p],
+                                       rtol=0, atol=1e-5)
+
+
+def test_tile_decoding_needs_a_linear_decoder() -> None:
+    torch.manual_seed(0)
+    m = PausingSegmenter(preset("tiny").replace(decoder="mask_transformer")).eval()
+    assert not m.tiles_decodable
+    with pytest.raises(UserError, match="tile decoding needs a linear decoder"):
+        m.decode_tiles(m.embed(torch.randn(1, 3, *m.cfg.image_size)), torch.tensor([[0]]))

@@ -60,6 +60,27 @@ def test_changed_patches_run_and_the_rest_are_kept(tiny_bundle: Path) -> None:
     assert halo(changed(base, slice(16, 32), slice(32, 48))).stats.counts[0] == 9  # one patch grown by one: 3x3
 
 
+def test_reuse_frames_redraw_only_the_label_tiles_around_what_ran(tiny_bundle: Path, tmp_path: Path) -> None:
+    """`decoder_tiles` redraws the tiles of the recomputed patches and their neighbours; the labels are the whole
+    decoder's, frame by frame (a bundle without the graph decodes whole frames, as exports before it did)."""
+    whole = Path(shutil.copytree(tiny_bundle, tmp_path / "whole.paumer"))
+    manifest = json.loads((whole / "manifest.json").read_text())
+    (whole / manifest["graphs"].pop("decoder_tiles")["file"]).unlink()
+    (whole / "manifest.json").write_text(json.dumps(manifest))
+    tiled, plain = (Pipeline(b, cost="macs", reuse=True, budget=0.5) for b in (tiny_bundle, whole))
+    base = scene(3)
+    start(tiled, base)
+    start(plain, base)
+    frames = [changed(base, slice(0, 16), slice(0, 16), 30), changed(base, slice(48, 64), slice(112, 128), 220),
+              changed(base, slice(16, 48), slice(40, 72), 0), scene(3)]  # corners, the middle, back to the start
+    for frame in frames:
+        a, b = tiled(frame), plain(frame)
+        assert a.stats.frame_kind == b.stats.frame_kind == "reuse" and a.stats.counts[0] > 0
+        assert np.array_equal(a.labels, b.labels)
+    assert tiled.runner.tile_decoder is not None and tiled.runner.decodes_tiles
+    assert plain.runner.tile_decoder is None and not plain.runner.decodes_tiles
+
+
 def test_below_the_threshold_is_unchanged(tiny_bundle: Path) -> None:
     _, reuse = pipes(tiny_bundle)
     base = scene()

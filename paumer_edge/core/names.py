@@ -9,6 +9,7 @@ from __future__ import annotations
 # graph names (one ONNX file each, `<name>.onnx`)
 DECODER = "decoder"
 FULL = "full"  # the unsplit network at budget 1: the reference for parity and speed
+DECODER_TILES = "decoder_tiles"  # temporal reuse: the decoder on the label tiles of some patches (linear decoders)
 
 # tensor names
 IMAGE = "image"  # [B, 3, H, W] float32, normalised
@@ -21,6 +22,8 @@ CONTEXT = "context"  # [B, m] int64 patch positions whose cached keys/values the
 CACHE = "cache"  # [B, 2 x blocks, heads, L, head_dim] every row's keys, values at each block (as last computed)
 CACHE_ROWS = "cache_rows"  # [B, 2 x blocks, heads, extra + n, head_dim] the fresh keys and values of the rows that ran
 LABELS = "labels"  # [B, H, W] class per pixel
+TILES = "tiles"  # [1, t] int64 patch positions whose label tiles `decoder_tiles` redraws
+LABEL_TILES = "label_tiles"  # [1, t, p, p] their labels (p: the patch size)
 SCORES = "scores"  # [B, K, H, W] class probabilities (bundles exported with --scores)
 # early exit (variants of kind "early-exit", `core.exits`): the heads' predictions, and those that became final
 HEAD_LOGP = "head_logp"  # [B, n, K] a stage's pausing-head log-probabilities for its active patches

@@ -72,6 +72,33 @@ def buffer_rows(active: torch.Tensor, extra: int, length: int) -> torch.Tensor:
     return (idx + torch.arange(active.shape[0], device=active.device).unsqueeze(1) * length).reshape(-1)
 
 
+def context_rows(cache: torch.Tensor, seen: torch.Tensor, slot: int) -> torch.Tensor:
+    """The cached keys (or values) at `slot` of a temporal-reuse cache [B, slots, heads, L, head_dim] for the buffer
+    rows `seen` [B, m]: [B, heads, m, head_dim]. One gather of flat rows straight from the cache: an exported graph
+    materialises every view, so indexing the image, then the rows, then the slot would copy the cache three times
+    (the image's whole cache first)."""
+    b, slots, heads, length, head_dim = cache.shape
+    flat = cache.reshape(-1, head_dim)
+    images = torch.arange(b, device=cache.device).reshape(b, 1, 1)
+    first = ((images * slots + slot) * heads + torch.arange(heads, device=cache.device).reshape(1, heads, 1)) * length
+    return flat.index_select(0, (first + seen.unsqueeze(1)).reshape(-1)).reshape(b, heads, -1, head_dim)
+
+
+def tile_weights(patch: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> torch.Tensor:
+    """[9, p * p]: how bilinear upsampling by `patch` (align_corners=False) weighs a patch and its 8 neighbours
+    (row-major, -1..1 in each direction) at every pixel of the patch's tile."""
+    taps = torch.zeros(patch, 3, dtype=torch.float64)
+    for i in range(patch):
+        s = (i + 0.5) / patch - 0.5  # the pixel's source coordinate, from the patch's centre
+        if s < 0:
+            taps[i, 0], taps[i, 1] = -s, 1 + s
+        else:
+            taps[i, 1], taps[i, 2] = 1 - s, s
+    # weight[(dy, dx), (i, j)] = taps[i, dy] * taps[j, dx]
+    weight = torch.einsum("ia,jb->abij", taps, taps).reshape(9, patch * patch)
+    return weight.to(dtype=dtype, device=device)
+
+
 class PausingSegmenter(nn.Module):
     def __init__(self, cfg: ModelConfig):
         check_model_memory(cfg)  # before a byte is allocated: a config cannot ask for terabytes
@@ -159,12 +186,11 @@ class PausingSegmenter(nn.Module):
         # the rows stay flat [B * n, C] through the blocks (attention alone groups them by image)
         x = buffer.index_select(0, flat) if image is None else self.encoder.embed_rows(image, token_rows(active, e))
         seen = context + e
-        # per image (reuse runs one at a time: exported with batch 1, a single gather of the context's rows)
-        cached = torch.stack([cache[i].index_select(2, seen[i]) for i in range(b)])
         fresh_kv: list[torch.Tensor] = []
         for j, i in enumerate(range(start, end)):
             blk: Block = self.encoder.blocks[i]  # type: ignore[assignment]
-            x, (keys, values) = blk.forward_context(x, b, cached[:, 2 * j], cached[:, 2 * j + 1])
+            x, (keys, values) = blk.forward_context(x, b, context_rows(cache, seen, 2 * j),
+                                                    context_rows(cache, seen, 2 * j + 1))
             fresh_kv += [keys, values]
         out = buffer.index_put((flat,), x).reshape(b, length, c)
         logits = None
@@ -203,6 +229,34 @@ class PausingSegmenter(nn.Module):
             masks = torch.lerp(torch.log_softmax(masks, dim=1), logp.transpose(1, 2).reshape(b, k, *grid),
                                exited.to(masks.dtype).reshape(b, 1, *grid))
         return F.interpolate(masks, size=image_hw, mode="bilinear", align_corners=False)
+
+    @property
+    def tiles_decodable(self) -> bool:
+        """Whether `decode_tiles` applies: a linear decoder (each patch's logits its own token's) on an input that is
+        a whole number of patches."""
+        h, w = self.cfg.image_size
+        return self.cfg.decoder == "linear" and h % self.cfg.patch_size == 0 and w % self.cfg.patch_size == 0
+
+    def decode_tiles(self, tokens: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
+        """`decode`'s logits on the p x p pixel tiles of the patches `tiles` [B, t] only: [B, K, t, p, p].
+
+        With a linear decoder a tile's pixels depend only on the decoder's output at its patch and the 8 around it
+        (bilinear upsampling by the patch size, the border replicated as `F.interpolate` clamps it), with the same
+        weights for every tile: a frame that recomputed a few patches (temporal reuse) redraws only the tiles
+        around them instead of upsampling the whole image."""
+        if not self.tiles_decodable:
+            raise UserError("tile decoding needs a linear decoder on an input of whole patches")
+        rows, cols = self.cfg.grid
+        p = self.cfg.patch_size
+        masks = self.decoder(self.encoder.norm(tokens)[:, self.encoder.num_extra_tokens :], (rows, cols))
+        b, k = masks.shape[:2]
+        padded = F.pad(masks, (1, 1, 1, 1), mode="replicate").reshape(b, k, (rows + 2) * (cols + 2))
+        centre = (tiles // cols + 1) * (cols + 2) + tiles % cols + 1  # [B, t] in the padded grid
+        around = torch.tensor([dy * (cols + 2) + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], device=tiles.device)
+        where = (centre.unsqueeze(-1) + around).reshape(b, 1, -1).expand(b, k, -1)
+        near = torch.gather(padded, 2, where).reshape(b, k, -1, 9)  # [B, K, t, 9]
+        weights = tile_weights(p, masks.dtype, masks.device)  # [9, p * p]
+        return (near @ weights).reshape(b, k, -1, p, p)
 
     def forward_unpaused(self, images: torch.Tensor) -> torch.Tensor:
         """The plain Segmenter forward (every block on every token, no pausing heads): the budget-1 reference."""
