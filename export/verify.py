@@ -25,9 +25,12 @@ from paumer_edge.core.names import (
     CACHE,
     CONTEXT,
     DECODER,
+    DECODER_TILES,
     FULL,
     IMAGE,
+    LABEL_TILES,
     LABELS,
+    TILES,
     TOKENS,
     reuse_stage_name,
     stage_name,
@@ -40,7 +43,7 @@ from paumer_edge.runtime.backends import OrtBackend
 from paumer_edge.runtime.bundle import Bundle, load_bundle
 from paumer_edge.runtime.staged import Observer, StagedRunner
 
-from .graphs import Decoder, Full, Stage0, Stage0Reuse, StageK, StageKReuse, at_image_size
+from .graphs import Decoder, DecoderTiles, Full, Stage0, Stage0Reuse, StageK, StageKReuse, at_image_size
 
 STAGE_TOL = 1e-4  # max abs error of float outputs (fp32)
 AGREE_FULL = 0.999  # label agreement at budget 1
@@ -140,6 +143,8 @@ def graph_modules(model: PausingSegmenter, scores: bool, reuse: bool = False) ->
     if reuse:
         modules[reuse_stage_name(0)] = Stage0Reuse(model)
         modules.update({reuse_stage_name(k): StageKReuse(model, k) for k in range(1, model.cfg.num_stages)})
+        if model.tiles_decodable:
+            modules[DECODER_TILES] = DecoderTiles(model)
     modules[DECODER], modules[FULL] = Decoder(model, scores), Full(model, scores)
     return modules
 
@@ -164,7 +169,7 @@ class GraphChecker:
         spec = self.bundle.graphs[graph]
         ref = _run_module(self.modules[graph], [t.name for t in spec.inputs], feeds)
         for name, a, r in zip(spec.output_names, got, ref):
-            if name == LABELS:
+            if name in (LABELS, LABEL_TILES):
                 agree = AGREE_FULL
                 self.report.checks.append(Check(graph, case, name, float((a == r.numpy()).mean()), "agreement", agree))
             else:
@@ -258,3 +263,16 @@ def check_reuse_graphs(bundle: Bundle, backend: OrtBackend, checker: GraphChecke
             feeds = {**({IMAGE: image} if k == 0 else {}), TOKENS: tokens, ACTIVE: active, CONTEXT: context,
                      CACHE: cache}
             checker.check(name, f"random tokens, n={n}, context m={m}", feeds, session.run(feeds))
+    if DECODER_TILES in bundle.graphs:  # on a street frame's final buffer, as a reuse frame decodes it
+        final: dict[str, Any] = {}
+
+        def keep(graph: str, feeds: dict[str, Any], outs: list[Any]) -> None:
+            if graph == DECODER:
+                final.update(feeds)
+
+        StagedRunner(bundle, backend).forward(real[:1], FixedCounts.after_stage0(bundle.cost, n_all), observe=keep)
+        session = backend.open(bundle, DECODER_TILES)
+        for n in sorted({1, max(1, n_all // 3), n_all}):
+            tiles = torch.randperm(n_all, generator=gen)[:n].sort().values[None].numpy()
+            feeds = {TOKENS: final[TOKENS], TILES: tiles}
+            checker.check(DECODER_TILES, f"street tokens, n={n}", feeds, session.run(feeds))

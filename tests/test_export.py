@@ -44,7 +44,7 @@ def test_manifest_schema(tiny_bundle: Path, tiny_ckpt: Path) -> None:
     assert m["pause_after"] == [1, 2, 3] and set(manifest["pausing"]) == {"cost_model"}
     assert CostModel.from_dict(manifest["pausing"]["cost_model"]) == CostModel.from_config(cfg)
     assert set(manifest["graphs"]) == {"stage0", "stage1", "stage2", "stage3", "decoder", "full",
-                                       "stage0_reuse", "stage1_reuse", "stage2_reuse", "stage3_reuse"}
+                                       "stage0_reuse", "stage1_reuse", "stage2_reuse", "stage3_reuse", "decoder_tiles"}
     assert m["num_heads"] == cfg.num_heads
     assert {"torch", "onnx", "opset"} <= set(manifest["exporter"]) and manifest["exporter"]["opset"] == 18
     g = manifest["graphs"]
@@ -55,6 +55,9 @@ def test_manifest_schema(tiny_bundle: Path, tiny_ckpt: Path) -> None:
     assert g["stage2"]["outputs"][1] == {"name": "entropy", "shape": ["batch", "n"], "dtype": "float32"}
     assert [o["name"] for o in g["stage3"]["outputs"]] == ["tokens_out"]  # the last stage emits no entropy
     assert g["decoder"]["outputs"] == [{"name": "labels", "shape": ["batch", 32, 64], "dtype": "uint8"}]
+    assert g["decoder_tiles"]["inputs"] == [{"name": "tokens", "shape": [1, 33, 32], "dtype": "float32"},
+                                            {"name": "tiles", "shape": [1, "n"], "dtype": "int64"}]
+    assert g["decoder_tiles"]["outputs"] == [{"name": "label_tiles", "shape": [1, "n", 8, 8], "dtype": "uint8"}]
     bundle = load_bundle(tiny_bundle)  # every sha256 checks out
     assert bundle.model.num_stages == 4
 
@@ -349,7 +352,7 @@ def test_cli_export_and_verify(tiny_ckpt: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "mine.paumer" / "manifest.json").exists()  # default: next to the checkpoint
     last = proc.stdout.strip().splitlines()[-1]
-    assert last.startswith(f"exported {tmp_path / 'mine.paumer'} (10 graphs") and "min label agreement" in last
+    assert last.startswith(f"exported {tmp_path / 'mine.paumer'} (11 graphs") and "min label agreement" in last
     assert all(c["ok"] for c in json.loads((tmp_path / "report.json").read_text()))
     # verify against another model: beyond tolerance, exit 1
     from paumer_edge.checkpoint import save_checkpoint
