@@ -9,7 +9,8 @@ budget 1. Labels: the share of pixels the two bundles label alike, per setting.
 
     git worktree add /tmp/old 32a5f62        # the revision whose exporter makes the old graphs, in its own venv:
     python -m venv /tmp/old/.venv && /tmp/old/.venv/bin/pip install torch==2.13.0 && \
-        /tmp/old/.venv/bin/pip install -e "/tmp/old[cpu,train]" && /tmp/old/.venv/bin/paumer-edge export -o /tmp/r5.paumer
+        /tmp/old/.venv/bin/pip install -e "/tmp/old[cpu,train]" && \
+        /tmp/old/.venv/bin/paumer-edge export -o /tmp/r5.paumer
     python benchmarks/graphs_ab.py --old /tmp/r5.paumer            # new: the sample model's cached export
 """
 
