@@ -85,6 +85,17 @@ def _stage_outputs(out: StageOutput, head_scores: bool = False) -> tuple[torch.T
     return (out.tokens, normalised_entropy(out.logits), *scores)
 
 
+def label_dtype(num_classes: int) -> torch.dtype:
+    """The dtype of a graph's labels: uint8 when the classes fit."""
+    return torch.uint8 if num_classes <= 256 else torch.int32
+
+
+def to_labels(logits: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The arg-max over the classes (dim 1) as `dtype`; via float: TensorRT casts float -> uint8 but not
+    int64 -> uint8."""
+    return logits.argmax(1).to(torch.float32).to(dtype)
+
+
 class Decoder(nn.Module):
     """tokens [B,L,C] -> labels [B,H,W] (uint8 when the classes fit) and optionally scores [B,K,H,W].
 
@@ -95,15 +106,14 @@ class Decoder(nn.Module):
         super().__init__()
         self.model = model
         self.scores = scores
-        self.label_dtype = torch.uint8 if model.cfg.num_classes <= 256 else torch.int32
+        self.label_dtype = label_dtype(model.cfg.num_classes)
         self.image_size = (int(model.cfg.image_size[0]), int(model.cfg.image_size[1]))
 
     def forward(self, tokens: torch.Tensor, exit_logp: torch.Tensor | None = None,
                 exited: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         exits = None if exit_logp is None or exited is None else (exit_logp, exited)
         logits = self.model.decode(tokens, self.image_size, exits)
-        # via float: TensorRT casts float -> uint8 but not int64 -> uint8
-        labels = logits.argmax(1).to(torch.float32).to(self.label_dtype)
+        labels = to_labels(logits, self.label_dtype)
         return (labels, F.softmax(logits, dim=1)) if self.scores else (labels,)
 
 
@@ -115,10 +125,10 @@ class DecoderTiles(nn.Module):
     def __init__(self, model: PausingSegmenter):
         super().__init__()
         self.model = model
-        self.label_dtype = torch.uint8 if model.cfg.num_classes <= 256 else torch.int32
+        self.label_dtype = label_dtype(model.cfg.num_classes)
 
     def forward(self, tokens: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
-        return self.model.decode_tiles(tokens, tiles).argmax(1).to(torch.float32).to(self.label_dtype)
+        return to_labels(self.model.decode_tiles(tokens, tiles), self.label_dtype)
 
 
 class Full(nn.Module):

@@ -225,7 +225,7 @@ def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: 
                 feeds = {TOKENS: tokens, ACTIVE: active.numpy()}
                 checker.check(stage_name(k), f"random tokens, n={n}", feeds, runner.stages[k].run(feeds))
         if bundle.manifest.has_reuse:
-            check_reuse_graphs(bundle, backend, checker, real, gen)
+            check_reuse_graphs(runner, checker, real, gen)
         if bundle.manifest.has_full:
             checker.check(FULL, "street frames", {IMAGE: real}, backend.open(bundle, FULL).run({IMAGE: real}))
         # end to end: staged graphs + runtime policy vs the PyTorch model
@@ -242,11 +242,12 @@ def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: 
     return report
 
 
-def check_reuse_graphs(bundle: Bundle, backend: OrtBackend, checker: GraphChecker, real: np.ndarray,
-                       gen: torch.Generator) -> None:
+def check_reuse_graphs(runner: StagedRunner, checker: GraphChecker, real: np.ndarray, gen: torch.Generator) -> None:
     """Each temporal-reuse graph against PyTorch on random tokens and caches (stage 0: a street frame, one per n), at
     n = 1, a third, all, with random context patches (batch 1: the graphs run one stream's frame at a time). (That
-    reuse of an unchanged frame gives the full computation's labels is the runtime's test.)"""
+    reuse of an unchanged frame gives the full computation's labels is the runtime's test.) `decoder_tiles` on a street
+    frame's final buffer."""
+    bundle, backend = runner.bundle, runner.backend
     info = bundle.model
     n_all = info.num_patches
     for k, name in enumerate(info.reuse_stage_names):
@@ -270,7 +271,7 @@ def check_reuse_graphs(bundle: Bundle, backend: OrtBackend, checker: GraphChecke
             if graph == DECODER:
                 final.update(feeds)
 
-        StagedRunner(bundle, backend).forward(real[:1], FixedCounts.after_stage0(bundle.cost, n_all), observe=keep)
+        runner.forward(real[:1], FixedCounts.after_stage0(bundle.cost, n_all), observe=keep)
         session = backend.open(bundle, DECODER_TILES)
         for n in sorted({1, max(1, n_all // 3), n_all}):
             tiles = torch.randperm(n_all, generator=gen)[:n].sort().values[None].numpy()

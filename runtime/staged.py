@@ -109,6 +109,9 @@ class StagedRunner:
         self.decoder = checked(backend.open(bundle, DECODER), bundle, DECODER)  # outputs checked every run
         self.reuse_stages: list[GraphSession] | None = None  # the temporal-reuse graphs, opened when first needed
         self.tile_decoder: GraphSession | None = None  # `decoder_tiles`, opened when first needed
+        # whether a reuse frame can redraw only some label tiles: the bundle has `decoder_tiles` (a linear decoder)
+        # and its decoder gives labels only (the tiles have no scores)
+        self.decodes_tiles = DECODER_TILES in bundle.graphs and SCORES not in bundle.graphs[DECODER].output_names
         self._all = np.arange(bundle.model.num_patches, dtype=np.int64)[None]
         self._all.flags.writeable = False  # fed to every stage while nothing pauses
         # early-exit graph sets: the stages also emit their head's log-probabilities, the decoder takes the exits
@@ -240,12 +243,6 @@ class StagedRunner:
             labels, scores = self._decode(tokens, stats, observe)
         stats.cost_fraction = selector.spent(stats.counts)
         return ReuseOutput(StagedOutput(labels, scores, None, stats), tokens, caches, actives, entropies)
-
-    @property
-    def decodes_tiles(self) -> bool:
-        """Whether a reuse frame can redraw only some label tiles: the bundle has `decoder_tiles` (a linear decoder)
-        and its decoder gives labels only (the tiles have no scores)."""
-        return DECODER_TILES in self.bundle.graphs and SCORES not in self.bundle.graphs[DECODER].output_names
 
     def _decode_tiles(self, tokens: Any, tiles: np.ndarray, labels: np.ndarray, stats: StageStats,
                       observe: Observer | None) -> np.ndarray:

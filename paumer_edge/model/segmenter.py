@@ -222,13 +222,17 @@ class PausingSegmenter(nn.Module):
         level, before upsampling; with no patch exited the labels are the decoder's own (log-softmax keeps
         each patch's arg-max and the upsampled arg-max)."""
         grid = self.encoder.grid_for(*image_hw)
-        masks = self.decoder(self.encoder.norm(tokens)[:, self.encoder.num_extra_tokens :], grid)
+        masks = self._patch_logits(tokens, grid)
         if exits is not None:
             logp, exited = exits
             b, k = masks.shape[:2]
             masks = torch.lerp(torch.log_softmax(masks, dim=1), logp.transpose(1, 2).reshape(b, k, *grid),
                                exited.to(masks.dtype).reshape(b, 1, *grid))
         return F.interpolate(masks, size=image_hw, mode="bilinear", align_corners=False)
+
+    def _patch_logits(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The buffer [B, L, C] -> the decoder's logits on the patch grid [B, K, rows, cols] (the final norm first)."""
+        return self.decoder(self.encoder.norm(tokens)[:, self.encoder.num_extra_tokens :], grid)
 
     @property
     def tiles_decodable(self) -> bool:
@@ -248,7 +252,7 @@ class PausingSegmenter(nn.Module):
             raise UserError("tile decoding needs a linear decoder on an input of whole patches")
         rows, cols = self.cfg.grid
         p = self.cfg.patch_size
-        masks = self.decoder(self.encoder.norm(tokens)[:, self.encoder.num_extra_tokens :], (rows, cols))
+        masks = self._patch_logits(tokens, (rows, cols))
         b, k = masks.shape[:2]
         padded = F.pad(masks, (1, 1, 1, 1), mode="replicate").reshape(b, k, (rows + 2) * (cols + 2))
         centre = (tiles // cols + 1) * (cols + 2) + tiles % cols + 1  # [B, t] in the padded grid
