@@ -54,7 +54,17 @@ from paumer_edge.model.vit import written_out
 from paumer_edge.runtime.bundle import sha256_file
 
 from . import GRAPHS_REVISION
-from .graphs import Decoder, DecoderTiles, Full, Stage0, Stage0Reuse, StageK, StageKReuse, at_image_size
+from .graphs import (
+    Decoder,
+    DecoderTiles,
+    Full,
+    Stage0,
+    Stage0Reuse,
+    StageK,
+    StageKReuse,
+    at_image_size,
+    random_positions,
+)
 from .onnx_graph import export_module, tensor_specs
 from .peer_graphs import COARSE, EARLY_EXIT, CoarseStage0, PeerOptions, full_peer_modules
 from .quantize import QuantOptions, add_int8_variant
@@ -98,7 +108,7 @@ def _reuse_graphs(model: PausingSegmenter, image: torch.Tensor, tokens: torch.Te
     cfg = model.cfg
     gen = torch.Generator().manual_seed(1)
     m = max(2, cfg.num_patches // 3)  # context patches: not the active count, so the exporter keeps both dynamic
-    context = torch.randperm(cfg.num_patches, generator=gen)[:m].sort().values[None]
+    context = random_positions(cfg.num_patches, m, gen)
     image, tokens, active = image[:1], tokens[:1], active[:1]  # one stream's frame: batch 1, static shapes
     items: list[GraphItem] = []
     for k in range(cfg.num_stages):
@@ -111,7 +121,7 @@ def _reuse_graphs(model: PausingSegmenter, image: torch.Tensor, tokens: torch.Te
         dynamic: dict[str, dict[int, str]] = {ACTIVE: {1: DIM_TOKENS}, CONTEXT: {1: DIM_CONTEXT}}
         items.append((reuse_stage_name(k), module, args, inputs, outputs, dynamic))
     if model.tiles_decodable:  # a frame that recomputed a few patches redraws only the label tiles around them
-        tiles = torch.randperm(cfg.num_patches, generator=gen)[:m].sort().values[None]
+        tiles = random_positions(cfg.num_patches, m, gen)
         items.append((DECODER_TILES, DecoderTiles(model), (tokens, tiles), [TOKENS, TILES], [LABEL_TILES],
                       {TILES: {1: DIM_TOKENS}}))
     return items
@@ -128,7 +138,7 @@ def _graphs(model: PausingSegmenter, scores: bool, kind: str = "staged",
     image = torch.randn(2, 3, h, w, generator=gen)
     tokens = torch.randn(2, cfg.num_extra_tokens + cfg.num_patches, cfg.embed_dim, generator=gen)
     n = max(1, cfg.num_patches // 2)
-    active = torch.stack([torch.randperm(cfg.num_patches, generator=gen)[:n].sort().values for _ in range(2)])
+    active = random_positions(cfg.num_patches, n, gen, rows=2)
     batch = {0: DIM_BATCH}
     dec_out = [LABELS, SCORES] if scores else [LABELS]
     last = cfg.num_stages - 1

@@ -85,6 +85,12 @@ def _stage_outputs(out: StageOutput, head_scores: bool = False) -> tuple[torch.T
     return (out.tokens, normalised_entropy(out.logits), *scores)
 
 
+def random_positions(total: int, count: int, gen: torch.Generator, rows: int = 1) -> torch.Tensor:
+    """[rows, count] int64 patch positions out of `total`, each row its own draw without repetition, ascending: the
+    example `active` / `context` / `tiles` inputs an export traces with and verification checks on."""
+    return torch.stack([torch.randperm(total, generator=gen)[:count].sort().values for _ in range(rows)])
+
+
 def label_dtype(num_classes: int) -> torch.dtype:
     """The dtype of a graph's labels: uint8 when the classes fit."""
     return torch.uint8 if num_classes <= 256 else torch.int32

@@ -43,7 +43,17 @@ from paumer_edge.runtime.backends import OrtBackend
 from paumer_edge.runtime.bundle import Bundle, load_bundle
 from paumer_edge.runtime.staged import Observer, StagedRunner
 
-from .graphs import Decoder, DecoderTiles, Full, Stage0, Stage0Reuse, StageK, StageKReuse, at_image_size
+from .graphs import (
+    Decoder,
+    DecoderTiles,
+    Full,
+    Stage0,
+    Stage0Reuse,
+    StageK,
+    StageKReuse,
+    at_image_size,
+    random_positions,
+)
 
 STAGE_TOL = 1e-4  # max abs error of float outputs (fp32)
 AGREE_FULL = 0.999  # label agreement at budget 1
@@ -123,6 +133,11 @@ class VerifyReport:
 
     def to_json(self) -> list[dict]:
         return [{**c.__dict__, "ok": c.ok} for c in self.checks]
+
+
+def checked_counts(num_patches: int) -> list[int]:
+    """The active-token counts every graph is checked at: one, a third, all."""
+    return sorted({1, max(1, num_patches // 3), num_patches})
 
 
 def street_batch(size: tuple[int, int], count: int, mean, std, seed: int = 123) -> torch.Tensor:
@@ -212,7 +227,7 @@ def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: 
     n_all = info.num_patches
     with torch.inference_mode():
         # every graph on what it really sees: the staged network on street frames at n = 1, a third, all
-        for n in sorted({1, max(1, n_all // 3), n_all}):
+        for n in checked_counts(n_all):
             runner.forward(real, FixedCounts.after_stage0(bundle.cost, n), observe=checker.observer(street_case(n)))
         # and on random inputs, one graph at a time
         noise = torch.randn(2, 3, *info.input_size, generator=gen).numpy()
@@ -220,8 +235,8 @@ def verify_bundle(bundle: Bundle | str | Path, model: PausingSegmenter, frames: 
         scale = float(np.std(runner.stages[0].run({IMAGE: real})[0]))  # random tokens at the real tokens' scale
         for k in range(1, info.num_stages):
             tokens = (torch.randn(2, info.tokens, info.embed_dim, generator=gen) * scale).numpy()
-            for n in sorted({1, max(1, n_all // 3), n_all}):
-                active = torch.stack([torch.randperm(n_all, generator=gen)[:n].sort().values for _ in range(2)])
+            for n in checked_counts(n_all):
+                active = random_positions(n_all, n, gen, rows=2)
                 feeds = {TOKENS: tokens, ACTIVE: active.numpy()}
                 checker.check(stage_name(k), f"random tokens, n={n}", feeds, runner.stages[k].run(feeds))
         if bundle.manifest.has_reuse:
@@ -252,13 +267,12 @@ def check_reuse_graphs(runner: StagedRunner, checker: GraphChecker, real: np.nda
     n_all = info.num_patches
     for k, name in enumerate(info.reuse_stage_names):
         session = backend.open(bundle, name)
-        shape = next(tuple(int(d) for d in t.shape[1:]) for t in bundle.graphs[name].inputs if t.name == CACHE)
-        for i, n in enumerate(sorted({1, max(1, n_all // 3), n_all})):
+        for i, n in enumerate(checked_counts(n_all)):
             order = torch.randperm(n_all, generator=gen)[None]
             active = order[:, :n].sort().values.numpy()
             m = (n_all - n) // 2  # half the other patches in the context (none when all are active)
             context = order[:, n : n + m].sort().values.numpy()
-            cache = torch.randn(1, *shape, generator=gen).numpy()
+            cache = torch.randn(1, *runner.cache_shapes[k], generator=gen).numpy()
             tokens = torch.randn(1, info.tokens, info.embed_dim, generator=gen).numpy()
             image = real[i % real.shape[0]][None]
             feeds = {**({IMAGE: image} if k == 0 else {}), TOKENS: tokens, ACTIVE: active, CONTEXT: context,
@@ -273,7 +287,7 @@ def check_reuse_graphs(runner: StagedRunner, checker: GraphChecker, real: np.nda
 
         runner.forward(real[:1], FixedCounts.after_stage0(bundle.cost, n_all), observe=keep)
         session = backend.open(bundle, DECODER_TILES)
-        for n in sorted({1, max(1, n_all // 3), n_all}):
-            tiles = torch.randperm(n_all, generator=gen)[:n].sort().values[None].numpy()
+        for n in checked_counts(n_all):
+            tiles = random_positions(n_all, n, gen).numpy()
             feeds = {TOKENS: final[TOKENS], TILES: tiles}
             checker.check(DECODER_TILES, f"street tokens, n={n}", feeds, session.run(feeds))
